@@ -1,0 +1,559 @@
+//! The experiment config: TOML, read in two stages. Stage one reads the top level and finds each
+//! component's `type`; stage two looks the kind up in the registry and lets the kind parse its
+//! own settings with unknown fields refused. Every error names the file, line, column and field,
+//! and lists the valid choices.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::model::Sampling;
+use crate::registry::{ComponentError, Registry, Role};
+
+/// A place in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// A config that cannot be used, with where and what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub location: Option<Location>,
+    /// Dotted path of the field (`models[0].sampling.temperature`), empty for the whole file.
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(l) => write!(f, "{l}: ")?,
+            None => write!(f, "config: ")?,
+        }
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One component as the config names it: its kind, its label, and its own settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentSpec {
+    /// The registry kind (`math`, `chat`, `openai`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The label used in rollout keys; defaults to the kind, made unique by the loader.
+    pub name: String,
+    /// Everything else in the table, for the kind to parse.
+    #[serde(flatten)]
+    pub settings: Map<String, Value>,
+    /// Where the table starts, for errors found later (when the component is built).
+    #[serde(skip)]
+    pub field: String,
+}
+
+/// A model entry: the component plus what the engine handles for every backend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    #[serde(flatten)]
+    pub component: ComponentSpec,
+    /// Most requests in flight to this model at once.
+    pub max_concurrency: usize,
+    pub sampling: Sampling,
+}
+
+/// A whole experiment, resolved: defaults filled, components found in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentConfig {
+    pub name: String,
+    pub seed: u64,
+    /// Samples per (environment, scaffold, model, task).
+    pub samples: u32,
+    /// Most episodes in flight at once.
+    pub concurrency: usize,
+    /// Wall-time limit of one episode, in seconds.
+    pub episode_timeout_secs: f64,
+    /// The run fails when more than this share of finished rollouts are infrastructure errors
+    /// (checked once at least 20 have finished).
+    pub max_infra_error_rate: f64,
+    pub environments: Vec<ComponentSpec>,
+    pub scaffolds: Vec<ComponentSpec>,
+    pub models: Vec<ModelSpec>,
+    /// Extra evaluators run on every trajectory after each environment's own.
+    pub evaluators: Vec<ComponentSpec>,
+    /// The folder relative paths are read from.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    name: Option<String>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "one")]
+    samples: u32,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_timeout")]
+    episode_timeout_secs: f64,
+    #[serde(default = "default_infra_rate")]
+    max_infra_error_rate: f64,
+    #[serde(default)]
+    environments: Vec<Map<String, Value>>,
+    #[serde(default)]
+    scaffolds: Vec<Map<String, Value>>,
+    #[serde(default)]
+    models: Vec<Map<String, Value>>,
+    #[serde(default)]
+    evaluators: Vec<Map<String, Value>>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn default_timeout() -> f64 {
+    600.0
+}
+fn default_infra_rate() -> f64 {
+    0.2
+}
+
+/// The parsed TOML source with the span of every key and value, so that any field path can be
+/// turned into a line and column.
+pub struct SourceMap {
+    file: PathBuf,
+    text: String,
+    spans: HashMap<Vec<String>, Range<usize>>,
+}
+
+impl SourceMap {
+    /// The location of `path`, or of its nearest parent that the file spells out.
+    pub fn locate(&self, path: &[String]) -> Option<Location> {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.spans.get(&path[..n]))
+            .map(|span| self.location_of(span.start))
+    }
+
+    fn location_of(&self, offset: usize) -> Location {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location {
+            file: self.file.clone(),
+            line,
+            column,
+        }
+    }
+
+    /// A `ConfigError` at `path`.
+    pub fn error(
+        &self,
+        path: &[String],
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        ConfigError {
+            location: self.locate(path),
+            field: dotted(path),
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+/// `["models", "0", "sampling"]` → `models[0].sampling`.
+pub fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn to_json(
+    value: &Spanned<DeValue<'_>>,
+    path: &mut Vec<String>,
+    spans: &mut HashMap<Vec<String>, Range<usize>>,
+) -> Value {
+    spans.entry(path.clone()).or_insert_with(|| value.span());
+    match value.get_ref() {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(i.as_str().to_string())),
+        DeValue::Float(f) => {
+            let s = f.as_str().replace('_', "");
+            match s.as_str() {
+                "inf" | "+inf" => Value::from(f64::MAX),
+                "-inf" => Value::from(f64::MIN),
+                _ => s
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number),
+            }
+        }
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    path.push(i.to_string());
+                    let v = to_json(item, path, spans);
+                    path.pop();
+                    v
+                })
+                .collect(),
+        ),
+        DeValue::Table(t) => Value::Object(table_to_json(t, path, spans)),
+    }
+}
+
+fn table_to_json(
+    t: &DeTable<'_>,
+    path: &mut Vec<String>,
+    spans: &mut HashMap<Vec<String>, Range<usize>>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in t.iter() {
+        path.push(k.get_ref().to_string());
+        // Point at the key: that is where a person looks for a misspelt field.
+        spans.insert(path.clone(), k.span());
+        let value = to_json(v, path, spans);
+        path.pop();
+        out.insert(k.get_ref().to_string(), value);
+    }
+    out
+}
+
+/// Parses TOML text into JSON plus a source map. Syntax errors name the line and column.
+pub fn parse_toml(file: &Path, text: &str) -> Result<(Value, SourceMap), ConfigError> {
+    let doc = DeTable::parse(text).map_err(|e| {
+        let map = SourceMap {
+            file: file.to_path_buf(),
+            text: text.to_string(),
+            spans: HashMap::new(),
+        };
+        ConfigError {
+            location: e.span().map(|s| map.location_of(s.start)),
+            field: String::new(),
+            message: format!("not valid TOML: {}", e.message()),
+            hint: Some("see https://toml.io for the syntax".into()),
+        }
+    })?;
+    let mut spans = HashMap::new();
+    let json = Value::Object(table_to_json(doc.get_ref(), &mut Vec::new(), &mut spans));
+    Ok((
+        json,
+        SourceMap {
+            file: file.to_path_buf(),
+            text: text.to_string(),
+            spans,
+        },
+    ))
+}
+
+impl ExperimentConfig {
+    /// Reads and checks the config at `path` against the registry.
+    pub fn load(path: &Path, registry: &Registry) -> Result<(Self, SourceMap), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            location: None,
+            field: String::new(),
+            message: format!("cannot read config file {}: {e}", path.display()),
+            hint: Some("check the path; example configs live in examples/".into()),
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let (cfg, map) = Self::parse(path, &text, registry, &stem)?;
+        Ok((ExperimentConfig { base_dir, ..cfg }, map))
+    }
+
+    /// Parses config text; `file` is only used in messages, `default_name` names an unnamed run.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        registry: &Registry,
+        default_name: &str,
+    ) -> Result<(Self, SourceMap), ConfigError> {
+        let (json, map) = parse_toml(file, text)?;
+        let top: TopLevel = crate::registry::parse_settings(&json).map_err(|e| {
+            let hint = e.message.starts_with("unknown field").then(|| {
+                "top-level keys are name, seed, samples, concurrency, episode_timeout_secs, max_infra_error_rate, \
+                 [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
+                    .to_string()
+            });
+            map.error(&e.path, e.message, hint)
+        })?;
+        let root = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if top.samples == 0 {
+            return Err(map.error(&root(&["samples"]), "must be at least 1", None));
+        }
+        if top.concurrency == 0 {
+            return Err(map.error(&root(&["concurrency"]), "must be at least 1", None));
+        }
+        if !(top.episode_timeout_secs > 0.0) {
+            return Err(map.error(
+                &root(&["episode_timeout_secs"]),
+                "must be a positive number of seconds",
+                None,
+            ));
+        }
+        let environments = components(
+            &map,
+            registry,
+            Role::Environment,
+            "environments",
+            top.environments,
+        )?;
+        let scaffolds = components(&map, registry, Role::Scaffold, "scaffolds", top.scaffolds)?;
+        let evaluators = components(
+            &map,
+            registry,
+            Role::Evaluator,
+            "evaluators",
+            top.evaluators,
+        )?;
+        let mut models = Vec::new();
+        for (i, mut spec) in components(&map, registry, Role::Model, "models", top.models)?
+            .into_iter()
+            .enumerate()
+        {
+            let at = |field: &str| vec!["models".to_string(), i.to_string(), field.to_string()];
+            let max_concurrency = match spec.settings.remove("max_concurrency") {
+                None => top.concurrency,
+                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                    map.error(
+                        &at("max_concurrency"),
+                        "must be a whole number of at least 1",
+                        None,
+                    )
+                })? as usize,
+            };
+            let sampling = match spec.settings.remove("sampling") {
+                None => Sampling::default(),
+                Some(v) => crate::registry::parse_settings::<Sampling>(&v).map_err(|e| {
+                    let mut p = at("sampling");
+                    p.extend(e.path);
+                    map.error(
+                        &p,
+                        e.message,
+                        Some("sampling keys: temperature, top_p, top_k, min_p, max_tokens, seed, stop, logprobs".into()),
+                    )
+                })?,
+            };
+            models.push(ModelSpec {
+                component: spec,
+                max_concurrency,
+                sampling,
+            });
+        }
+        if environments.is_empty() {
+            return Err(map.error(
+                &[],
+                "the config names no environment",
+                Some(format!(
+                    "add an [[environments]] table with type = one of: {}",
+                    registry.kind_list(Role::Environment)
+                )),
+            ));
+        }
+        if scaffolds.is_empty() {
+            return Err(map.error(
+                &[],
+                "the config names no scaffold",
+                Some(format!(
+                    "add a [[scaffolds]] table with type = one of: {}",
+                    registry.kind_list(Role::Scaffold)
+                )),
+            ));
+        }
+        if models.is_empty() {
+            return Err(map.error(
+                &[],
+                "the config names no model",
+                Some(format!(
+                    "add a [[models]] table with type = one of: {}",
+                    registry.kind_list(Role::Model)
+                )),
+            ));
+        }
+        let config = ExperimentConfig {
+            name: top.name.unwrap_or_else(|| default_name.to_string()),
+            seed: top.seed,
+            samples: top.samples,
+            concurrency: top.concurrency,
+            episode_timeout_secs: top.episode_timeout_secs,
+            max_infra_error_rate: top.max_infra_error_rate,
+            environments,
+            scaffolds,
+            models,
+            evaluators,
+            base_dir: PathBuf::new(),
+        };
+        Ok((config, map))
+    }
+
+    /// The config as resolved, in TOML, for the run directory.
+    pub fn to_toml(&self) -> String {
+        let json = serde_json::to_value(self).unwrap_or(Value::Null);
+        toml::to_string_pretty(&json)
+            .unwrap_or_else(|e| format!("# could not render the resolved config: {e}\n"))
+    }
+
+    /// The error to show when a component fails to build from its settings.
+    pub fn component_error(
+        map: &SourceMap,
+        spec: &ComponentSpec,
+        err: ComponentError,
+    ) -> ConfigError {
+        let mut path: Vec<String> = spec.field.split('/').map(str::to_string).collect();
+        path.extend(err.path);
+        map.error(&path, err.message, None)
+    }
+}
+
+/// Reads the `[[section]]` tables of one role: checks `type` against the registry, fills and
+/// de-duplicates `name`.
+fn components(
+    map: &SourceMap,
+    registry: &Registry,
+    role: Role,
+    section: &str,
+    tables: Vec<Map<String, Value>>,
+) -> Result<Vec<ComponentSpec>, ConfigError> {
+    let mut out: Vec<ComponentSpec> = Vec::new();
+    for (i, mut table) in tables.into_iter().enumerate() {
+        let at = |field: &str| vec![section.to_string(), i.to_string(), field.to_string()];
+        let valid = registry.kind_list(role);
+        let kind = match table.remove("type") {
+            None => {
+                return Err(map.error(
+                    &at("type"),
+                    format!("missing `type` for this {role}"),
+                    Some(format!("add type = one of: {valid}")),
+                ))
+            }
+            Some(Value::String(s)) => s,
+            Some(_) => {
+                return Err(map.error(
+                    &at("type"),
+                    "`type` must be a string",
+                    Some(format!("valid kinds: {valid}")),
+                ))
+            }
+        };
+        if registry.get(role, &kind).is_none() {
+            return Err(map.error(
+                &at("type"),
+                format!("unknown {role} kind `{kind}`"),
+                Some(format!("valid {role} kinds: {valid} (`trawl plugins` lists them; load others with --plugin)")),
+            ));
+        }
+        let name = match table.remove("name") {
+            None => kind.clone(),
+            Some(Value::String(s)) if !s.is_empty() && !s.contains(['/', '#']) => s,
+            Some(_) => {
+                return Err(map.error(
+                    &at("name"),
+                    "`name` must be a non-empty string without `/` or `#`",
+                    None,
+                ))
+            }
+        };
+        if out.iter().any(|c| c.name == name) {
+            return Err(map.error(
+                &at("name"),
+                format!("two {section} are named `{name}`"),
+                Some(
+                    "give each one its own `name = \"...\"`: names are part of every rollout key"
+                        .into(),
+                ),
+            ));
+        }
+        out.push(ComponentSpec {
+            kind,
+            name,
+            settings: table,
+            field: format!("{section}/{i}"),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let err = parse_toml(Path::new("x.toml"), "a = 1\nb = = 2\n")
+            .err()
+            .unwrap();
+        assert_eq!(err.location.as_ref().map(|l| l.line), Some(2), "{err}");
+        assert!(err.to_string().starts_with("x.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn spans_point_at_keys_in_arrays_of_tables() {
+        let text = "name = \"x\"\n\n[[models]]\ntype = \"openai\"\n\n[models.sampling]\ntemprature = 0.5\n";
+        let (_, map) = parse_toml(Path::new("c.toml"), text).unwrap();
+        let path: Vec<String> = ["models", "0", "sampling", "temprature"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(map.locate(&path).unwrap().line, 7);
+        let missing: Vec<String> = ["models", "0", "nothing"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(map.locate(&missing).is_some());
+    }
+
+    #[test]
+    fn dotted_paths_render_indexes() {
+        let p: Vec<String> = ["models", "0", "sampling"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(dotted(&p), "models[0].sampling");
+    }
+}

@@ -1,0 +1,848 @@
+//! The rollout engine: environments × scaffolds × models × tasks × samples, run concurrently on
+//! tokio, streamed to the run directory, resumable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ExperimentConfig, SourceMap};
+use crate::environment::{Environment, EnvironmentError};
+use crate::evaluator::Evaluator;
+use crate::model::{ConcurrencyLimit, LanguageModel, Sampling};
+use crate::registry::{BuildContext, Factory, Registry, Role};
+use crate::scaffold::{AgentScaffold, RolloutContext, ScaffoldError, Transcript};
+use crate::store::{self, RunDir, StoreError};
+use crate::task::Task;
+use crate::trajectory::{
+    ExitStatus, Outcome, Provenance, RecordedError, RolloutKey, Timing, TrajectoryRecord,
+    TRAJECTORY_SCHEMA,
+};
+
+/// trawl's version, recorded in every record and manifest.
+pub const TRAWL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("environment `{environment}` could not list its tasks: {source}")]
+    Tasks {
+        environment: String,
+        #[source]
+        source: EnvironmentError,
+    },
+    #[error("scaffold `{scaffold}` cannot run in environment `{environment}`: it needs {missing} actions, which the environment does not offer\n  hint: pair `{scaffold}` with an environment that offers them, or pick another scaffold")]
+    Mismatch {
+        scaffold: String,
+        environment: String,
+        missing: String,
+    },
+    #[error("{dir} was started with a different config ({dir}/config.toml); resuming with this one would mix two experiments\n  hint: use another --out, or pass --force to resume anyway")]
+    ConfigChanged { dir: PathBuf },
+}
+
+/// A component built from the config, with its label and version for provenance.
+struct Built<T: ?Sized> {
+    name: String,
+    label: String,
+    live: Arc<T>,
+}
+
+struct EnvironmentSlot {
+    env: Built<dyn Environment>,
+    evaluators: Vec<Arc<dyn Evaluator>>,
+    tasks: Vec<Arc<Task>>,
+}
+
+struct ModelSlot {
+    model: Built<dyn LanguageModel>,
+    sampling: Sampling,
+}
+
+/// Everything the rollouts of a run share.
+struct Shared {
+    environments: Vec<EnvironmentSlot>,
+    scaffolds: Vec<Built<dyn AgentScaffold>>,
+    models: Vec<ModelSlot>,
+    episode_timeout: Duration,
+    seed: u64,
+    run_id: String,
+}
+
+/// One rollout to do.
+struct Plan {
+    key: RolloutKey,
+    env: usize,
+    task: usize,
+    scaffold: usize,
+    model: usize,
+}
+
+impl Plan {
+    /// Indexes of its (environment, scaffold, model).
+    fn at(&self) -> (usize, usize, usize) {
+        (self.env, self.scaffold, self.model)
+    }
+}
+
+/// Tells the caller what the engine is doing, for progress bars and logs.
+pub trait RunObserver: Send + Sync {
+    /// The run is about to launch `pending` rollouts; `skipped` were already done.
+    fn started(&self, _pending: u64, _skipped: u64) {}
+    /// One record was written.
+    fn finished(&self, _record: &TrajectoryRecord) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl RunObserver for Silent {}
+
+/// How a caller stops a run: `soft` stops launching new rollouts; `hard` cuts the ones in flight
+/// short, recording them as interrupted.
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    pub soft: CancellationToken,
+    pub hard: CancellationToken,
+}
+
+impl StopSignal {
+    /// Stop launching now, and cut in-flight rollouts short after `grace`.
+    pub fn stop_after(&self, grace: Duration) {
+        self.soft.cancel();
+        let hard = self.hard.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            hard.cancel();
+        });
+    }
+}
+
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Resume even if the stored config differs.
+    pub force: bool,
+    pub stop: StopSignal,
+    pub observer: Arc<dyn RunObserver>,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Interrupted,
+    /// Too many infrastructure errors: the run stopped itself.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub status: RunStatus,
+    pub skipped: u64,
+    pub launched: u64,
+    pub written: u64,
+    pub successes: u64,
+    pub infra_errors: u64,
+    pub interrupted: u64,
+    pub resume: ResumeSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResumeSummary {
+    pub moved_aside: usize,
+    pub dropped_torn_tail: bool,
+    pub duplicates_removed: usize,
+}
+
+/// `manifest.json`: what ran, with which versions, when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: String,
+    pub run_id: String,
+    pub name: String,
+    pub trawl_version: String,
+    pub host: String,
+    pub seed: u64,
+    /// `role/name` → `kind version`.
+    pub components: BTreeMap<String, String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: RunStatus,
+    /// One entry per `trawl run` into this directory.
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: RunStatus,
+    pub skipped: u64,
+    pub launched: u64,
+    pub written: u64,
+    pub infra_errors: u64,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A per-rollout seed from the run seed and the key: stable across runs and resumes, different
+/// for every sample. Kept within 31 bits, which every backend accepts.
+pub fn rollout_seed(run_seed: u64, key: &RolloutKey) -> u64 {
+    // splitmix64 finaliser
+    let mut z = run_seed ^ key.stable_hash();
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) & 0x7fff_ffff
+}
+
+fn entry_version(registry: &Registry, role: Role, kind: &str) -> String {
+    registry
+        .get(role, kind)
+        .map(|e| format!("{kind} {}", e.version))
+        .unwrap_or_else(|| kind.to_string())
+}
+
+/// Builds every component of the config. Errors point at the component's table.
+async fn build(
+    config: &ExperimentConfig,
+    map: &SourceMap,
+    registry: &Registry,
+) -> Result<(Shared, BTreeMap<String, String>), RunError> {
+    let cx = BuildContext {
+        base_dir: config.base_dir.clone(),
+        seed: config.seed,
+    };
+    let mut versions = BTreeMap::new();
+    let factory = |role: Role, kind: &str| registry.get(role, kind).map(|e| e.factory.clone());
+    let as_value =
+        |s: &serde_json::Map<String, serde_json::Value>| serde_json::Value::Object(s.clone());
+
+    let mut extra_evaluators: Vec<Arc<dyn Evaluator>> = Vec::new();
+    for spec in &config.evaluators {
+        let Some(Factory::Evaluator(f)) = factory(Role::Evaluator, &spec.kind) else {
+            continue;
+        };
+        extra_evaluators.push(
+            f(&as_value(&spec.settings), &cx)
+                .map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
+        );
+        versions.insert(
+            format!("evaluator/{}", spec.name),
+            entry_version(registry, Role::Evaluator, &spec.kind),
+        );
+    }
+
+    let mut environments = Vec::new();
+    for spec in &config.environments {
+        let Some(Factory::Environment(f)) = factory(Role::Environment, &spec.kind) else {
+            continue;
+        };
+        let env = f(&as_value(&spec.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
+        let mut evaluators = Vec::new();
+        for kind in env.default_evaluators() {
+            let Some(Factory::Evaluator(ef)) = factory(Role::Evaluator, &kind) else {
+                return Err(ConfigError {
+                    location: map.locate(
+                        &spec
+                            .field
+                            .split('/')
+                            .map(str::to_string)
+                            .collect::<Vec<_>>(),
+                    ),
+                    field: spec.field.replace('/', "."),
+                    message: format!(
+                        "environment `{}` scores with evaluator `{kind}`, which is not registered",
+                        spec.kind
+                    ),
+                    hint: Some(format!(
+                        "registered evaluators: {}",
+                        registry.kind_list(Role::Evaluator)
+                    )),
+                }
+                .into());
+            };
+            evaluators.push(
+                ef(&serde_json::json!({}), &cx)
+                    .map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
+            );
+            versions.insert(
+                format!("evaluator/{kind}"),
+                entry_version(registry, Role::Evaluator, &kind),
+            );
+        }
+        evaluators.extend(extra_evaluators.iter().cloned());
+        let tasks = env
+            .tasks()
+            .await
+            .map_err(|source| RunError::Tasks {
+                environment: spec.name.clone(),
+                source,
+            })?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        versions.insert(
+            format!("environment/{}", spec.name),
+            entry_version(registry, Role::Environment, &spec.kind),
+        );
+        environments.push(EnvironmentSlot {
+            env: Built {
+                name: spec.name.clone(),
+                label: entry_version(registry, Role::Environment, &spec.kind),
+                live: env,
+            },
+            evaluators,
+            tasks,
+        });
+    }
+
+    let mut scaffolds = Vec::new();
+    for spec in &config.scaffolds {
+        let Some(Factory::Scaffold(f)) = factory(Role::Scaffold, &spec.kind) else {
+            continue;
+        };
+        let live = f(&as_value(&spec.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
+        versions.insert(
+            format!("scaffold/{}", spec.name),
+            entry_version(registry, Role::Scaffold, &spec.kind),
+        );
+        scaffolds.push(Built {
+            name: spec.name.clone(),
+            label: entry_version(registry, Role::Scaffold, &spec.kind),
+            live,
+        });
+    }
+
+    let mut models = Vec::new();
+    for spec in &config.models {
+        let c = &spec.component;
+        let Some(Factory::Model(f)) = factory(Role::Model, &c.kind) else {
+            continue;
+        };
+        let raw = f(&as_value(&c.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
+        let live: Arc<dyn LanguageModel> =
+            Arc::new(ConcurrencyLimit::new(raw, spec.max_concurrency));
+        versions.insert(
+            format!("model/{}", c.name),
+            entry_version(registry, Role::Model, &c.kind),
+        );
+        models.push(ModelSlot {
+            model: Built {
+                name: c.name.clone(),
+                label: entry_version(registry, Role::Model, &c.kind),
+                live,
+            },
+            sampling: spec.sampling.clone(),
+        });
+    }
+
+    for s in &scaffolds {
+        for e in &environments {
+            let missing = e
+                .env
+                .live
+                .action_space()
+                .missing(&s.live.required_actions());
+            if !missing.is_empty() {
+                return Err(RunError::Mismatch {
+                    scaffold: s.name.clone(),
+                    environment: e.env.name.clone(),
+                    missing: missing.join(", "),
+                });
+            }
+        }
+    }
+    let shared = Shared {
+        environments,
+        scaffolds,
+        models,
+        episode_timeout: Duration::from_secs_f64(config.episode_timeout_secs),
+        seed: config.seed,
+        run_id: String::new(),
+    };
+    Ok((shared, versions))
+}
+
+/// Runs the experiment into `options.out`, resuming whatever is there.
+pub async fn run(
+    config: &ExperimentConfig,
+    map: &SourceMap,
+    registry: &Registry,
+    options: RunOptions,
+) -> Result<RunSummary, RunError> {
+    let (mut shared, versions) = build(config, map, registry).await?;
+    let dir = RunDir::open(&options.out)?;
+
+    // The stored config must match, or resuming would mix experiments.
+    let resolved = config.to_toml();
+    let config_path = dir.file(store::CONFIG);
+    if let Ok(previous) = std::fs::read_to_string(&config_path) {
+        if previous != resolved && !options.force {
+            return Err(RunError::ConfigChanged {
+                dir: options.out.clone(),
+            });
+        }
+    }
+    dir.write_atomic(store::CONFIG, resolved.as_bytes())?;
+
+    let resume = dir.prepare_resume()?;
+    let manifest_path = dir.file(store::MANIFEST);
+    let mut manifest = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .unwrap_or_else(|| Manifest {
+            schema: "trawl.manifest/1".into(),
+            run_id: format!(
+                "{}-{}",
+                config.name,
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ),
+            name: config.name.clone(),
+            trawl_version: TRAWL_VERSION.into(),
+            host: hostname(),
+            seed: config.seed,
+            components: BTreeMap::new(),
+            started_at: now_rfc3339(),
+            ended_at: None,
+            status: RunStatus::Running,
+            sessions: Vec::new(),
+        });
+    manifest.components = versions;
+    manifest.trawl_version = TRAWL_VERSION.into();
+    manifest.status = RunStatus::Running;
+    manifest.ended_at = None;
+    manifest.sessions.push(Session {
+        started_at: now_rfc3339(),
+        ended_at: None,
+        status: RunStatus::Running,
+        skipped: 0,
+        launched: 0,
+        written: 0,
+        infra_errors: 0,
+    });
+    shared.run_id = manifest.run_id.clone();
+    write_manifest(&dir, &manifest)?;
+
+    // The matrix, sample-major so that early results cover every task.
+    let mut pending = Vec::new();
+    let mut skipped = 0u64;
+    for sample in 0..config.samples {
+        for (ei, e) in shared.environments.iter().enumerate() {
+            for (ti, task) in e.tasks.iter().enumerate() {
+                for (si, s) in shared.scaffolds.iter().enumerate() {
+                    for (mi, m) in shared.models.iter().enumerate() {
+                        let key = RolloutKey {
+                            environment: e.env.name.clone(),
+                            scaffold: s.name.clone(),
+                            model: m.model.name.clone(),
+                            task: task.id.clone(),
+                            sample,
+                        };
+                        if resume.completed.contains(&key) {
+                            skipped += 1;
+                        } else {
+                            pending.push(Plan {
+                                key,
+                                env: ei,
+                                task: ti,
+                                scaffold: si,
+                                model: mi,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    options.observer.started(pending.len() as u64, skipped);
+    tracing::info!(dir = %options.out.display(), pending = pending.len(), skipped, "run starting");
+
+    let shared = Arc::new(shared);
+    let stop = options.stop.clone();
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let (tx, mut rx) = mpsc::channel::<TrajectoryRecord>(1024);
+    let launcher = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut launched = 0u64;
+            for plan in pending {
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.soft.cancelled() => break,
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                };
+                if stop.soft.is_cancelled() {
+                    break;
+                }
+                let tx = tx.clone();
+                let shared = shared.clone();
+                let hard = stop.hard.clone();
+                tokio::spawn(async move {
+                    let record = guarded_rollout(shared, plan, hard).await;
+                    let _ = tx.send(record).await;
+                    drop(permit);
+                });
+                launched += 1;
+            }
+            launched
+        })
+    };
+
+    let mut writer = dir.appender()?;
+    let (mut written, mut successes, mut infra, mut interrupted) = (0u64, 0u64, 0u64, 0u64);
+    let mut failed = false;
+    let mut last_sync = Instant::now();
+    while let Some(record) = rx.recv().await {
+        writer.append(&record)?;
+        written += 1;
+        match record.outcome.exit_status {
+            ExitStatus::InfraError => infra += 1,
+            ExitStatus::Interrupted => interrupted += 1,
+            _ => successes += u64::from(record.success),
+        }
+        options.observer.finished(&record);
+        if !failed && written >= 20 && infra as f64 > config.max_infra_error_rate * written as f64 {
+            failed = true;
+            tracing::error!(
+                infra,
+                written,
+                "too many infrastructure errors; stopping the run"
+            );
+            stop.soft.cancel();
+            stop.hard.cancel();
+        }
+        if last_sync.elapsed() > Duration::from_secs(1) {
+            writer.sync()?;
+            last_sync = Instant::now();
+        }
+    }
+    writer.sync()?;
+    let launched = launcher.await.unwrap_or(0);
+
+    let status = if failed {
+        RunStatus::Failed
+    } else if stop.soft.is_cancelled() || interrupted > 0 {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Finished
+    };
+    let ended = now_rfc3339();
+    manifest.status = status;
+    manifest.ended_at = Some(ended.clone());
+    if let Some(s) = manifest.sessions.last_mut() {
+        *s = Session {
+            ended_at: Some(ended),
+            status,
+            skipped,
+            launched,
+            written,
+            infra_errors: infra,
+            ..s.clone()
+        };
+    }
+    write_manifest(&dir, &manifest)?;
+    Ok(RunSummary {
+        dir: options.out,
+        status,
+        skipped,
+        launched,
+        written,
+        successes,
+        infra_errors: infra,
+        interrupted,
+        resume: ResumeSummary {
+            moved_aside: resume.moved_aside,
+            dropped_torn_tail: resume.dropped_torn_tail,
+            duplicates_removed: resume.duplicates_removed,
+        },
+    })
+}
+
+fn write_manifest(dir: &RunDir, manifest: &Manifest) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+    dir.write_atomic(store::MANIFEST, &bytes)
+}
+
+/// Runs one rollout in its own task so that a panic in a scaffold, environment or evaluator
+/// becomes an infrastructure-error record instead of taking the run down.
+async fn guarded_rollout(
+    shared: Arc<Shared>,
+    plan: Plan,
+    hard: CancellationToken,
+) -> TrajectoryRecord {
+    let (key, at) = (plan.key.clone(), plan.at());
+    let task = shared.environments[plan.env].tasks[plan.task].clone();
+    let inner = tokio::spawn(rollout(shared.clone(), plan, hard));
+    match inner.await {
+        Ok(record) => record,
+        Err(e) => {
+            let message = if e.is_panic() {
+                "a component panicked during the rollout".to_string()
+            } else {
+                e.to_string()
+            };
+            tracing::error!(%key, %message, "rollout crashed");
+            let mut b = RecordBuilder::new(&shared, key, (*task).clone(), at);
+            b.outcome = outcome(ExitStatus::InfraError, None, Some(("panic", message)));
+            b.into_record(Transcript::new())
+        }
+    }
+}
+
+fn outcome(
+    exit_status: ExitStatus,
+    submission: Option<String>,
+    error: Option<(&str, String)>,
+) -> Outcome {
+    Outcome {
+        exit_status,
+        submission,
+        error: error.map(|(kind, message)| RecordedError {
+            kind: kind.into(),
+            message,
+        }),
+        artifacts: serde_json::Value::Null,
+    }
+}
+
+struct RecordBuilder<'a> {
+    shared: &'a Shared,
+    key: RolloutKey,
+    task: Task,
+    model: usize,
+    env: usize,
+    scaffold: usize,
+    started_at: String,
+    t0: Instant,
+    sampling: Sampling,
+    seed: u64,
+    outcome: Outcome,
+}
+
+impl<'a> RecordBuilder<'a> {
+    fn new(
+        shared: &'a Shared,
+        key: RolloutKey,
+        task: Task,
+        (env, scaffold, model): (usize, usize, usize),
+    ) -> Self {
+        let seed = rollout_seed(shared.seed, &key);
+        let mut sampling = shared.models[model].sampling.clone();
+        let seed = *sampling.seed.get_or_insert(seed);
+        RecordBuilder {
+            shared,
+            key,
+            task,
+            model,
+            env,
+            scaffold,
+            started_at: now_rfc3339(),
+            t0: Instant::now(),
+            sampling,
+            seed,
+            outcome: outcome(ExitStatus::Interrupted, None, None),
+        }
+    }
+
+    fn into_record(self, transcript: Transcript) -> TrajectoryRecord {
+        let m = &self.shared.models[self.model].model;
+        let description = m.live.describe();
+        let mut components = BTreeMap::new();
+        components.insert(
+            "environment".into(),
+            self.shared.environments[self.env].env.label.clone(),
+        );
+        components.insert(
+            "scaffold".into(),
+            self.shared.scaffolds[self.scaffold].label.clone(),
+        );
+        components.insert("model".into(), m.label.clone());
+        TrajectoryRecord {
+            schema: TRAJECTORY_SCHEMA.into(),
+            key: self.key,
+            task: self.task,
+            messages: transcript.messages,
+            tools: transcript.tools,
+            steps: transcript.steps,
+            outcome: self.outcome,
+            evaluations: Vec::new(),
+            reward: 0.0,
+            success: false,
+            usage: transcript.usage,
+            timing: Timing {
+                started_at: self.started_at,
+                duration_ms: self.t0.elapsed().as_millis() as u64,
+                model_ms: transcript.model_ms,
+            },
+            provenance: Provenance {
+                trawl_version: TRAWL_VERSION.into(),
+                model_kind: description.kind,
+                model_id: description.model_id,
+                sampling: self.sampling,
+                seed: self.seed,
+                run_id: self.shared.run_id.clone(),
+                components,
+            },
+        }
+    }
+}
+
+/// One rollout: start the episode, let the scaffold play it within the time limit, collect the
+/// artifacts, score. Always returns a record.
+async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> TrajectoryRecord {
+    let slot = &shared.environments[plan.env];
+    let task = slot.tasks[plan.task].clone();
+    let mut b = RecordBuilder::new(&shared, plan.key.clone(), (*task).clone(), plan.at());
+    let mut transcript = Transcript::new();
+    let deadline = tokio::time::Instant::now() + shared.episode_timeout;
+
+    let started = tokio::select! {
+        r = tokio::time::timeout_at(deadline, slot.env.live.start(&task)) => r,
+        _ = hard.cancelled() => {
+            b.outcome = outcome(ExitStatus::Interrupted, None, None);
+            return b.into_record(transcript);
+        }
+    };
+    let mut episode = match started {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            b.outcome = outcome(
+                ExitStatus::InfraError,
+                None,
+                Some(("environment", e.to_string())),
+            );
+            return b.into_record(transcript);
+        }
+        Err(_) => {
+            b.outcome = outcome(
+                ExitStatus::InfraError,
+                None,
+                Some((
+                    "environment",
+                    "episode start outlasted the episode time limit".into(),
+                )),
+            );
+            return b.into_record(transcript);
+        }
+    };
+    transcript.messages = episode.opening();
+    transcript.tools = episode.tools();
+
+    let sampling = b.sampling.clone();
+    let result = {
+        let cx = RolloutContext {
+            episode: episode.as_mut(),
+            model: shared.models[plan.model].model.live.as_ref(),
+            sampling: &sampling,
+            transcript: &mut transcript,
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, shared.scaffolds[plan.scaffold].live.run(cx)) => Some(r),
+            _ = hard.cancelled() => None,
+        }
+    };
+    b.outcome = match result {
+        None => outcome(ExitStatus::Interrupted, None, None),
+        Some(Err(_)) => outcome(ExitStatus::TimeExceeded, None, None),
+        Some(Ok(Ok(o))) => outcome(o.exit_status, o.submission, None),
+        Some(Ok(Err(ScaffoldError::Model(e)))) => outcome(
+            ExitStatus::InfraError,
+            None,
+            Some((e.kind(), e.to_string())),
+        ),
+        Some(Ok(Err(ScaffoldError::Environment(e)))) => outcome(
+            ExitStatus::InfraError,
+            None,
+            Some(("environment", e.to_string())),
+        ),
+    };
+    if !b.outcome.exit_status.is_final() {
+        return b.into_record(transcript);
+    }
+
+    // Artifacts and scoring are bounded too: a wedged environment must not hold a slot forever.
+    let grace = shared.episode_timeout.max(Duration::from_secs(30));
+    match tokio::time::timeout(grace, episode.finish()).await {
+        Ok(Ok(artifacts)) => {
+            if b.outcome.submission.is_none() {
+                b.outcome.submission = artifacts.submission;
+            }
+            b.outcome.artifacts = artifacts.extra;
+        }
+        Ok(Err(e)) => {
+            b.outcome = outcome(
+                ExitStatus::InfraError,
+                None,
+                Some(("environment", e.to_string())),
+            );
+            return b.into_record(transcript);
+        }
+        Err(_) => {
+            b.outcome = outcome(
+                ExitStatus::InfraError,
+                None,
+                Some(("environment", "collecting artifacts timed out".into())),
+            );
+            return b.into_record(transcript);
+        }
+    }
+    drop(episode);
+    let mut record = b.into_record(transcript);
+    for evaluator in &slot.evaluators {
+        match tokio::time::timeout(grace, evaluator.evaluate(&record)).await {
+            Ok(Ok(eval)) => record.evaluations.push(eval),
+            Ok(Err(e)) => {
+                record.outcome.exit_status = ExitStatus::InfraError;
+                record.outcome.error = Some(RecordedError {
+                    kind: "evaluator".into(),
+                    message: e.to_string(),
+                });
+                return record;
+            }
+            Err(_) => {
+                record.outcome.exit_status = ExitStatus::InfraError;
+                record.outcome.error = Some(RecordedError {
+                    kind: "evaluator".into(),
+                    message: format!("evaluator `{}` timed out", evaluator.name()),
+                });
+                return record;
+            }
+        }
+    }
+    if let Some(primary) = record.evaluations.first() {
+        record.reward = primary.reward;
+        record.success = primary.success;
+    }
+    record
+}
+
+/// The run directory a config writes to by default: `runs/<name>`.
+pub fn default_run_dir(config: &ExperimentConfig) -> PathBuf {
+    Path::new("runs").join(&config.name)
+}

@@ -1,0 +1,171 @@
+//! Selection (rejection sampling) and the `Exporter` role. Every rollout is kept in the run with
+//! its scores; selection happens here, at export time, and can be re-run with other settings.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::trajectory::TrajectoryRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot write export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot export record {key}: {message}")]
+    Record { key: String, message: String },
+}
+
+/// Turns one selected trajectory into training examples, written as lines to `out`.
+pub trait Exporter: Send + Sync {
+    /// The file extension of the output (`jsonl`).
+    fn extension(&self) -> &str {
+        "jsonl"
+    }
+
+    /// Writes the examples of one trajectory and returns how many it wrote.
+    fn write(&self, record: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError>;
+}
+
+/// Which rollouts become training data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Keep only successful rollouts.
+    pub success_only: bool,
+    /// Keep only rollouts with at least this reward.
+    pub min_reward: Option<f64>,
+    /// Keep only the best rollout of each task (highest reward, then fewest tokens).
+    pub best_of_n: bool,
+    /// Keep at most this many rollouts of each task, best first.
+    pub max_per_task: Option<usize>,
+    /// Task ids (`task` or `environment/task`) never exported (held out for evaluation).
+    pub exclude_tasks: HashSet<String>,
+}
+
+/// Why a rollout was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Interrupted or infrastructure error: never training data.
+    NotFinal,
+    ExcludedTask,
+    NotSuccessful,
+    BelowMinReward,
+    NotBestOfN,
+    OverMaxPerTask,
+}
+
+/// The outcome of a selection.
+#[derive(Debug, Default)]
+pub struct Selected<'a> {
+    pub kept: Vec<&'a TrajectoryRecord>,
+    pub dropped: BTreeMap<DropReason, usize>,
+}
+
+/// A task's identity across the run: the same task id in two environments is two tasks.
+fn task_of(r: &TrajectoryRecord) -> (&str, &str) {
+    (&r.key.environment, &r.key.task)
+}
+
+/// Applies `sel` to `records`, keeping the run's order among what is kept.
+pub fn select<'a>(records: &'a [TrajectoryRecord], sel: &Selection) -> Selected<'a> {
+    let mut out = Selected::default();
+    let count = |out: &mut Selected<'a>, why| *out.dropped.entry(why).or_insert(0) += 1;
+    let mut candidates: Vec<(usize, &TrajectoryRecord)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if !r.is_final() {
+            count(&mut out, DropReason::NotFinal);
+        } else if sel.exclude_tasks.contains(&r.key.task)
+            || sel
+                .exclude_tasks
+                .contains(&format!("{}/{}", r.key.environment, r.key.task))
+        {
+            count(&mut out, DropReason::ExcludedTask);
+        } else if sel.success_only && !r.success {
+            count(&mut out, DropReason::NotSuccessful);
+        } else if sel.min_reward.is_some_and(|m| r.reward < m) {
+            count(&mut out, DropReason::BelowMinReward);
+        } else {
+            candidates.push((i, r));
+        }
+    }
+    let per_task_cap = match (sel.best_of_n, sel.max_per_task) {
+        (true, _) => Some((1, DropReason::NotBestOfN)),
+        (false, Some(k)) => Some((k, DropReason::OverMaxPerTask)),
+        (false, None) => None,
+    };
+    if let Some((cap, reason)) = per_task_cap {
+        let mut by_task: HashMap<(&str, &str), Vec<(usize, &TrajectoryRecord)>> = HashMap::new();
+        for c in candidates.drain(..) {
+            by_task.entry(task_of(c.1)).or_default().push(c);
+        }
+        for (_, mut group) in by_task {
+            // Best first: higher reward, then success, then fewer tokens, then lower sample.
+            group.sort_by(|a, b| {
+                b.1.reward
+                    .total_cmp(&a.1.reward)
+                    .then(b.1.success.cmp(&a.1.success))
+                    .then(a.1.usage.total_tokens().cmp(&b.1.usage.total_tokens()))
+                    .then(a.0.cmp(&b.0))
+            });
+            for (n, c) in group.into_iter().enumerate() {
+                if n < cap {
+                    candidates.push(c);
+                } else {
+                    count(&mut out, reason);
+                }
+            }
+        }
+        candidates.sort_by_key(|c| c.0);
+    }
+    out.kept = candidates.into_iter().map(|c| c.1).collect();
+    out
+}
+
+/// Counts written beside an export as `<output>_stats.json`. The first five keys are the ones
+/// PettingLLMs' collector writes, so existing dashboards read ours too.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportStats {
+    /// Rollouts that became training data.
+    pub total_collected: usize,
+    /// Of those, successful ones.
+    pub total_successful: usize,
+    /// Finished rollouts considered (infrastructure errors excluded).
+    pub total_episodes: usize,
+    /// Of those, successful ones.
+    pub successful_episodes: usize,
+    /// Training examples written (a per-turn format writes several per rollout).
+    pub total_sft_examples: usize,
+    pub format: String,
+    pub records_read: usize,
+    pub dropped: BTreeMap<DropReason, usize>,
+    pub selection: Selection,
+}
+
+/// Writes the selected records with `exporter`; returns the stats.
+pub fn export_records(
+    records: &[TrajectoryRecord],
+    selection: &Selection,
+    exporter: &dyn Exporter,
+    format: &str,
+    out: &mut dyn Write,
+) -> Result<ExportStats, ExportError> {
+    let selected = select(records, selection);
+    let mut stats = ExportStats {
+        format: format.to_string(),
+        records_read: records.len(),
+        selection: selection.clone(),
+        ..ExportStats::default()
+    };
+    for r in records.iter().filter(|r| r.is_final()) {
+        stats.total_episodes += 1;
+        stats.successful_episodes += usize::from(r.success);
+    }
+    for r in &selected.kept {
+        stats.total_sft_examples += exporter.write(r, out)?;
+        stats.total_collected += 1;
+        stats.total_successful += usize::from(r.success);
+    }
+    stats.dropped = selected.dropped;
+    Ok(stats)
+}

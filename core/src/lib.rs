@@ -1,0 +1,39 @@
+//! trawl-core: the data model, the plugin roles (environments, scaffolds, evaluators, exporters,
+//! model backends, sandboxes), the registry, the experiment config, the rollout engine, the run
+//! store, selection, export and metrics. It knows nothing of HTTP, Docker or llama.cpp: those
+//! live in plugin crates that register themselves here.
+
+pub mod config;
+pub mod engine;
+pub mod environment;
+pub mod evaluator;
+pub mod export;
+pub mod message;
+pub mod model;
+pub mod registry;
+pub mod sandbox;
+pub mod scaffold;
+pub mod stats;
+pub mod store;
+pub mod task;
+pub mod trajectory;
+
+// Re-exported so that `register!` works in crates that do not depend on inventory themselves.
+pub use async_trait::async_trait;
+pub use inventory;
+
+pub use config::{ConfigError, ExperimentConfig};
+pub use environment::{
+    Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode, Observation,
+};
+pub use evaluator::{Evaluation, Evaluator, EvaluatorError};
+pub use export::{ExportError, Exporter, Selection};
+pub use message::{FunctionCall, Message, Role as MessageRole, ToolCall, ToolSchema};
+pub use model::{
+    Completion, CompletionRequest, FinishReason, LanguageModel, ModelDescription, ModelError,
+    Sampling, Usage,
+};
+pub use registry::{BuildContext, ComponentError, Registry, Role};
+pub use scaffold::{AgentScaffold, RolloutContext, ScaffoldError, ScaffoldOutcome, Transcript};
+pub use task::Task;
+pub use trajectory::{ExitStatus, RolloutKey, TrajectoryRecord};

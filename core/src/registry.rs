@@ -1,0 +1,408 @@
+//! The registry of component kinds: every built-in environment, scaffold, evaluator, exporter and
+//! model backend registers itself with one `register!` line next to its config; plugins loaded at
+//! run time are added beside them. Keyed by (role, kind), sorted, duplicates refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::environment::Environment;
+use crate::evaluator::Evaluator;
+use crate::export::Exporter;
+use crate::model::LanguageModel;
+use crate::scaffold::AgentScaffold;
+
+/// The roles a component can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Environment,
+    Scaffold,
+    Evaluator,
+    Exporter,
+    Model,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Environment,
+        Role::Scaffold,
+        Role::Evaluator,
+        Role::Exporter,
+        Role::Model,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Environment => "environment",
+            Role::Scaffold => "scaffold",
+            Role::Evaluator => "evaluator",
+            Role::Exporter => "exporter",
+            Role::Model => "model",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a factory knows about the run it builds for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// The folder of the config file: relative paths in component configs are read from here.
+    pub base_dir: PathBuf,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+impl BuildContext {
+    /// `path` as given if absolute, else relative to the config's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// A component config that could not be used. `path` is the field inside the component's table
+/// (`generator.count`), so the config loader can point at the exact line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ComponentError {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl ComponentError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ComponentError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about one field of the component's config.
+    pub fn at(field: &str, message: impl Into<String>) -> Self {
+        ComponentError {
+            path: field.split('.').map(str::to_string).collect(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes a component's settings, keeping the path of the offending field on error.
+pub fn parse_settings<C: DeserializeOwned>(settings: &Value) -> Result<C, ComponentError> {
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let mut path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let message = e.inner().to_string();
+        // serde reports an unknown field at its parent; point at the field itself.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            if path.last().map(String::as_str) != Some(field) {
+                path.push(field.to_string());
+            }
+        }
+        ComponentError { path, message }
+    })
+}
+
+/// A config struct that builds a live environment (vector's `SourceConfig::build` shape).
+pub trait EnvironmentConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn Environment>, ComponentError>;
+}
+/// A config struct that builds a live scaffold.
+pub trait ScaffoldConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn AgentScaffold>, ComponentError>;
+}
+/// A config struct that builds a live evaluator.
+pub trait EvaluatorConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError>;
+}
+/// A config struct that builds a live exporter.
+pub trait ExporterConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError>;
+}
+/// A config struct that builds a live model backend.
+pub trait ModelConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError>;
+}
+
+pub type EnvironmentFactory =
+    fn(&Value, &BuildContext) -> Result<Arc<dyn Environment>, ComponentError>;
+pub type ScaffoldFactory =
+    fn(&Value, &BuildContext) -> Result<Arc<dyn AgentScaffold>, ComponentError>;
+pub type EvaluatorFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError>;
+pub type ExporterFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError>;
+pub type ModelFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError>;
+
+pub fn build_environment<C: EnvironmentConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn Environment>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
+pub fn build_scaffold<C: ScaffoldConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn AgentScaffold>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
+pub fn build_evaluator<C: EvaluatorConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn Evaluator>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
+pub fn build_exporter<C: ExporterConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn Exporter>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
+pub fn build_model<C: ModelConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn LanguageModel>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
+
+/// How to build a component, by role.
+#[derive(Clone)]
+pub enum Factory {
+    Environment(EnvironmentFactory),
+    Scaffold(ScaffoldFactory),
+    Evaluator(EvaluatorFactory),
+    Exporter(ExporterFactory),
+    Model(ModelFactory),
+}
+
+impl Factory {
+    pub fn role(&self) -> Role {
+        match self {
+            Factory::Environment(_) => Role::Environment,
+            Factory::Scaffold(_) => Role::Scaffold,
+            Factory::Evaluator(_) => Role::Evaluator,
+            Factory::Exporter(_) => Role::Exporter,
+            Factory::Model(_) => Role::Model,
+        }
+    }
+}
+
+/// One compiled-in kind, submitted with [`register!`](crate::register).
+pub struct Registration {
+    pub kind: &'static str,
+    pub description: &'static str,
+    /// The version of the crate that defines it.
+    pub version: &'static str,
+    pub factory: Factory,
+}
+
+inventory::collect!(Registration);
+
+/// Registers a config type as a component kind, next to its definition:
+/// `trawl_core::register!(environment, "math", "Arithmetic and competition math", MathEnvironmentConfig);`
+#[macro_export]
+macro_rules! register {
+    (environment, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Environment, build_environment, $kind, $desc, $config);
+    };
+    (scaffold, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Scaffold, build_scaffold, $kind, $desc, $config);
+    };
+    (evaluator, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Evaluator, build_evaluator, $kind, $desc, $config);
+    };
+    (exporter, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Exporter, build_exporter, $kind, $desc, $config);
+    };
+    (model, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Model, build_model, $kind, $desc, $config);
+    };
+    (@ $variant:ident, $builder:ident, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::inventory::submit! {
+            $crate::registry::Registration {
+                kind: $kind,
+                description: $desc,
+                version: env!("CARGO_PKG_VERSION"),
+                factory: $crate::registry::Factory::$variant($crate::registry::$builder::<$config>),
+            }
+        }
+    };
+}
+
+/// Where a kind came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    BuiltIn,
+    /// Loaded from the shared library at this path.
+    Plugin(PathBuf),
+}
+
+/// One registered kind.
+#[derive(Clone)]
+pub struct Entry {
+    pub role: Role,
+    pub kind: String,
+    pub description: String,
+    pub version: String,
+    pub origin: Origin,
+    pub factory: Factory,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "{role} kind `{kind}` is registered twice ({first:?} and {second:?}); remove one of them"
+    )]
+    Duplicate {
+        role: Role,
+        kind: String,
+        first: Origin,
+        second: Origin,
+    },
+}
+
+/// All known kinds, by role and name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    entries: BTreeMap<(Role, String), Entry>,
+}
+
+impl Registry {
+    /// Every compiled-in kind. Fails if two crates register the same (role, kind).
+    pub fn builtin() -> Result<Self, RegistryError> {
+        let mut r = Registry::default();
+        for reg in inventory::iter::<Registration> {
+            r.add(Entry {
+                role: reg.factory.role(),
+                kind: reg.kind.to_string(),
+                description: reg.description.to_string(),
+                version: reg.version.to_string(),
+                origin: Origin::BuiltIn,
+                factory: reg.factory.clone(),
+            })?;
+        }
+        Ok(r)
+    }
+
+    /// Adds one kind; refuses a (role, kind) that is already there.
+    pub fn add(&mut self, entry: Entry) -> Result<(), RegistryError> {
+        let key = (entry.role, entry.kind.clone());
+        if let Some(first) = self.entries.get(&key) {
+            return Err(RegistryError::Duplicate {
+                role: entry.role,
+                kind: entry.kind,
+                first: first.origin.clone(),
+                second: entry.origin,
+            });
+        }
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
+    pub fn get(&self, role: Role, kind: &str) -> Option<&Entry> {
+        self.entries.get(&(role, kind.to_string()))
+    }
+
+    /// The kinds of one role, sorted by name.
+    pub fn kinds(&self, role: Role) -> Vec<&Entry> {
+        self.entries.values().filter(|e| e.role == role).collect()
+    }
+
+    /// The kind names of one role, comma-separated, for error messages.
+    pub fn kind_list(&self, role: Role) -> String {
+        let names: Vec<&str> = self.kinds(role).iter().map(|e| e.kind.as_str()).collect();
+        if names.is_empty() {
+            "(none registered)".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exporter_entry(kind: &str, origin: Origin) -> Entry {
+        fn build(_: &Value, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
+            Err(ComponentError::new("not built in tests"))
+        }
+        Entry {
+            role: Role::Exporter,
+            kind: kind.into(),
+            description: String::new(),
+            version: "0".into(),
+            origin,
+            factory: Factory::Exporter(build),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused_with_both_origins_named() {
+        let mut r = Registry::default();
+        r.add(exporter_entry("x", Origin::BuiltIn)).unwrap();
+        let err = r
+            .add(exporter_entry("x", Origin::Plugin("/p/libx.so".into())))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("exporter kind `x` is registered twice"),
+            "{msg}"
+        );
+        assert!(msg.contains("libx.so"), "{msg}");
+    }
+
+    #[test]
+    fn kinds_are_sorted_and_scoped_by_role() {
+        let mut r = Registry::default();
+        r.add(exporter_entry("b", Origin::BuiltIn)).unwrap();
+        r.add(exporter_entry("a", Origin::BuiltIn)).unwrap();
+        assert_eq!(r.kind_list(Role::Exporter), "a, b");
+        assert_eq!(r.kind_list(Role::Model), "(none registered)");
+    }
+
+    #[test]
+    fn settings_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct C {
+            inner: Inner,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            count: u32,
+        }
+        let e = parse_settings::<C>(&serde_json::json!({"inner": {"cuont": 1}})).unwrap_err();
+        assert_eq!(e.path, vec!["inner", "cuont"]);
+        let e = parse_settings::<C>(&serde_json::json!({"inner": {"count": "x"}})).unwrap_err();
+        assert_eq!(e.path, vec!["inner", "count"]);
+    }
+}

@@ -1,0 +1,150 @@
+//! The `AgentScaffold` role: how an agent talks to the model and to the episode.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::environment::{Action, ActionSpace, EnvironmentError, Episode, Observation};
+use crate::message::{Message, ToolSchema};
+use crate::model::{
+    Completion, CompletionRequest, LanguageModel, ModelError, Sampling, TokenDetail, Usage,
+};
+use crate::trajectory::{ExitStatus, Step};
+
+/// Everything a rollout has said and done so far. The engine owns it and lends it to the
+/// scaffold, so that an episode cut short by its time limit or by Ctrl-C still leaves a
+/// complete record of what happened up to that point.
+#[derive(Debug)]
+pub struct Transcript {
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSchema>,
+    pub steps: Vec<Step>,
+    pub usage: Usage,
+    pub model_ms: u64,
+    /// Token ids and logprobs per assistant turn, when the sampling asked for them.
+    pub tokens: Vec<TokenDetail>,
+    started: Instant,
+}
+
+impl Transcript {
+    pub fn new() -> Self {
+        Transcript {
+            messages: Vec::new(),
+            tools: Vec::new(),
+            steps: Vec::new(),
+            usage: Usage::default(),
+            model_ms: 0,
+            tokens: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Calls the model on the conversation so far, appends its reply, and records usage.
+    pub async fn call_model(
+        &mut self,
+        model: &dyn LanguageModel,
+        sampling: &Sampling,
+        offer_tools: bool,
+    ) -> Result<Completion, ModelError> {
+        let request = CompletionRequest {
+            messages: self.messages.clone(),
+            tools: if offer_tools {
+                self.tools.clone()
+            } else {
+                Vec::new()
+            },
+            sampling: sampling.clone(),
+        };
+        let t = Instant::now();
+        let result = model.complete(&request).await;
+        self.model_ms += t.elapsed().as_millis() as u64;
+        let completion = result?;
+        let mut usage = completion.usage;
+        usage.model_calls = usage.model_calls.max(1);
+        self.usage.add(usage);
+        if let Some(tokens) = &completion.tokens {
+            self.tokens.push(tokens.clone());
+        }
+        self.messages.push(completion.message.clone());
+        Ok(completion)
+    }
+
+    /// Takes `action` in the episode and records the step.
+    pub async fn act(
+        &mut self,
+        episode: &mut dyn Episode,
+        action: Action,
+    ) -> Result<Observation, EnvironmentError> {
+        let started_ms = self.elapsed_ms();
+        let t = Instant::now();
+        let observation = episode.act(&action).await?;
+        self.steps.push(Step {
+            index: self.steps.len() as u32,
+            action,
+            observation: observation.content.clone(),
+            started_ms,
+            duration_ms: t.elapsed().as_millis() as u64,
+            exit_code: observation.exit_code,
+        });
+        Ok(observation)
+    }
+}
+
+impl Default for Transcript {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a scaffold's run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaffoldOutcome {
+    pub exit_status: ExitStatus,
+    pub submission: Option<String>,
+}
+
+/// Why a scaffold could not finish. Model-side truncation is an outcome, not an error; these are
+/// infrastructure failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+}
+
+/// Everything a scaffold needs for one rollout.
+pub struct RolloutContext<'a> {
+    pub episode: &'a mut dyn Episode,
+    pub model: &'a dyn LanguageModel,
+    /// Sampling for this rollout, its seed already derived.
+    pub sampling: &'a Sampling,
+    pub transcript: &'a mut Transcript,
+}
+
+/// Drives one episode with one model. Built once per run from its config; shared by all rollouts.
+#[async_trait]
+pub trait AgentScaffold: Send + Sync {
+    /// The actions this scaffold takes; the environment must accept all of them.
+    fn required_actions(&self) -> ActionSpace;
+
+    /// Plays the episode out. The transcript arrives holding the episode's opening messages and
+    /// tools; the scaffold adds its system prompt and everything that follows.
+    async fn run(&self, cx: RolloutContext<'_>) -> Result<ScaffoldOutcome, ScaffoldError>;
+}
+
+/// Maps a model error to the end of an episode: a context overflow is a clean truncation,
+/// anything else is an infrastructure error for the engine to record.
+pub fn context_overflow_or(err: ModelError) -> Result<ScaffoldOutcome, ScaffoldError> {
+    match err {
+        ModelError::ContextLength(_) => Ok(ScaffoldOutcome {
+            exit_status: ExitStatus::ContextWindowExceeded,
+            submission: None,
+        }),
+        other => Err(ScaffoldError::Model(other)),
+    }
+}

@@ -1,0 +1,306 @@
+//! The run directory: `trajectories.jsonl` (append-only, one whole record per line, flushed),
+//! `config.toml` (as resolved), `manifest.json`, and a lock that keeps a second writer out.
+//!
+//! Resume rules: a record with a final exit status is kept and its key never re-run; interrupted
+//! and infrastructure-error records, and a torn last line, are moved to `attempts.jsonl` (kept
+//! for diagnosis, never read as data) and `trajectories.jsonl` is rewritten through a temporary
+//! file, fsync and rename, so that it holds exactly one record per key after any number of
+//! resumes.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::trajectory::{RolloutKey, TrajectoryRecord, TRAJECTORY_SCHEMA};
+
+pub const TRAJECTORIES: &str = "trajectories.jsonl";
+pub const ATTEMPTS: &str = "attempts.jsonl";
+pub const CONFIG: &str = "config.toml";
+pub const MANIFEST: &str = "manifest.json";
+const LOCK: &str = ".lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("run directory {0} is in use by another trawl process (it holds {0}/.lock); wait for it to finish or use another --out")]
+    Locked(PathBuf),
+    #[error("{path}:{line}: {field}{message}\n  hint: {hint}")]
+    BadRecord {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+        hint: String,
+    },
+    #[error("{0} has no {TRAJECTORIES}: is it a trawl run directory?")]
+    NotARun(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What reading a trajectories file found.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    /// Raw text of a last line cut off mid-write (no newline, not valid JSON), if any.
+    pub torn_tail: Option<String>,
+}
+
+/// Parses one line of `trajectories.jsonl`, naming the field that is wrong.
+pub fn parse_record(
+    path: &Path,
+    line_no: usize,
+    line: &str,
+) -> Result<TrajectoryRecord, StoreError> {
+    let de = &mut serde_json::Deserializer::from_str(line);
+    let rec: TrajectoryRecord = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        StoreError::BadRecord {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: if field.is_empty() || field == "." { String::new() } else { format!("field `{field}`: ") },
+            message: e.inner().to_string(),
+            hint: "this line is not a trawl.trajectory/1 record; restore it from a backup or delete the line, then run again".into(),
+        }
+    })?;
+    if rec.schema != TRAJECTORY_SCHEMA {
+        return Err(StoreError::BadRecord {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: "field `schema`: ".into(),
+            message: format!("`{}` is not a schema this trawl reads", rec.schema),
+            hint: format!(
+                "this trawl reads `{TRAJECTORY_SCHEMA}`; use the trawl version that wrote the run"
+            ),
+        });
+    }
+    Ok(rec)
+}
+
+/// Reads every record of a trajectories file. A last line cut off by a crash is reported in the
+/// `ReadReport` and skipped; a bad line anywhere else is an error naming its line and field.
+pub fn read_records(path: &Path) -> Result<(Vec<TrajectoryRecord>, ReadReport), StoreError> {
+    let mut records = Vec::new();
+    let mut report = ReadReport::default();
+    for_each_line(path, |line_no, line, is_last_unterminated| {
+        match parse_record(path, line_no, line) {
+            Ok(r) => records.push(r),
+            Err(_) if is_last_unterminated => report.torn_tail = Some(line.to_string()),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    })?;
+    Ok((records, report))
+}
+
+/// Calls `f(line_number, line, is_last_line_without_newline)` for every non-empty line.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &str, bool) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let terminated = buf.last() == Some(&b'\n');
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        f(line_no, line, !terminated)?;
+    }
+}
+
+/// An open run directory, locked for writing for as long as this value lives.
+pub struct RunDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+/// What a resume found in a run directory.
+#[derive(Debug, Default)]
+pub struct ResumeState {
+    /// Keys with a final record: never re-run.
+    pub completed: HashSet<RolloutKey>,
+    /// Records moved aside to be re-run (interrupted, infrastructure errors).
+    pub moved_aside: usize,
+    /// Whether a torn last line was dropped.
+    pub dropped_torn_tail: bool,
+    /// Extra records for a key that already had one (only if the file was edited by hand).
+    pub duplicates_removed: usize,
+}
+
+impl RunDir {
+    /// Opens (creating if needed) the run directory and takes its lock.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(path).map_err(io_err(path))?;
+        let lock_path = path.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(path.to_path_buf()))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    source: e,
+                })
+            }
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Reads what earlier sessions left, keeps the final records, moves the rest aside.
+    pub fn prepare_resume(&self) -> Result<ResumeState, StoreError> {
+        let path = self.file(TRAJECTORIES);
+        let mut state = ResumeState::default();
+        if !path.exists() {
+            return Ok(state);
+        }
+        let mut keep: Vec<String> = Vec::new();
+        let mut aside: Vec<String> = Vec::new();
+        for_each_line(&path, |line_no, line, unterminated| {
+            match parse_record(&path, line_no, line) {
+                Ok(rec) if rec.is_final() => {
+                    if state.completed.insert(rec.key.clone()) {
+                        keep.push(line.to_string());
+                    } else {
+                        state.duplicates_removed += 1;
+                        aside.push(line.to_string());
+                    }
+                }
+                Ok(_) => {
+                    state.moved_aside += 1;
+                    aside.push(line.to_string());
+                }
+                Err(_) if unterminated => {
+                    state.dropped_torn_tail = true;
+                    aside.push(line.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        if aside.is_empty() {
+            return Ok(state);
+        }
+        // Keep what is moved aside first, then replace the data file: a crash in between leaves
+        // a copy in both places, never in neither.
+        let attempts = self.file(ATTEMPTS);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&attempts)
+            .map_err(io_err(&attempts))?;
+        let mut text = aside.join("\n");
+        text.push('\n');
+        f.write_all(text.as_bytes()).map_err(io_err(&attempts))?;
+        f.sync_all().map_err(io_err(&attempts))?;
+        let mut body = keep.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        self.write_atomic(TRAJECTORIES, body.as_bytes())?;
+        Ok(state)
+    }
+
+    /// Writes a whole file through a temporary file, fsync and rename.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        write_atomic(&self.file(name), bytes)
+    }
+
+    /// Opens `trajectories.jsonl` for appending.
+    pub fn appender(&self) -> Result<RecordWriter, StoreError> {
+        let path = self.file(TRAJECTORIES);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(RecordWriter {
+            file,
+            path,
+            buf: Vec::with_capacity(64 << 10),
+        })
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Ok(d) = File::open(dir) {
+        // Make the rename itself durable; a failure here loses nothing already written.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Appends records to `trajectories.jsonl`: each record is one `write` of one whole line, so a
+/// crash can tear at most the line being written.
+pub struct RecordWriter {
+    file: File,
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl RecordWriter {
+    pub fn append(&mut self, record: &TrajectoryRecord) -> Result<(), StoreError> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, record).map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        self.buf.push(b'\n');
+        self.file.write_all(&self.buf).map_err(io_err(&self.path))
+    }
+
+    /// Flushes to stable storage (called periodically and at the end, not per record).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+}

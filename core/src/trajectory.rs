@@ -1,0 +1,208 @@
+//! The trajectory record: one line of `trajectories.jsonl`, schema `trawl.trajectory/1`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::evaluator::Evaluation;
+use crate::message::{Message, ToolSchema};
+use crate::model::{Sampling, Usage};
+use crate::task::Task;
+
+/// The schema tag every record carries. Bump the suffix on an incompatible change.
+pub const TRAJECTORY_SCHEMA: &str = "trawl.trajectory/1";
+
+/// What identifies one rollout: (environment, scaffold, model, task, sample). A run directory
+/// holds exactly one finished record per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RolloutKey {
+    pub environment: String,
+    pub scaffold: String,
+    pub model: String,
+    pub task: String,
+    pub sample: u32,
+}
+
+impl fmt::Display for RolloutKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}#{}",
+            self.environment, self.scaffold, self.model, self.task, self.sample
+        )
+    }
+}
+
+impl RolloutKey {
+    /// A stable 64-bit hash of the key (FNV-1a over its display form), used to derive per-rollout
+    /// seeds that do not change between runs, machines or trawl versions.
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.to_string().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
+
+/// How an episode ended. Serialized names follow mini-swe-agent's where one exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// The agent gave its final answer or submission.
+    Submitted,
+    /// The step (or turn) limit was reached.
+    LimitsExceeded,
+    /// The token budget of the episode was spent.
+    TokenLimitExceeded,
+    /// The episode's wall-time limit was reached.
+    TimeExceeded,
+    /// Too many malformed replies in a row.
+    RepeatedFormatError,
+    /// The conversation outgrew the model's context window: a clean truncation.
+    ContextWindowExceeded,
+    /// trawl was stopped while the episode ran; re-run on resume.
+    Interrupted,
+    /// Something outside the model failed (server unreachable, sandbox broke); re-run on resume,
+    /// never counted as a model failure.
+    InfraError,
+}
+
+impl ExitStatus {
+    /// Whether the record is final: a resume keeps it and never re-runs its key.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ExitStatus::Interrupted | ExitStatus::InfraError)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitStatus::Submitted => "Submitted",
+            ExitStatus::LimitsExceeded => "LimitsExceeded",
+            ExitStatus::TokenLimitExceeded => "TokenLimitExceeded",
+            ExitStatus::TimeExceeded => "TimeExceeded",
+            ExitStatus::RepeatedFormatError => "RepeatedFormatError",
+            ExitStatus::ContextWindowExceeded => "ContextWindowExceeded",
+            ExitStatus::Interrupted => "Interrupted",
+            ExitStatus::InfraError => "InfraError",
+        }
+    }
+
+    pub const ALL: [ExitStatus; 8] = [
+        ExitStatus::Submitted,
+        ExitStatus::LimitsExceeded,
+        ExitStatus::TokenLimitExceeded,
+        ExitStatus::TimeExceeded,
+        ExitStatus::RepeatedFormatError,
+        ExitStatus::ContextWindowExceeded,
+        ExitStatus::Interrupted,
+        ExitStatus::InfraError,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed error that ended an episode, kept in the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedError {
+    /// A short class: `model_unavailable`, `model_rejected`, `environment`, `evaluator`, `panic`, ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// How the episode ended and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub exit_status: ExitStatus,
+    /// The final answer, patch or other submission, if any.
+    pub submission: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordedError>,
+    /// Environment-specific artifacts (final database state, diff, ...).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub artifacts: Value,
+}
+
+/// One action the agent took and what came back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub index: u32,
+    pub action: crate::environment::Action,
+    pub observation: String,
+    /// Milliseconds from the start of the episode to the start of the step.
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// When the episode ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// Time spent waiting on the model, summed over calls.
+    pub model_ms: u64,
+}
+
+/// Where the record came from, enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub trawl_version: String,
+    /// The model backend's kind and its model identifier (`openai` / `gpt-4o-mini`).
+    pub model_kind: String,
+    pub model_id: String,
+    pub sampling: Sampling,
+    /// The seed this rollout's sampling used, derived from the run seed and the key.
+    pub seed: u64,
+    pub run_id: String,
+    /// Versions of every plugin that took part, by role.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+}
+
+/// One rollout, everything a trainer or an analyst needs from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryRecord {
+    pub schema: String,
+    pub key: RolloutKey,
+    pub task: Task,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSchema>,
+    pub steps: Vec<Step>,
+    pub outcome: Outcome,
+    pub evaluations: Vec<Evaluation>,
+    /// The primary (first) evaluation's reward; 0 when there is none.
+    pub reward: f64,
+    /// The primary evaluation's verdict; false when there is none.
+    pub success: bool,
+    pub usage: Usage,
+    pub timing: Timing,
+    pub provenance: Provenance,
+}
+
+impl TrajectoryRecord {
+    /// Whether this rollout is an infrastructure failure or was interrupted: such records are
+    /// kept out of metrics and exports and re-run on resume.
+    pub fn is_final(&self) -> bool {
+        self.outcome.exit_status.is_final()
+    }
+
+    /// Number of assistant turns.
+    pub fn assistant_turns(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.role == crate::message::Role::Assistant)
+            .count()
+    }
+}
