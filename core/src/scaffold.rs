@@ -43,6 +43,18 @@ impl Transcript {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Puts the scaffold's system prompt in front of the episode's opening messages.
+    pub fn set_system_prompt(&mut self, prompt: Option<&str>) {
+        if let Some(p) = prompt.filter(|p| !p.is_empty()) {
+            self.messages.insert(0, Message::system(p));
+        }
+    }
+
+    /// Whether the episode has spent more than `budget` tokens (prompt and completion).
+    pub fn over_budget(&self, budget: Option<u64>) -> bool {
+        budget.is_some_and(|b| self.usage.total_tokens() > b)
+    }
+
     /// Calls the model on the conversation so far, appends its reply, and records usage.
     pub async fn call_model(
         &mut self,

@@ -1,1 +1,305 @@
+//! trawl's test kit: a real OpenAI-compatible chat-completions server on 127.0.0.1, speaking
+//! HTTP/1.1 over a real socket, with scripted replies, tool calls and faults (429 with
+//! Retry-After, 500, a garbage body, a hang, a dropped connection). Tests and benchmarks start
+//! it in-process or as the `trawl-mock-server` binary.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server does with one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A 200 chat completion whose assistant message has this content.
+    Text(String),
+    /// A 200 chat completion calling one tool.
+    ToolCall { name: String, arguments: String },
+    /// Any status and body, with optional extra headers.
+    Raw {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    /// Read the request, then close the connection without answering.
+    Drop,
+    /// Read the request, then never answer.
+    Hang,
+    /// Send headers promising more body than is sent, then close.
+    CutBody,
+    /// Wait, then do the inner reply.
+    Delayed(Duration, Box<Reply>),
+}
+
+impl Reply {
+    pub fn text(s: impl Into<String>) -> Self {
+        Reply::Text(s.into())
+    }
+
+    pub fn status(status: u16, body: impl Into<String>) -> Self {
+        Reply::Raw {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 429 with a Retry-After header.
+    pub fn too_many(retry_after: &str) -> Self {
+        Reply::Raw {
+            status: 429,
+            body: r#"{"error":{"message":"rate limited"}}"#.into(),
+            headers: vec![("Retry-After".into(), retry_after.into())],
+        }
+    }
+}
+
+/// Decides the reply to each request body.
+pub type Handler = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
+/// A running server; stops when dropped.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedServer {
+    /// Starts a server on 127.0.0.1 with a free port.
+    pub async fn start(handler: Handler) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0", handler).await
+    }
+
+    pub async fn start_on(bind: &str, handler: Handler) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, handler, log).await;
+                });
+            }
+        });
+        Ok(ScriptedServer {
+            addr,
+            requests,
+            task,
+        })
+    }
+
+    /// Replies from a fixed script, one per request, repeating the last one.
+    pub async fn scripted(replies: Vec<Reply>) -> std::io::Result<Self> {
+        let script = Arc::new(Mutex::new(
+            replies
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        ));
+        Self::start(Arc::new(move |_| {
+            let mut s = script.lock().unwrap_or_else(|p| p.into_inner());
+            if s.len() > 1 {
+                s.pop_front().unwrap_or(Reply::Drop)
+            } else {
+                s.front().cloned().unwrap_or(Reply::Drop)
+            }
+        }))
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A chat-completions response body.
+pub fn completion_body(message: Value, finish_reason: &str) -> String {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+    })
+    .to_string()
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    handler: Handler,
+    log: Arc<Mutex<Vec<Value>>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        // Read one request: headers, then Content-Length bytes of body.
+        let header_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..header_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < header_end + length {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Value =
+            serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
+        buf.drain(..header_end + length);
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(body.clone());
+        let mut reply = handler(&body);
+        while let Reply::Delayed(d, inner) = reply {
+            tokio::time::sleep(d).await;
+            reply = *inner;
+        }
+        let (status, payload, headers) = match reply {
+            Reply::Text(content) => (
+                200,
+                completion_body(json!({"role": "assistant", "content": content}), "stop"),
+                Vec::new(),
+            ),
+            Reply::ToolCall { name, arguments } => (
+                200,
+                completion_body(
+                    json!({"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+                    ]}),
+                    "tool_calls",
+                ),
+                Vec::new(),
+            ),
+            Reply::Raw {
+                status,
+                body,
+                headers,
+            } => (status, body, headers),
+            Reply::Drop => return Ok(()),
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            Reply::CutBody => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"choices\": [";
+                stream.write_all(head.as_bytes()).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Reply::Delayed(..) => unreachable!("delays are unwrapped above"),
+        };
+        let mut response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            reason(status),
+            payload.len()
+        );
+        for (k, v) in headers {
+            response.push_str(&format!("{k}: {v}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&payload);
+        stream.write_all(response.as_bytes()).await?;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// The first user message of a chat-completions request.
+pub fn first_user_message(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Whole numbers in `text`, in order.
+pub fn numbers_in(text: &str) -> Vec<i64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A simple deterministic policy that makes runs with both outcomes: it answers the sum of the
+/// first two numbers of the task (right for the "gets N more" problems, wrong for most others).
+/// With tools offered and no tool result yet, it first calls `calculator` on that sum.
+pub fn adder_policy(body: &Value) -> Reply {
+    let nums = numbers_in(&first_user_message(body));
+    let expr = match nums.as_slice() {
+        [a, b, ..] => format!("{a} + {b}"),
+        [a] => a.to_string(),
+        [] => "0".into(),
+    };
+    let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let tool_result = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str());
+    match (has_tools, tool_result) {
+        (true, None) => Reply::ToolCall {
+            name: "calculator".into(),
+            arguments: json!({"expression": expr}).to_string(),
+        },
+        (_, Some(result)) => Reply::text(format!("The answer is {result}.")),
+        (false, None) => {
+            let sum: i64 = nums.iter().take(2).sum();
+            Reply::text(format!("Let me add them up. The answer is {sum}."))
+        }
+    }
+}

@@ -1,1 +1,332 @@
+//! Built-in exporters. Each writes JSON lines in a shape trainers already read:
+//! - `openai`: `{"messages", "tools", ...metadata}` (TRL SFTTrainer conversational, torchtune
+//!   `openai`, SWE-smith `tool` style). Tool schemas are always included.
+//! - `sharegpt`: `{"conversations": [{"from", "value"}], "system", "tools"}` (LLaMA-Factory).
+//! - `turns`: one `{"messages": [user, assistant], "metadata": {...}}` per assistant turn
+//!   (PettingLLMs' SFT data collector).
 
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trawl_core::registry::{BuildContext, ComponentError, ExporterConfig};
+use trawl_core::{ExportError, Exporter, Message, MessageRole, TrajectoryRecord};
+
+fn write_line(out: &mut dyn Write, value: &Value) -> Result<(), ExportError> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The metadata every format carries beside its training fields.
+fn metadata(r: &TrajectoryRecord) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(r.key.to_string()));
+    m.insert("task_id".into(), json!(r.key.task));
+    m.insert("environment".into(), json!(r.key.environment));
+    m.insert("scaffold".into(), json!(r.key.scaffold));
+    m.insert("model".into(), json!(r.key.model));
+    m.insert("sample".into(), json!(r.key.sample));
+    m.insert("reward".into(), json!(r.reward));
+    m.insert("success".into(), json!(r.success));
+    m.insert("exit_status".into(), json!(r.outcome.exit_status));
+    m
+}
+
+/// `trawl export --format openai`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiExporterConfig {}
+
+impl ExporterConfig for OpenAiExporterConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
+        Ok(Arc::new(OpenAiExporter))
+    }
+}
+
+trawl_core::register!(
+    exporter,
+    "openai",
+    "OpenAI messages JSONL with tool schemas (TRL SFTTrainer, torchtune, SWE-smith tool style)",
+    OpenAiExporterConfig
+);
+
+pub struct OpenAiExporter;
+
+impl Exporter for OpenAiExporter {
+    fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
+        let mut line = serde_json::Map::new();
+        line.insert("messages".into(), json!(r.messages));
+        line.insert("tools".into(), json!(r.tools));
+        line.extend(metadata(r));
+        write_line(out, &Value::Object(line))?;
+        Ok(1)
+    }
+}
+
+/// `trawl export --format sharegpt`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareGptExporterConfig {}
+
+impl ExporterConfig for ShareGptExporterConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
+        Ok(Arc::new(ShareGptExporter))
+    }
+}
+
+trawl_core::register!(
+    exporter,
+    "sharegpt",
+    "ShareGPT conversations with system and tools (LLaMA-Factory)",
+    ShareGptExporterConfig
+);
+
+pub struct ShareGptExporter;
+
+/// A tool call as LLaMA-Factory's `function_call` turns spell it: `{"name", "arguments"}`, the
+/// arguments as an object when they parse.
+fn call_value(m: &Message) -> Value {
+    let calls: Vec<Value> = m
+        .tool_calls
+        .iter()
+        .map(|c| {
+            let args = serde_json::from_str::<Value>(&c.function.arguments)
+                .unwrap_or_else(|_| json!(c.function.arguments));
+            json!({"name": c.function.name, "arguments": args})
+        })
+        .collect();
+    if calls.len() == 1 {
+        calls.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        Value::Array(calls)
+    }
+}
+
+/// The conversation in ShareGPT turns. Human/observation turns and gpt/function_call turns
+/// alternate, as LLaMA-Factory requires: consecutive user messages are joined, consecutive tool
+/// results become one observation (a JSON list when there are several), and the conversation
+/// ends on a model turn.
+pub fn sharegpt_turns(messages: &[Message]) -> Vec<(String, String)> {
+    let mut turns: Vec<(String, String)> = Vec::new();
+    let mut tool_results: Vec<String> = Vec::new();
+    let flush_tools = |turns: &mut Vec<(String, String)>, tool_results: &mut Vec<String>| {
+        if tool_results.is_empty() {
+            return;
+        }
+        let value = if tool_results.len() == 1 {
+            tool_results.remove(0)
+        } else {
+            json!(tool_results).to_string()
+        };
+        tool_results.clear();
+        turns.push(("observation".into(), value));
+    };
+    for m in messages {
+        if m.role != MessageRole::Tool {
+            flush_tools(&mut turns, &mut tool_results);
+        }
+        match m.role {
+            MessageRole::System => {}
+            MessageRole::Tool => tool_results.push(m.text().to_string()),
+            MessageRole::User => match turns.last_mut() {
+                Some((from, value)) if from == "human" => {
+                    value.push_str("\n\n");
+                    value.push_str(m.text());
+                }
+                _ => turns.push(("human".into(), m.text().to_string())),
+            },
+            MessageRole::Assistant if !m.tool_calls.is_empty() => {
+                turns.push(("function_call".into(), call_value(m).to_string()))
+            }
+            MessageRole::Assistant => turns.push(("gpt".into(), m.text().to_string())),
+        }
+    }
+    flush_tools(&mut turns, &mut tool_results);
+    while turns
+        .last()
+        .is_some_and(|(from, _)| from == "human" || from == "observation")
+    {
+        turns.pop();
+    }
+    turns
+}
+
+impl Exporter for ShareGptExporter {
+    fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
+        let turns = sharegpt_turns(&r.messages);
+        if turns.is_empty() {
+            return Ok(0);
+        }
+        let system = r
+            .messages
+            .iter()
+            .filter(|m| m.role == MessageRole::System)
+            .map(Message::text)
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let tools: Vec<Value> = r
+            .tools
+            .iter()
+            .map(|t| json!({"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters}))
+            .collect();
+        let mut line = serde_json::Map::new();
+        line.insert(
+            "conversations".into(),
+            Value::Array(
+                turns
+                    .into_iter()
+                    .map(|(from, value)| json!({"from": from, "value": value}))
+                    .collect(),
+            ),
+        );
+        line.insert("system".into(), json!(system));
+        line.insert(
+            "tools".into(),
+            json!(serde_json::to_string(&tools).unwrap_or_default()),
+        );
+        line.extend(metadata(r));
+        write_line(out, &Value::Object(line))?;
+        Ok(1)
+    }
+}
+
+/// `trawl export --format turns`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnsExporterConfig {}
+
+impl ExporterConfig for TurnsExporterConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
+        Ok(Arc::new(TurnsExporter))
+    }
+}
+
+trawl_core::register!(
+    exporter,
+    "turns",
+    "One prompt/response pair per assistant turn with PettingLLMs metadata",
+    TurnsExporterConfig
+);
+
+pub struct TurnsExporter;
+
+/// The prompt an assistant turn answered: the one message before it when there is only one,
+/// else every earlier non-system message with its role.
+fn turn_prompt(history: &[Message]) -> String {
+    let visible: Vec<&Message> = history
+        .iter()
+        .filter(|m| m.role != MessageRole::System)
+        .collect();
+    if let [only] = visible.as_slice() {
+        return only.text().to_string();
+    }
+    visible
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                MessageRole::User => "User",
+                MessageRole::Assistant => "Assistant",
+                MessageRole::Tool => "Tool",
+                MessageRole::System => "System",
+            };
+            let mut text = m.text().to_string();
+            for c in &m.tool_calls {
+                text.push_str(&format!(
+                    "\n[call {}({})]",
+                    c.function.name, c.function.arguments
+                ));
+            }
+            format!("{role}: {text}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+impl Exporter for TurnsExporter {
+    fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
+        let mut written = 0;
+        for (i, m) in r
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == MessageRole::Assistant)
+        {
+            let line = json!({
+                "messages": [
+                    {"role": "user", "content": turn_prompt(&r.messages[..i])},
+                    m,
+                ],
+                "metadata": {
+                    "agent_name": r.key.scaffold,
+                    "policy_name": r.key.model,
+                    "reward": r.reward,
+                    "env_success": r.success,
+                    "timestamp": r.timing.started_at,
+                    "env_name": r.key.environment,
+                    "env_idx": r.key.task,
+                    "rollout_idx": r.key.sample,
+                    "turn_idx": written,
+                    "agent_idx": 0,
+                },
+            });
+            write_line(out, &line)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trawl_core::ToolCall;
+
+    fn tool_conversation() -> Vec<Message> {
+        let mut call = Message::assistant("");
+        call.content = None;
+        call.tool_calls = vec![
+            ToolCall::function("a", "calculator", r#"{"expression":"2+2"}"#),
+            ToolCall::function("b", "calculator", "oops"),
+        ];
+        vec![
+            Message::system("be brief"),
+            Message::user("2+2?"),
+            call,
+            Message::tool("a", "4"),
+            Message::tool("b", "error"),
+            Message::assistant("4"),
+            Message::user("thanks"),
+        ]
+    }
+
+    #[test]
+    fn sharegpt_alternates_and_ends_on_the_model() {
+        let turns = sharegpt_turns(&tool_conversation());
+        let froms: Vec<&str> = turns.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(froms, ["human", "function_call", "observation", "gpt"]);
+        let calls: Value = serde_json::from_str(&turns[1].1).unwrap();
+        assert_eq!(calls[0]["arguments"]["expression"], "2+2");
+        assert_eq!(calls[1]["arguments"], "oops");
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(&turns[2].1).unwrap(),
+            ["4", "error"]
+        );
+    }
+
+    #[test]
+    fn turn_prompts_are_the_question_or_the_history() {
+        let msgs = tool_conversation();
+        assert_eq!(turn_prompt(&msgs[..2]), "2+2?");
+        let p = turn_prompt(&msgs[..5]);
+        assert!(
+            p.starts_with("User: 2+2?")
+                && p.contains("[call calculator(")
+                && p.ends_with("Tool: error"),
+            "{p}"
+        );
+    }
+}

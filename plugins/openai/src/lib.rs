@@ -1,1 +1,385 @@
+//! The `openai` model backend: chat completions over HTTP against any OpenAI-compatible server.
+//!
+//! Every attempt has a connect timeout and a request timeout; the core `Retry` decorator adds
+//! capped exponential backoff with jitter, honours Retry-After, and stops at a total deadline.
+//! Errors are classified here: connection failures, timeouts, 408/409/429/5xx and unreadable
+//! bodies are transient; a context-length overflow ends the episode as a truncation; other 4xx
+//! are rejections that no retry can fix.
 
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use trawl_core::model::{Retry, RetryPolicy, TokenDetail};
+use trawl_core::registry::{BuildContext, ComponentError, ModelConfig};
+use trawl_core::{
+    async_trait, Completion, CompletionRequest, FinishReason, LanguageModel, Message,
+    ModelDescription, ModelError, Usage,
+};
+
+/// `[[models]] type = "openai"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// The server's API root, for example `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name the server expects.
+    pub model: String,
+    /// The environment variable that holds the API key; no `Authorization` header when unset.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_connect")]
+    pub connect_timeout_secs: f64,
+    /// Limit on one attempt, response body included.
+    #[serde(default = "default_request")]
+    pub request_timeout_secs: f64,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Extra fields merged into every request body (`chat_template_kwargs`, `repetition_penalty`, ...).
+    #[serde(default)]
+    pub extra_body: Map<String, Value>,
+}
+
+fn default_connect() -> f64 {
+    10.0
+}
+fn default_request() -> f64 {
+    300.0
+}
+
+impl ModelConfig for OpenAiConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError> {
+        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
+            ComponentError::at("base_url", format!("`{}` is not a URL: {e}", self.base_url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ComponentError::at(
+                "base_url",
+                "must start with http:// or https://",
+            ));
+        }
+        let api_key = match &self.api_key_env {
+            None => None,
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                ComponentError::at(
+                    "api_key_env",
+                    format!(
+                        "environment variable `{var}` is not set; export it or remove api_key_env"
+                    ),
+                )
+            })?),
+        };
+        for (field, v) in [
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(ComponentError::at(
+                    field,
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(self.connect_timeout_secs))
+            .timeout(Duration::from_secs_f64(self.request_timeout_secs))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ComponentError::new(format!("cannot build HTTP client: {e}")))?;
+        let base = self.base_url.trim_end_matches('/');
+        let endpoint = if base.ends_with("/chat/completions") {
+            base.to_string()
+        } else {
+            format!("{base}/chat/completions")
+        };
+        let retry = self.retry.clone();
+        let model = OpenAiModel {
+            client,
+            endpoint,
+            api_key,
+            model: self.model,
+            extra_body: self.extra_body,
+        };
+        Ok(Arc::new(Retry::new(model, retry)))
+    }
+}
+
+trawl_core::register!(
+    model,
+    "openai",
+    "Any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp server, OpenAI)",
+    OpenAiConfig
+);
+
+/// One attempt at a time; wrap in `Retry` for the retry policy.
+pub struct OpenAiModel {
+    client: reqwest::Client,
+    endpoint: String,
+    api_key: Option<String>,
+    model: String,
+    extra_body: Map<String, Value>,
+}
+
+impl OpenAiModel {
+    /// The JSON body of a chat-completions request.
+    pub fn request_body(&self, request: &CompletionRequest) -> Value {
+        let mut body = json!({"model": self.model, "messages": request.messages});
+        let s = &request.sampling;
+        let b = body.as_object_mut().expect("json! object");
+        if !request.tools.is_empty() {
+            b.insert("tools".into(), json!(request.tools));
+        }
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                b.insert(k.into(), v);
+            }
+        };
+        put("temperature", s.temperature.map(Value::from));
+        put("top_p", s.top_p.map(Value::from));
+        put("top_k", s.top_k.map(Value::from));
+        put("min_p", s.min_p.map(Value::from));
+        put("max_tokens", s.max_tokens.map(Value::from));
+        put("seed", s.seed.map(Value::from));
+        put("stop", (!s.stop.is_empty()).then(|| json!(s.stop)));
+        put("logprobs", s.logprobs.then_some(Value::Bool(true)));
+        for (k, v) in &self.extra_body {
+            b.insert(k.clone(), v.clone());
+        }
+        body
+    }
+}
+
+/// How long the server asked us to wait: delta-seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+const CONTEXT_MARKERS: [&str; 8] = [
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+    "exceeds the context",
+    "longer than the model",
+];
+
+fn is_context_overflow(body: &str) -> bool {
+    let lower = body.to_lowercase();
+    CONTEXT_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// A short form of an error body for messages.
+fn brief(body: &str) -> String {
+    let b = body.trim();
+    let cut: String = b.chars().take(300).collect();
+    if cut.len() < b.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+/// Turns a 200 response body into a completion. Unreadable bodies are transient: a proxy or an
+/// overloaded server sends those, and the next attempt usually succeeds.
+pub fn parse_completion(body: &str) -> Result<Completion, ModelError> {
+    let v: Value = serde_json::from_str(body).map_err(|e| ModelError::Transient {
+        message: format!("response is not JSON ({e}): {}", brief(body)),
+        retry_after: None,
+    })?;
+    let choice = v
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| ModelError::Transient {
+            message: format!("response has no choices: {}", brief(body)),
+            retry_after: None,
+        })?;
+    let message: Message = serde_json::from_value(
+        choice.get("message").cloned().unwrap_or(Value::Null),
+    )
+    .map_err(|e| ModelError::Transient {
+        message: format!("response message is malformed ({e}): {}", brief(body)),
+        retry_after: None,
+    })?;
+    let finish_reason = FinishReason::parse(
+        choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("stop"),
+    );
+    let usage = v.get("usage");
+    let count = |k: &str| {
+        usage
+            .and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let logprobs: Vec<f32> = choice
+        .get("logprobs")
+        .and_then(|l| l.get("content"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+                .map(|x| x as f32)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Completion {
+        message,
+        finish_reason,
+        usage: Usage {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            model_calls: 1,
+        },
+        tokens: (!logprobs.is_empty()).then(|| TokenDetail {
+            logprobs,
+            ..TokenDetail::default()
+        }),
+    })
+}
+
+#[async_trait]
+impl LanguageModel for OpenAiModel {
+    fn describe(&self) -> ModelDescription {
+        ModelDescription {
+            kind: "openai".into(),
+            model_id: self.model.clone(),
+        }
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        let mut http = self
+            .client
+            .post(&self.endpoint)
+            .json(&self.request_body(request));
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().await.map_err(|e| ModelError::Transient {
+            message: format!("request to {} failed: {}", self.endpoint, error_chain(&e)),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let body = response.text().await.map_err(|e| ModelError::Transient {
+            message: format!(
+                "response body from {} was cut off: {}",
+                self.endpoint,
+                error_chain(&e)
+            ),
+            retry_after: None,
+        })?;
+        match status.as_u16() {
+            200..=299 => parse_completion(&body),
+            408 | 409 | 429 | 500..=599 => Err(ModelError::Transient {
+                message: format!("HTTP {status}: {}", brief(&body)),
+                retry_after: wait,
+            }),
+            400 | 413 | 422 if is_context_overflow(&body) => {
+                Err(ModelError::ContextLength(brief(&body)))
+            }
+            code => Err(ModelError::Rejected {
+                status: code,
+                message: brief(&body),
+            }),
+        }
+    }
+}
+
+/// An error with its causes, which is where reqwest keeps the useful part.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tool_calls_usage_and_reasoning() {
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":null,"reasoning_content":"think","tool_calls":[{"id":"a","type":"function","function":{"name":"calculator","arguments":"{\"expression\":\"1+1\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":11,"completion_tokens":7}}"#;
+        let c = parse_completion(body).unwrap();
+        assert_eq!(c.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(c.message.tool_calls[0].function.name, "calculator");
+        assert_eq!(c.message.reasoning_content.as_deref(), Some("think"));
+        assert_eq!((c.usage.prompt_tokens, c.usage.completion_tokens), (11, 7));
+    }
+
+    #[test]
+    fn garbage_and_empty_bodies_are_transient() {
+        assert!(matches!(
+            parse_completion("<html>bad gateway</html>"),
+            Err(ModelError::Transient { .. })
+        ));
+        assert!(matches!(
+            parse_completion(r#"{"choices":[]}"#),
+            Err(ModelError::Transient { .. })
+        ));
+    }
+
+    #[test]
+    fn context_overflow_is_recognised() {
+        assert!(is_context_overflow(
+            r#"{"error":{"code":"context_length_exceeded"}}"#
+        ));
+        assert!(is_context_overflow(
+            "This model's maximum context length is 4096 tokens"
+        ));
+        assert!(!is_context_overflow("invalid temperature"));
+    }
+
+    #[test]
+    fn request_body_carries_sampling_and_extras() {
+        let m = OpenAiModel {
+            client: reqwest::Client::new(),
+            endpoint: String::new(),
+            api_key: None,
+            model: "m".into(),
+            extra_body: [("repetition_penalty".to_string(), json!(1.1))]
+                .into_iter()
+                .collect(),
+        };
+        let req = CompletionRequest {
+            messages: vec![Message::user("hi")],
+            tools: vec![],
+            sampling: trawl_core::Sampling {
+                temperature: Some(0.5),
+                seed: Some(3),
+                stop: vec!["\n".into()],
+                ..Default::default()
+            },
+        };
+        let b = m.request_body(&req);
+        assert_eq!(b["temperature"], 0.5);
+        assert_eq!(b["seed"], 3);
+        assert_eq!(b["stop"][0], "\n");
+        assert_eq!(b["repetition_penalty"], 1.1);
+        assert!(b.get("tools").is_none() && b.get("top_p").is_none());
+    }
+}

@@ -1,0 +1,507 @@
+//! The `trawl` command line: thin commands over trawl-core and the registered kinds.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashSet;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use trawl_core::engine::{self, RunObserver, RunOptions, RunStatus, StopSignal};
+use trawl_core::export::{export_records, Selection};
+use trawl_core::registry::{BuildContext, Factory, Registry, Role};
+use trawl_core::{store, ExitStatus, ExperimentConfig, TrajectoryRecord};
+
+// Linking these crates is what registers their kinds.
+use trawl_chat as _;
+use trawl_exporters as _;
+use trawl_math as _;
+use trawl_openai as _;
+use trawl_tool_calling as _;
+
+/// Exit codes scripts can rely on.
+mod code {
+    /// Bad input: a config, task file or run directory that cannot be used.
+    pub const INPUT: u8 = 2;
+    /// The run stopped itself: too many infrastructure errors.
+    pub const INFRA: u8 = 3;
+    /// Stopped by Ctrl-C or SIGTERM; run again to resume.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "trawl",
+    version,
+    about = "Generate training data for LLM agents: roll out, score, select, export."
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment config; running again into the same directory resumes it.
+    Run(RunArgs),
+    /// Check a config without running it: every error at once names file, line and field.
+    Check {
+        /// The experiment config (TOML).
+        config: PathBuf,
+    },
+    /// Success rate, mean reward, pass@k by environment × scaffold × model.
+    Stats {
+        /// The run directory.
+        run: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Select trajectories and write a training file.
+    Export(ExportArgs),
+    /// List every registered kind, per role.
+    Plugins,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The experiment config (TOML).
+    config: PathBuf,
+    /// Run directory; default runs/<config name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume even if the run directory was started with a different config.
+    #[arg(long)]
+    force: bool,
+    /// After Ctrl-C, seconds in-flight episodes get to finish before they are cut short.
+    #[arg(long, default_value_t = 30.0)]
+    grace_secs: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The run directory.
+    run: PathBuf,
+    /// Output format: a registered exporter (`trawl plugins` lists them).
+    #[arg(long, short, default_value = "openai")]
+    format: String,
+    /// Output file; default RUN/export-<format>.jsonl. Counts go to <output>_stats.json.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Keep only successful rollouts.
+    #[arg(long)]
+    success_only: bool,
+    /// Keep only rollouts with at least this reward.
+    #[arg(long)]
+    min_reward: Option<f64>,
+    /// Keep only the best rollout of each task.
+    #[arg(long)]
+    best_of_n: bool,
+    /// Keep at most K rollouts per task, best first.
+    #[arg(long, value_name = "K")]
+    max_per_task: Option<usize>,
+    /// A file of task ids (one per line, `#` comments) never to export.
+    #[arg(long, value_name = "FILE")]
+    exclude_tasks: Option<PathBuf>,
+}
+
+/// An error that is the user's input, not trawl's fault: exit code 2.
+#[derive(Debug)]
+struct InputError(String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for InputError {}
+
+fn input(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(InputError(e.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Thousands of concurrent episodes need thousands of sockets.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<InputError>().is_some() {
+                ExitCode::from(code::INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn registry() -> anyhow::Result<Registry> {
+    Registry::builtin().map_err(input)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Check { config } => {
+            let registry = registry()?;
+            let (cfg, _) = ExperimentConfig::load(&config, &registry).map_err(input)?;
+            println!(
+                "{}: ok — {} environment(s), {} scaffold(s), {} model(s), {} sample(s) per task",
+                config.display(),
+                cfg.environments.len(),
+                cfg.scaffolds.len(),
+                cfg.models.len(),
+                cfg.samples
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { run, json } => {
+            let records = load_run(&run)?;
+            let stats = trawl_core::stats::compute(&records);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", stats.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => export(args),
+        Command::Plugins => {
+            let registry = registry()?;
+            for role in Role::ALL {
+                println!("{}s:", role);
+                for e in registry.kinds(role) {
+                    println!("  {:<14} {}  ({})", e.kind, e.description, e.version);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a run's records, warning about a torn last line (a crash mid-write).
+fn load_run(run: &Path) -> anyhow::Result<Vec<TrajectoryRecord>> {
+    let path = run.join(store::TRAJECTORIES);
+    if !path.exists() {
+        return Err(input(format!(
+            "{} has no {}: is it a trawl run directory?",
+            run.display(),
+            store::TRAJECTORIES
+        )));
+    }
+    let (records, report) = store::read_records(&path).map_err(input)?;
+    if report.torn_tail.is_some() {
+        eprintln!("warning: {}: the last line was cut off mid-write and is ignored; `trawl run` resumes it", path.display());
+    }
+    Ok(records)
+}
+
+/// Progress bar with live success rate.
+struct Progress {
+    bar: ProgressBar,
+    done: AtomicU64,
+    successes: AtomicU64,
+    infra: AtomicU64,
+}
+
+impl Progress {
+    fn update_message(&self) {
+        let done = self.done.load(Ordering::Relaxed);
+        let ok = self.successes.load(Ordering::Relaxed);
+        let infra = self.infra.load(Ordering::Relaxed);
+        let scored = done.saturating_sub(infra);
+        let rate = if scored == 0 {
+            0.0
+        } else {
+            100.0 * ok as f64 / scored as f64
+        };
+        self.bar.set_message(format!(
+            "success {rate:.1}% ({ok}/{scored})  infra errors {infra}"
+        ));
+    }
+}
+
+impl RunObserver for Progress {
+    fn started(&self, pending: u64, skipped: u64) {
+        self.bar.set_length(pending);
+        if skipped > 0 {
+            self.bar.println(format!(
+                "resuming: {skipped} rollouts already done, {pending} to run"
+            ));
+        }
+        self.update_message();
+    }
+
+    fn finished(&self, record: &TrajectoryRecord) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        match record.outcome.exit_status {
+            ExitStatus::InfraError | ExitStatus::Interrupted => {
+                self.infra.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.successes
+                    .fetch_add(u64::from(record.success), Ordering::Relaxed);
+            }
+        }
+        self.update_message();
+        self.bar.inc(1);
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let registry = registry()?;
+    let (config, map) = ExperimentConfig::load(&args.config, &registry).map_err(input)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| engine::default_run_dir(&config));
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = Arc::new(Progress {
+        bar: bar.clone(),
+        done: AtomicU64::new(0),
+        successes: AtomicU64::new(0),
+        infra: AtomicU64::new(0),
+    });
+    let stop = StopSignal::default();
+    spawn_signal_handler(
+        stop.clone(),
+        Duration::from_secs_f64(args.grace_secs.max(0.0)),
+    );
+
+    eprintln!("trawl: running `{}` into {}", config.name, out.display());
+    let summary = engine::run(
+        &config,
+        &map,
+        &registry,
+        RunOptions {
+            out,
+            force: args.force,
+            stop,
+            observer: progress.clone(),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        engine::RunError::Store(store::StoreError::Io { .. }) => anyhow::Error::new(e),
+        other => input(other),
+    })?;
+    bar.finish_and_clear();
+    if summary.resume.moved_aside > 0 || summary.resume.dropped_torn_tail {
+        eprintln!(
+            "resume: re-ran {} interrupted or failed rollout(s){}; earlier attempts kept in {}",
+            summary.resume.moved_aside,
+            if summary.resume.dropped_torn_tail {
+                " and dropped a torn last line"
+            } else {
+                ""
+            },
+            summary.dir.join(store::ATTEMPTS).display()
+        );
+    }
+    let scored = summary.written - summary.infra_errors - summary.interrupted;
+    eprintln!(
+        "{}: {} rollouts written ({} skipped as already done): {} succeeded of {} scored, {} infrastructure errors, {} interrupted",
+        match summary.status {
+            RunStatus::Finished => "finished",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Running => "running",
+        },
+        summary.written,
+        summary.skipped,
+        summary.successes,
+        scored,
+        summary.infra_errors,
+        summary.interrupted,
+    );
+    eprintln!(
+        "next: trawl stats {0}   |   trawl export {0} --format openai --success-only",
+        summary.dir.display()
+    );
+    Ok(match summary.status {
+        RunStatus::Finished | RunStatus::Running => ExitCode::SUCCESS,
+        RunStatus::Interrupted => {
+            eprintln!("run `trawl run {}` again to resume", args.config.display());
+            ExitCode::from(code::INTERRUPTED)
+        }
+        RunStatus::Failed => {
+            eprintln!(
+                "the run stopped itself: more than {:.0}% of rollouts were infrastructure errors (see `trawl stats {}`)",
+                100.0 * config.max_infra_error_rate,
+                summary.dir.display()
+            );
+            ExitCode::from(code::INFRA)
+        }
+    })
+}
+
+/// First Ctrl-C or SIGTERM: stop launching, give in-flight episodes `grace`. Second: stop now.
+fn spawn_signal_handler(stop: StopSignal, grace: Duration) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        wait_for_signal(&mut term).await;
+        eprintln!("\nstopping: no new episodes; in-flight ones get {grace:?} to finish (press Ctrl-C again to stop now)");
+        stop.stop_after(grace);
+        wait_for_signal(&mut term).await;
+        eprintln!("stopping now: in-flight episodes are recorded as interrupted");
+        stop.hard.cancel();
+    });
+}
+
+async fn wait_for_signal(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(t) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = t.recv() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let registry = registry()?;
+    let Some(entry) = registry.get(Role::Exporter, &args.format) else {
+        bail!(input(format!(
+            "unknown format `{}`; formats: {}",
+            args.format,
+            registry.kind_list(Role::Exporter)
+        )));
+    };
+    let Factory::Exporter(factory) = entry.factory.clone() else {
+        bail!("registry entry for `{}` is not an exporter", args.format)
+    };
+    let exporter = factory(&serde_json::json!({}), &BuildContext::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let records = load_run(&args.run)?;
+    let mut exclude = HashSet::new();
+    if let Some(file) = &args.exclude_tasks {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            input(format!(
+                "cannot read --exclude-tasks file {}: {e}",
+                file.display()
+            ))
+        })?;
+        exclude.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    if let Some(r) = args.min_reward {
+        if !r.is_finite() {
+            bail!(input("--min-reward must be a number"));
+        }
+    }
+    let selection = Selection {
+        success_only: args.success_only,
+        min_reward: args.min_reward,
+        best_of_n: args.best_of_n,
+        max_per_task: args.max_per_task,
+        exclude_tasks: exclude,
+    };
+    let output = args.output.unwrap_or_else(|| {
+        args.run
+            .join(format!("export-{}.{}", args.format, exporter.extension()))
+    });
+    let tmp = output.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut writer = BufWriter::new(file);
+    let stats = export_records(
+        &records,
+        &selection,
+        exporter.as_ref(),
+        &args.format,
+        &mut writer,
+    )?;
+    writer.flush()?;
+    writer.get_ref().sync_all()?;
+    drop(writer);
+    std::fs::rename(&tmp, &output)
+        .with_context(|| format!("cannot move the export into place at {}", output.display()))?;
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let stats_path = output.with_file_name(format!("{stem}_stats.json"));
+    store::write_atomic(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;
+    let dropped: Vec<String> = stats
+        .dropped
+        .iter()
+        .map(|(why, n)| {
+            format!(
+                "{n} {}",
+                serde_json::to_value(why)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    eprintln!(
+        "exported {} examples from {} of {} rollouts to {} ({}); dropped: {}; counts in {}",
+        stats.total_sft_examples,
+        stats.total_collected,
+        stats.records_read,
+        output.display(),
+        args.format,
+        if dropped.is_empty() {
+            "none".to_string()
+        } else {
+            dropped.join(", ")
+        },
+        stats_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
