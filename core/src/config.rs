@@ -485,7 +485,9 @@ fn components(
             return Err(map.error(
                 &at("type"),
                 format!("unknown {role} kind `{kind}`"),
-                Some(format!("valid {role} kinds: {valid} (`trawl plugins` lists them; load others with --plugin)")),
+                Some(format!(
+                    "valid {role} kinds: {valid} (`trawl plugins` lists them)"
+                )),
             ));
         }
         let name = match table.remove("name") {

@@ -1,0 +1,714 @@
+//! Whole runs through the engine against a real scripted server on 127.0.0.1: records, resume,
+//! infrastructure errors, time limits, stopping, locking, and config errors.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use trawl_core::engine::{self, RunError, RunOptions, RunStatus, RunSummary, Silent, StopSignal};
+use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, ScaffoldConfig};
+use trawl_core::store::{self, read_records, RunDir, StoreError};
+use trawl_core::{
+    async_trait, Action, ActionSpace, AgentScaffold, Artifacts, Environment, EnvironmentError,
+    Episode, ExitStatus, ExperimentConfig, Message, Observation, Registry, RolloutContext,
+    ScaffoldError, ScaffoldOutcome, Task, TrajectoryRecord,
+};
+use trawl_tests::{adder_policy, Reply, ScriptedServer};
+
+use trawl_chat as _;
+use trawl_math as _;
+use trawl_openai as _;
+use trawl_tool_calling as _;
+
+fn config_text(base_url: &str, extra_top: &str, env: &str, scaffold: &str) -> String {
+    format!(
+        r#"
+name = "t"
+seed = 3
+{extra_top}
+
+[[environments]]
+type = "math"
+{env}
+
+[[scaffolds]]
+{scaffold}
+
+[[models]]
+type = "openai"
+name = "scripted"
+base_url = "{base_url}"
+model = "scripted"
+request_timeout_secs = 10
+retry = {{ max_attempts = 2, initial_backoff_secs = 0.01, max_backoff_secs = 0.02 }}
+
+[models.sampling]
+temperature = 0.5
+"#
+    )
+}
+
+async fn run_text(text: &str, dir: &Path, stop: StopSignal) -> Result<RunSummary, RunError> {
+    let registry = Registry::builtin().unwrap();
+    let file = dir.join("config.toml.in");
+    std::fs::write(&file, text).unwrap();
+    let (config, map) = ExperimentConfig::load(&file, &registry)?;
+    engine::run(
+        &config,
+        &map,
+        &registry,
+        RunOptions {
+            out: dir.join("run"),
+            force: false,
+            stop,
+            observer: Arc::new(Silent),
+        },
+    )
+    .await
+}
+
+fn records(dir: &Path) -> Vec<TrajectoryRecord> {
+    read_records(&dir.join("run").join(store::TRAJECTORIES))
+        .unwrap()
+        .0
+}
+
+fn assert_unique_keys(records: &[TrajectoryRecord]) {
+    let keys: HashSet<_> = records.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(
+        keys.len(),
+        records.len(),
+        "duplicate keys in trajectories.jsonl"
+    );
+}
+
+#[tokio::test]
+async fn chat_run_writes_one_scored_record_per_key() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "samples = 3",
+        "generator = { count = 8, levels = [1] }",
+        "type = \"chat\"\nsystem_prompt = \"Be brief.\"",
+    );
+    let summary = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Finished);
+    assert_eq!(summary.written, 24);
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 24);
+    assert_unique_keys(&recs);
+    for r in &recs {
+        assert_eq!(r.schema, "trawl.trajectory/1");
+        assert_eq!(r.messages[0], Message::system("Be brief."));
+        assert_eq!(r.outcome.exit_status, ExitStatus::Submitted);
+        assert_eq!(r.evaluations[0].evaluator, "math_answer");
+        // The adder is right exactly when the problem is an addition.
+        let addition = r.task.data["question"].as_str().unwrap().contains("more");
+        assert_eq!(r.success, addition, "{:?}", r.task);
+        assert_eq!(r.usage.model_calls, 1);
+        assert_eq!(r.provenance.model_id, "scripted");
+        assert!(r.provenance.seed < 1 << 31);
+    }
+    assert!(
+        recs.iter().any(|r| r.success) && recs.iter().any(|r| !r.success),
+        "want both outcomes"
+    );
+    // Every rollout got its own seed, and the server saw it.
+    let seeds: HashSet<u64> = server
+        .requests()
+        .iter()
+        .map(|b| b["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds.len(), 24);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "finished");
+    assert_eq!(manifest["components"]["environment/math"], "math 0.1.0");
+    assert!(std::fs::read_to_string(dir.path().join("run/config.toml"))
+        .unwrap()
+        .contains("temperature = 0.5"));
+
+    // Running again does nothing: every key is done.
+    let again = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!((again.skipped, again.launched), (24, 0));
+    assert_eq!(records(dir.path()), recs);
+}
+
+#[tokio::test]
+async fn tool_calling_run_uses_the_calculator() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "",
+        "calculator = true\ngenerator = { count = 4, levels = [1] }",
+        "type = \"tool_calling\"",
+    );
+    run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 4);
+    for r in &recs {
+        assert_eq!(r.tools[0].function.name, "calculator");
+        let roles: Vec<_> = r.messages.iter().map(|m| format!("{:?}", m.role)).collect();
+        assert_eq!(roles, ["User", "Assistant", "Tool", "Assistant"]);
+        assert!(matches!(r.steps[0].action, Action::ToolCall { .. }));
+        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(r.usage.model_calls, 2);
+        // The calculator computed the sum, and the final answer quotes it.
+        let numbers = trawl_tests::numbers_in(r.task.data["question"].as_str().unwrap());
+        assert_eq!(
+            r.messages[2].content.as_deref(),
+            Some((numbers[0] + numbers[1]).to_string().as_str())
+        );
+    }
+    let bodies = server.requests();
+    assert!(bodies
+        .iter()
+        .all(|b| b["tools"][0]["function"]["name"] == "calculator"));
+}
+
+#[tokio::test]
+async fn infra_errors_are_kept_apart_and_rerun_on_resume() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let server = ScriptedServer::start(Arc::new(move |body| {
+        if h.load(Ordering::SeqCst) {
+            adder_policy(body)
+        } else {
+            Reply::status(503, "maintenance")
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "max_infra_error_rate = 1.0",
+        "generator = { count = 5, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let first = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(first.infra_errors, 5);
+    let recs = records(dir.path());
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::InfraError));
+    assert_eq!(
+        recs[0].outcome.error.as_ref().unwrap().kind,
+        "model_unavailable"
+    );
+    assert!(recs[0].evaluations.is_empty() && !recs[0].success);
+    let stats = trawl_core::stats::compute(&recs);
+    assert_eq!((stats.finished, stats.infra_errors), (0, 5));
+
+    healthy.store(true, Ordering::SeqCst);
+    let second = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.skipped, second.launched, second.resume.moved_aside),
+        (0, 5, 5)
+    );
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 5);
+    assert_unique_keys(&recs);
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::Submitted));
+    let attempts = std::fs::read_to_string(dir.path().join("run").join(store::ATTEMPTS)).unwrap();
+    assert_eq!(
+        attempts.lines().count(),
+        5,
+        "earlier attempts are kept for diagnosis"
+    );
+}
+
+#[tokio::test]
+async fn too_many_infra_errors_fail_the_run() {
+    let server = ScriptedServer::scripted(vec![Reply::status(500, "down")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "concurrency = 4",
+        "generator = { count = 200, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let summary = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert!(
+        summary.launched < 200,
+        "the run kept launching after failing"
+    );
+}
+
+#[tokio::test]
+async fn the_episode_time_limit_ends_a_slow_episode() {
+    let server = ScriptedServer::scripted(vec![Reply::Delayed(
+        Duration::from_secs(5),
+        Box::new(Reply::text("4")),
+    )])
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "episode_timeout_secs = 0.3",
+        "generator = { count = 2, levels = [1] }",
+        "type = \"chat\"",
+    );
+    run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert_eq!(r.outcome.exit_status, ExitStatus::TimeExceeded);
+        assert!(
+            r.is_final(),
+            "a timeout is the agent's outcome, not an infrastructure error"
+        );
+        assert!(!r.success);
+    }
+}
+
+#[tokio::test]
+async fn context_overflow_ends_as_a_truncation() {
+    let server = ScriptedServer::scripted(vec![Reply::status(
+        400,
+        r#"{"error":{"code":"context_length_exceeded"}}"#,
+    )])
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "",
+        "generator = { count = 1, levels = [1] }",
+        "type = \"chat\"",
+    );
+    run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let r = &records(dir.path())[0];
+    assert_eq!(r.outcome.exit_status, ExitStatus::ContextWindowExceeded);
+    assert!(r.is_final() && !r.success);
+}
+
+#[tokio::test]
+async fn a_soft_stop_lets_in_flight_episodes_finish() {
+    let server = ScriptedServer::start(Arc::new(|b| {
+        Reply::Delayed(Duration::from_millis(300), Box::new(adder_policy(b)))
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "concurrency = 3",
+        "generator = { count = 30, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let stop = StopSignal::default();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        s.soft.cancel();
+    });
+    let summary = run_text(&text, dir.path(), stop).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Interrupted);
+    assert!(summary.launched < 30);
+    assert_eq!(summary.written, summary.launched);
+    let recs = records(dir.path());
+    assert!(
+        recs.iter().all(|r| r.is_final()),
+        "in-flight episodes were cut instead of finishing"
+    );
+
+    let resumed = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.skipped, summary.written);
+    assert_eq!(records(dir.path()).len(), 30);
+}
+
+#[tokio::test]
+async fn a_hard_stop_records_interrupted_episodes_and_resume_reruns_them() {
+    let server = ScriptedServer::start(Arc::new(|b| {
+        Reply::Delayed(Duration::from_secs(2), Box::new(adder_policy(b)))
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "concurrency = 4",
+        "generator = { count = 4, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let stop = StopSignal::default();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.stop_after(Duration::ZERO);
+    });
+    let summary = run_text(&text, dir.path(), stop).await.unwrap();
+    assert_eq!(summary.interrupted, 4);
+    let recs = records(dir.path());
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::Interrupted));
+    // The partial transcript is kept: the opening messages were there.
+    assert_eq!(recs[0].messages[0].role, trawl_core::MessageRole::User);
+
+    let resumed = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!((resumed.launched, resumed.resume.moved_aside), (4, 4));
+    let recs = records(dir.path());
+    assert_unique_keys(&recs);
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::Submitted));
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_dropped_and_rerun() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "",
+        "generator = { count = 3, levels = [1] }",
+        "type = \"chat\"",
+    );
+    run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let path = dir.path().join("run").join(store::TRAJECTORIES);
+    let full = std::fs::read_to_string(&path).unwrap();
+    // Cut the last record in half, as a kill in mid-write would.
+    let keep = full.len() - full.lines().last().unwrap().len() / 2 - 1;
+    std::fs::write(&path, &full[..keep]).unwrap();
+    let (recs, report) = read_records(&path).unwrap();
+    assert_eq!(recs.len(), 2);
+    assert!(report.torn_tail.is_some());
+    let resumed = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert!(resumed.resume.dropped_torn_tail);
+    assert_eq!(resumed.launched, 1);
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 3);
+    assert_unique_keys(&recs);
+}
+
+#[tokio::test]
+async fn a_bad_line_in_the_middle_is_an_error_naming_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trajectories.jsonl");
+    std::fs::write(
+        &path,
+        "{\"schema\": \"trawl.trajectory/1\", \"key\": {\"environment\": 5}}\n{}\n",
+    )
+    .unwrap();
+    let err = read_records(&path).unwrap_err().to_string();
+    assert!(err.contains("trajectories.jsonl:1:"), "{err}");
+    assert!(err.contains("field `key.environment`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = RunDir::open(dir.path()).unwrap();
+    match RunDir::open(dir.path()) {
+        Err(StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+        other => panic!("second writer was let in: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn resuming_with_another_config_is_refused() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "",
+        "generator = { count = 1, levels = [1] }",
+        "type = \"chat\"",
+    );
+    run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let changed = text.replace("temperature = 0.5", "temperature = 0.9");
+    let err = run_text(&changed, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunError::ConfigChanged { .. }), "{err}");
+    assert!(err.to_string().contains("--force"));
+}
+
+fn config_error(text: &str) -> String {
+    let registry = Registry::builtin().unwrap();
+    match ExperimentConfig::parse(Path::new("exp.toml"), text, &registry, "x") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("config was accepted:\n{text}"),
+    }
+}
+
+#[tokio::test]
+async fn config_errors_name_file_line_and_field() {
+    let good = config_text("http://127.0.0.1:9/v1", "", "", "type = \"chat\"");
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let typo = good.replace("temperature = 0.5", "temprature = 0.5");
+    let err = config_error(&typo);
+    assert!(
+        err.starts_with(&format!("exp.toml:{}:", line_of(&typo, "temprature"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `models[0].sampling.temprature`") && err.contains("temperature"),
+        "{err}"
+    );
+
+    let kind = good.replace("type = \"chat\"", "type = \"chatt\"");
+    let err = config_error(&kind);
+    assert!(
+        err.starts_with(&format!("exp.toml:{}:", line_of(&kind, "chatt"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown scaffold kind `chatt`")
+            && err.contains("valid scaffold kinds: chat, ")
+            && err.contains("tool_calling"),
+        "{err}"
+    );
+
+    let top = format!("sample = 3\n{good}");
+    let err = config_error(&top);
+    assert!(
+        err.starts_with("exp.toml:1:") && err.contains("field `sample`"),
+        "{err}"
+    );
+
+    let syntax = good.replace("seed = 3", "seed = = 3");
+    let err = config_error(&syntax);
+    assert!(
+        err.starts_with(&format!("exp.toml:{}:", line_of(&syntax, "seed = ="))),
+        "{err}"
+    );
+
+    let missing = good.replace("type = \"math\"", "");
+    assert!(config_error(&missing).contains("missing `type`"));
+
+    // An error inside a component's own settings, found when it is built.
+    let dir = tempfile::tempdir().unwrap();
+    let bad_level = config_text(
+        "http://127.0.0.1:9/v1",
+        "",
+        "generator = { count = 2, levels = [9] }",
+        "type = \"chat\"",
+    );
+    let err = run_text(&bad_level, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(":{}:", line_of(&bad_level, "levels = [9]"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("environments[0].generator.levels") && err.contains("levels are 1 to 5"),
+        "{err}"
+    );
+
+    let unknown_env_field = config_text(
+        "http://127.0.0.1:9/v1",
+        "",
+        "generatr = { count = 2 }",
+        "type = \"chat\"",
+    );
+    let err = run_text(&unknown_env_field, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(":{}:", line_of(&unknown_env_field, "generatr"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown field `generatr`") && err.contains("`generator`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_task_file_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasks.jsonl"),
+        "{\"question\": \"1+1?\", \"answer\": \"#### 2\"}\n{\"question\": \"2+2?\"}\n",
+    )
+    .unwrap();
+    let text = config_text(
+        "http://127.0.0.1:9/v1",
+        "",
+        "files = [\"tasks.jsonl\"]",
+        "type = \"chat\"",
+    );
+    let err = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tasks.jsonl:2: field `answer`: missing"),
+        "{err}"
+    );
+    assert!(err.contains("environments[0].files[0]"), "{err}");
+}
+
+// A shell-only environment and a panicking scaffold, registered from this test binary the same
+// way a plugin crate would.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShellOnlyConfig {}
+
+struct ShellOnly;
+
+#[async_trait]
+impl Environment for ShellOnly {
+    fn action_space(&self) -> ActionSpace {
+        ActionSpace {
+            shell: true,
+            ..ActionSpace::default()
+        }
+    }
+    async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
+        Ok(vec![Task::new("t1", serde_json::json!({}))])
+    }
+    async fn start(&self, _: &Task) -> Result<Box<dyn Episode>, EnvironmentError> {
+        Err(EnvironmentError::Runtime(
+            "never started in this test".into(),
+        ))
+    }
+}
+
+impl EnvironmentConfig for ShellOnlyConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Environment>, ComponentError> {
+        Ok(Arc::new(ShellOnly))
+    }
+}
+trawl_core::register!(
+    environment,
+    "test_shell_only",
+    "test: takes shell commands only",
+    ShellOnlyConfig
+);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PanickyConfig {}
+struct Panicky;
+
+#[async_trait]
+impl AgentScaffold for Panicky {
+    fn required_actions(&self) -> ActionSpace {
+        ActionSpace {
+            answer: true,
+            ..ActionSpace::default()
+        }
+    }
+    async fn run(&self, cx: RolloutContext<'_>) -> Result<ScaffoldOutcome, ScaffoldError> {
+        if cx.transcript.messages[0].text().contains("gets") {
+            panic!("scaffold bug");
+        }
+        let _ = cx.episode.act(&Action::Answer { text: "0".into() }).await;
+        Ok(ScaffoldOutcome {
+            exit_status: ExitStatus::Submitted,
+            submission: Some("0".into()),
+        })
+    }
+}
+impl ScaffoldConfig for PanickyConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn AgentScaffold>, ComponentError> {
+        Ok(Arc::new(Panicky))
+    }
+}
+trawl_core::register!(
+    scaffold,
+    "test_panicky",
+    "test: panics on some tasks",
+    PanickyConfig
+);
+
+#[tokio::test]
+async fn a_mismatched_scaffold_and_environment_are_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text("http://127.0.0.1:9/v1", "", "", "type = \"chat\"")
+        .replace("type = \"math\"", "type = \"test_shell_only\"");
+    let err = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunError::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("needs answer actions"), "{err}");
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing is written for a refused run"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_component_becomes_an_infra_record_and_the_run_goes_on() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "max_infra_error_rate = 1.0",
+        "generator = { count = 6, levels = [1] }",
+        "type = \"test_panicky\"",
+    );
+    let summary = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 6);
+    let recs = records(dir.path());
+    let panicked: Vec<_> = recs
+        .iter()
+        .filter(|r| r.outcome.error.as_ref().is_some_and(|e| e.kind == "panic"))
+        .collect();
+    assert!(!panicked.is_empty() && panicked.len() < 6);
+    assert!(panicked
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::InfraError));
+    // Whatever did not panic was scored.
+    assert!(recs
+        .iter()
+        .filter(|r| r.is_final())
+        .all(|r| !r.evaluations.is_empty()));
+}
+
+#[test]
+fn unused_observation_helpers_compile() {
+    // Observation constructors are part of the public surface environments rely on.
+    assert!(Observation::finished("x").done && !Observation::text("x").done);
+    let _ = Artifacts::default();
+}
