@@ -1,0 +1,468 @@
+//! The `trawl` binary as a user runs it: a real process against a real scripted server on
+//! 127.0.0.1, killed with SIGKILL mid-run and resumed, then `stats` and `export` checked record
+//! by record.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trawl_tests::{adder_policy, Reply, ScriptedServer};
+
+const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
+
+fn trawl(args: &[&str], cwd: &Path) -> Output {
+    Command::new(TRAWL)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("trawl runs")
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad line {l}: {e}", path.display()))
+        })
+        .collect()
+}
+
+fn write_config(dir: &Path, base_url: &str, body: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "cli"
+seed = 11
+{body}
+
+[[models]]
+type = "openai"
+name = "mock"
+base_url = "{base_url}"
+model = "mock"
+retry = {{ max_attempts = 3, initial_backoff_secs = 0.01 }}
+
+[models.sampling]
+temperature = 0.7
+max_tokens = 64
+"#
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const MATH_CHAT: &str = r#"samples = 2
+concurrency = 4
+
+[[environments]]
+type = "math"
+generator = { count = 60, levels = [1, 2] }
+
+[[scaffolds]]
+type = "chat"
+system_prompt = "Answer concisely."
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_then_resume_loses_nothing_and_repeats_nothing() {
+    let server = ScriptedServer::start(Arc::new(|b| {
+        Reply::Delayed(Duration::from_millis(60), Box::new(adder_policy(b)))
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server.base_url(), MATH_CHAT);
+    let traj = dir.path().join("runs/cli/trajectories.jsonl");
+
+    let mut child = Command::new(TRAWL)
+        .args(["run", "exp.toml", "--quiet"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&traj)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 25 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "run made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let requests_before = server.requests().len();
+
+    // What was completely written before the kill must survive untouched.
+    let text = std::fs::read_to_string(&traj).unwrap();
+    let complete: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| l.trim_end())
+        .collect();
+    assert!(
+        complete.len() >= 25 && complete.len() < 120,
+        "{} lines",
+        complete.len()
+    );
+    let done_seeds: HashSet<u64> = complete
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["provenance"]["seed"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+
+    let out = trawl(&["run", "exp.toml", "--quiet"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} skipped as already done", complete.len())),
+        "{stderr}"
+    );
+
+    let records = jsonl(&traj);
+    assert_eq!(records.len(), 120, "every key has exactly one record");
+    let keys: HashSet<String> = records.iter().map(|r| r["key"].to_string()).collect();
+    assert_eq!(keys.len(), 120, "duplicate keys after resume");
+    let final_text = std::fs::read_to_string(&traj).unwrap();
+    for line in &complete {
+        assert!(
+            final_text.contains(line),
+            "a record completed before the kill was rewritten or lost"
+        );
+    }
+    // Nothing that completed was sent to the model again.
+    let rerun_seeds: Vec<u64> = server.requests()[requests_before..]
+        .iter()
+        .map(|b| b["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rerun_seeds.len(), 120 - complete.len());
+    assert!(
+        rerun_seeds.iter().all(|s| !done_seeds.contains(s)),
+        "a completed rollout was re-run"
+    );
+
+    // stats --json agrees with the records.
+    let out = trawl(&["stats", "runs/cli", "--json"], dir.path());
+    assert!(out.status.success());
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let successes = records.iter().filter(|r| r["success"] == true).count() as u64;
+    assert_eq!(stats["finished"], 120);
+    assert_eq!(stats["groups"][0]["successes"], successes);
+    assert_eq!(stats["groups"][0]["tasks"], 60);
+    assert!(
+        stats["groups"][0]["pass_at_k"]["2"].as_f64().unwrap()
+            >= stats["groups"][0]["pass_at_k"]["1"].as_f64().unwrap()
+    );
+    assert!(
+        successes > 0 && successes < 120,
+        "want both outcomes, got {successes}"
+    );
+
+    check_exports(dir.path(), &records);
+}
+
+fn check_exports(dir: &Path, records: &[Value]) {
+    let by_id: HashMap<String, &Value> = records
+        .iter()
+        .map(|r| {
+            let k = &r["key"];
+            (
+                format!(
+                    "{}/{}/{}/{}#{}",
+                    k["environment"].as_str().unwrap(),
+                    k["scaffold"].as_str().unwrap(),
+                    k["model"].as_str().unwrap(),
+                    k["task"].as_str().unwrap(),
+                    k["sample"]
+                ),
+                r,
+            )
+        })
+        .collect();
+    let successes = records.iter().filter(|r| r["success"] == true).count();
+
+    // openai, successful only: the messages are the record's, tools included.
+    let out = trawl(
+        &[
+            "export",
+            "runs/cli",
+            "--format",
+            "openai",
+            "--success-only",
+            "-o",
+            "sft.jsonl",
+        ],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = jsonl(&dir.join("sft.jsonl"));
+    assert_eq!(lines.len(), successes);
+    for l in &lines {
+        let r = by_id[l["id"].as_str().unwrap()];
+        assert_eq!(l["messages"], r["messages"]);
+        assert_eq!(l["tools"], r["tools"]);
+        assert_eq!(l["success"], true);
+        assert_eq!(l["reward"], 1.0);
+    }
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sft_stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["total_collected"], successes);
+    assert_eq!(stats["total_episodes"], 120);
+    assert_eq!(stats["dropped"]["not_successful"], 120 - successes);
+
+    // sharegpt, best of n: one per task, alternating turns.
+    let out = trawl(
+        &[
+            "export",
+            "runs/cli",
+            "--format",
+            "sharegpt",
+            "--best-of-n",
+            "-o",
+            "sg.jsonl",
+        ],
+        dir,
+    );
+    assert!(out.status.success());
+    let lines = jsonl(&dir.join("sg.jsonl"));
+    assert_eq!(lines.len(), 60);
+    let tasks: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 60);
+    for l in &lines {
+        let r = by_id[l["id"].as_str().unwrap()];
+        let conv = l["conversations"].as_array().unwrap();
+        assert_eq!(conv[0]["from"], "human");
+        assert_eq!(conv[0]["value"], r["messages"][1]["content"]);
+        assert_eq!(conv[1]["from"], "gpt");
+        assert_eq!(conv[1]["value"], r["messages"][2]["content"]);
+        assert_eq!(l["system"], "Answer concisely.");
+        assert!(serde_json::from_str::<Vec<Value>>(l["tools"].as_str().unwrap()).is_ok());
+        // Best of n keeps a success whenever the task has one.
+        let task_has_success = records
+            .iter()
+            .any(|x| x["key"]["task"] == l["task_id"] && x["success"] == true);
+        assert_eq!(l["success"].as_bool().unwrap(), task_has_success);
+    }
+
+    // turns, with a held-out task list: one line per assistant turn, PettingLLMs metadata.
+    std::fs::write(dir.join("held_out.txt"), "# held out\ngen-L1-0\ngen-L2-0\n").unwrap();
+    let out = trawl(
+        &[
+            "export",
+            "runs/cli",
+            "--format",
+            "turns",
+            "--exclude-tasks",
+            "held_out.txt",
+            "-o",
+            "turns.jsonl",
+        ],
+        dir,
+    );
+    assert!(out.status.success());
+    let lines = jsonl(&dir.join("turns.jsonl"));
+    assert_eq!(lines.len(), 116);
+    for l in &lines {
+        let m = &l["metadata"];
+        for k in [
+            "agent_name",
+            "policy_name",
+            "reward",
+            "env_success",
+            "timestamp",
+            "env_name",
+            "env_idx",
+            "rollout_idx",
+            "turn_idx",
+            "agent_idx",
+        ] {
+            assert!(m.get(k).is_some(), "metadata lacks {k}");
+        }
+        assert!(m["env_idx"] != "gen-L1-0" && m["env_idx"] != "gen-L2-0");
+        assert_eq!(l["messages"][0]["role"], "user");
+        assert_eq!(l["messages"][1]["role"], "assistant");
+    }
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("turns_stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["dropped"]["excluded_task"], 4);
+    assert_eq!(stats["total_sft_examples"], 116);
+
+    // max per task
+    let out = trawl(
+        &[
+            "export",
+            "runs/cli",
+            "--max-per-task",
+            "1",
+            "--min-reward",
+            "0",
+            "-o",
+            "one.jsonl",
+        ],
+        dir,
+    );
+    assert!(out.status.success());
+    assert_eq!(jsonl(&dir.join("one.jsonl")).len(), 60);
+
+    let out = trawl(&["export", "runs/cli", "--format", "nope"], dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("formats: openai, sharegpt, turns"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calling_export_keeps_tool_schemas_and_calls() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = "samples = 1\n[[environments]]\ntype = \"math\"\ncalculator = true\ngenerator = { count = 6, levels = [1] }\n\n[[scaffolds]]\ntype = \"tool_calling\"\n";
+    write_config(dir.path(), &server.base_url(), body);
+    let out = trawl(&["run", "exp.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for format in ["openai", "sharegpt"] {
+        let out = trawl(
+            &[
+                "export",
+                "runs/cli",
+                "--format",
+                format,
+                "-o",
+                &format!("{format}.jsonl"),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success());
+    }
+    for l in jsonl(&dir.path().join("openai.jsonl")) {
+        assert_eq!(l["tools"][0]["function"]["name"], "calculator");
+        assert_eq!(
+            l["messages"][1]["tool_calls"][0]["function"]["name"],
+            "calculator"
+        );
+        assert_eq!(l["messages"][2]["role"], "tool");
+    }
+    for l in jsonl(&dir.path().join("sharegpt.jsonl")) {
+        let froms: Vec<&str> = l["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["from"].as_str().unwrap())
+            .collect();
+        assert_eq!(froms, ["human", "function_call", "observation", "gpt"]);
+        let tools: Vec<Value> = serde_json::from_str(l["tools"].as_str().unwrap()).unwrap();
+        assert_eq!(tools[0]["name"], "calculator");
+    }
+}
+
+#[test]
+fn a_malformed_config_names_file_line_and_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "http://127.0.0.1:9/v1", MATH_CHAT);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_tokens = 64", "max_tokens = \"many\"");
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.contains("max_tokens")).unwrap() + 1;
+    for cmd in ["run", "check"] {
+        let out = trawl(&[cmd, "exp.toml"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("exp.toml:{line}:")), "{cmd}: {err}");
+        assert!(
+            err.contains("field `models[0].sampling.max_tokens`"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            err.contains("invalid type: string \"many\""),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a bad config must not create a run"
+    );
+}
+
+#[test]
+fn a_malformed_task_file_names_file_line_and_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gsm.jsonl"), "{\"question\": \"1+1?\", \"answer\": \"1+1=2\\n#### 2\"}\n{\"question\": [\"x\"], \"answer\": \"#### 3\"}\n").unwrap();
+    let body = "[[environments]]\ntype = \"math\"\nfiles = [\"gsm.jsonl\"]\n\n[[scaffolds]]\ntype = \"chat\"\n";
+    write_config(dir.path(), "http://127.0.0.1:9/v1", body);
+    let out = trawl(&["run", "exp.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gsm.jsonl:2: field `question`: expected a string, found an array"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_command_has_help_and_plugins_lists_every_role() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check", "--help"],
+        vec!["stats", "--help"],
+        vec!["export", "--help"],
+        vec!["plugins", "--help"],
+    ] {
+        let out = trawl(&cmd, dir.path());
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{cmd:?}"
+        );
+    }
+    let out = trawl(&["plugins"], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "environments:",
+        "math ",
+        "scaffolds:",
+        "chat ",
+        "tool_calling ",
+        "evaluators:",
+        "math_answer ",
+        "exporters:",
+        "sharegpt ",
+        "models:",
+        "openai ",
+    ] {
+        assert!(text.contains(needle), "plugins lacks {needle}: {text}");
+    }
+    let out = trawl(&["stats", "nowhere"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is it a trawl run directory?"));
+}
