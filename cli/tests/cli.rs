@@ -2,6 +2,8 @@
 //! 127.0.0.1, killed with SIGKILL mid-run and resumed, then `stats` and `export` checked record
 //! by record.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -330,7 +330,7 @@ impl ExperimentConfig {
         if top.concurrency == 0 {
             return Err(map.error(&root(&["concurrency"]), "must be at least 1", None));
         }
-        if !(top.episode_timeout_secs > 0.0) {
+        if top.episode_timeout_secs.is_nan() || top.episode_timeout_secs <= 0.0 {
             return Err(map.error(
                 &root(&["episode_timeout_secs"]),
                 "must be a positive number of seconds",

@@ -259,6 +259,38 @@ impl<M: LanguageModel> LanguageModel for Retry<M> {
     }
 }
 
+/// Bounds the requests in flight to the wrapped model (a model server's own capacity), so that
+/// one slow server cannot hold every episode slot of a run.
+pub struct ConcurrencyLimit {
+    inner: std::sync::Arc<dyn LanguageModel>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl ConcurrencyLimit {
+    pub fn new(inner: std::sync::Arc<dyn LanguageModel>, max_in_flight: usize) -> Self {
+        ConcurrencyLimit {
+            inner,
+            permits: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+}
+
+#[async_trait]
+impl LanguageModel for ConcurrencyLimit {
+    fn describe(&self) -> ModelDescription {
+        self.inner.describe()
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ModelError::Backend("model closed".into()))?;
+        self.inner.complete(request).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,37 +417,5 @@ mod tests {
         for attempt in 1..40 {
             assert!(p.backoff(attempt, None) <= Duration::from_secs(2));
         }
-    }
-}
-
-/// Bounds the requests in flight to the wrapped model (a model server's own capacity), so that
-/// one slow server cannot hold every episode slot of a run.
-pub struct ConcurrencyLimit {
-    inner: std::sync::Arc<dyn LanguageModel>,
-    permits: tokio::sync::Semaphore,
-}
-
-impl ConcurrencyLimit {
-    pub fn new(inner: std::sync::Arc<dyn LanguageModel>, max_in_flight: usize) -> Self {
-        ConcurrencyLimit {
-            inner,
-            permits: tokio::sync::Semaphore::new(max_in_flight.max(1)),
-        }
-    }
-}
-
-#[async_trait]
-impl LanguageModel for ConcurrencyLimit {
-    fn describe(&self) -> ModelDescription {
-        self.inner.describe()
-    }
-
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ModelError::Backend("model closed".into()))?;
-        self.inner.complete(request).await
     }
 }

@@ -1,6 +1,8 @@
 //! Whole runs through the engine against a real scripted server on 127.0.0.1: records, resume,
 //! infrastructure errors, time limits, stopping, locking, and config errors.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,8 @@
 //! The `openai` backend against a real HTTP server on 127.0.0.1 that misbehaves on purpose
 //! (RELIABILITY.md items 9–11).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

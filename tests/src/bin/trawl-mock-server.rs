@@ -68,7 +68,7 @@ fn main() {
                     let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
                     let _ = writeln!(f, "{line}");
                 }
-                let reply = if fail_every > 0 && n % fail_every == 0 {
+                let reply = if fail_every > 0 && n.is_multiple_of(fail_every) {
                     Reply::status(500, r#"{"error":{"message":"injected failure"}}"#)
                 } else {
                     adder_policy(body)
