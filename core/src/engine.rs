@@ -76,6 +76,42 @@ struct Shared {
     run_id: String,
 }
 
+impl Shared {
+    /// Rollouts per sample: environments' tasks × scaffolds × models.
+    fn matrix_size(&self) -> u64 {
+        let tasks: usize = self.environments.iter().map(|e| e.tasks.len()).sum();
+        (tasks * self.scaffolds.len() * self.models.len()) as u64
+    }
+
+    /// Every rollout of the run, sample-major so that early results cover every task.
+    fn plans(&self, samples: u32) -> impl Iterator<Item = Plan> + '_ {
+        (0..samples).flat_map(move |sample| {
+            self.environments
+                .iter()
+                .enumerate()
+                .flat_map(move |(ei, e)| {
+                    e.tasks.iter().enumerate().flat_map(move |(ti, task)| {
+                        self.scaffolds.iter().enumerate().flat_map(move |(si, s)| {
+                            self.models.iter().enumerate().map(move |(mi, m)| Plan {
+                                key: RolloutKey {
+                                    environment: e.env.name.clone(),
+                                    scaffold: s.name.clone(),
+                                    model: m.model.name.clone(),
+                                    task: task.id.clone(),
+                                    sample,
+                                },
+                                env: ei,
+                                task: ti,
+                                scaffold: si,
+                                model: mi,
+                            })
+                        })
+                    })
+                })
+        })
+    }
+}
+
 /// One rollout to do.
 struct Plan {
     key: RolloutKey,
@@ -448,50 +484,31 @@ pub async fn run(
     shared.run_id = manifest.run_id.clone();
     write_manifest(&dir, &manifest)?;
 
-    // The matrix, sample-major so that early results cover every task.
-    let mut pending = Vec::new();
-    let mut skipped = 0u64;
-    for sample in 0..config.samples {
-        for (ei, e) in shared.environments.iter().enumerate() {
-            for (ti, task) in e.tasks.iter().enumerate() {
-                for (si, s) in shared.scaffolds.iter().enumerate() {
-                    for (mi, m) in shared.models.iter().enumerate() {
-                        let key = RolloutKey {
-                            environment: e.env.name.clone(),
-                            scaffold: s.name.clone(),
-                            model: m.model.name.clone(),
-                            task: task.id.clone(),
-                            sample,
-                        };
-                        if resume.completed.contains(&key) {
-                            skipped += 1;
-                        } else {
-                            pending.push(Plan {
-                                key,
-                                env: ei,
-                                task: ti,
-                                scaffold: si,
-                                model: mi,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    options.observer.started(pending.len() as u64, skipped);
-    tracing::info!(dir = %options.out.display(), pending = pending.len(), skipped, "run starting");
-
+    // The matrix is walked lazily, so memory does not grow with the number of rollouts.
     let shared = Arc::new(shared);
+    let completed = Arc::new(resume.completed);
+    let total = config.samples as u64 * shared.matrix_size();
+    let skipped = shared
+        .plans(config.samples)
+        .filter(|p| completed.contains(&p.key))
+        .count() as u64;
+    let pending_count = total - skipped;
+    options.observer.started(pending_count, skipped);
+    tracing::info!(dir = %options.out.display(), pending = pending_count, skipped, "run starting");
+
     let stop = options.stop.clone();
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let (tx, mut rx) = mpsc::channel::<TrajectoryRecord>(1024);
     let launcher = {
         let shared = shared.clone();
         let stop = stop.clone();
+        let samples = config.samples;
         tokio::spawn(async move {
             let mut launched = 0u64;
-            for plan in pending {
+            for plan in shared
+                .plans(samples)
+                .filter(|p| !completed.contains(&p.key))
+            {
                 let permit = tokio::select! {
                     biased;
                     _ = stop.soft.cancelled() => break,

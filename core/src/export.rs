@@ -138,6 +138,9 @@ pub struct ExportStats {
     pub total_sft_examples: usize,
     pub format: String,
     pub records_read: usize,
+    /// Selected rollouts the format could not represent (for example a ShareGPT conversation
+    /// that does not alternate); they produced no example.
+    pub records_without_examples: usize,
     pub dropped: BTreeMap<DropReason, usize>,
     pub selection: Selection,
 }
@@ -162,7 +165,9 @@ pub fn export_records(
         stats.successful_episodes += usize::from(r.success);
     }
     for r in &selected.kept {
-        stats.total_sft_examples += exporter.write(r, out)?;
+        let n = exporter.write(r, out)?;
+        stats.total_sft_examples += n;
+        stats.records_without_examples += usize::from(n == 0);
         stats.total_collected += 1;
         stats.total_successful += usize::from(r.success);
     }

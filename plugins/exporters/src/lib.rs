@@ -106,11 +106,16 @@ fn call_value(m: &Message) -> Value {
     }
 }
 
-/// The conversation in ShareGPT turns. Human/observation turns and gpt/function_call turns
-/// alternate, as LLaMA-Factory requires: consecutive user messages are joined, consecutive tool
-/// results become one observation (a JSON list when there are several), and the conversation
-/// ends on a model turn.
-pub fn sharegpt_turns(messages: &[Message]) -> Vec<(String, String)> {
+/// The conversation in ShareGPT turns, or `None` when ShareGPT cannot represent it.
+///
+/// LLaMA-Factory wants input turns (human, observation) and model turns (gpt, function_call) to
+/// alternate, starting with input and ending with the model. Consecutive input messages are
+/// joined (tool results of one reply become one observation, a JSON list when there are
+/// several), consecutive plain model replies are joined, and trailing input is dropped. A
+/// conversation that opens with the model, or has a tool call next to another model turn, has
+/// no faithful ShareGPT form.
+pub fn sharegpt_turns(messages: &[Message]) -> Option<Vec<(String, String)>> {
+    let is_model = |from: &str| from == "gpt" || from == "function_call";
     let mut turns: Vec<(String, String)> = Vec::new();
     let mut tool_results: Vec<String> = Vec::new();
     let flush_tools = |turns: &mut Vec<(String, String)>, tool_results: &mut Vec<String>| {
@@ -123,44 +128,62 @@ pub fn sharegpt_turns(messages: &[Message]) -> Vec<(String, String)> {
             json!(tool_results).to_string()
         };
         tool_results.clear();
-        turns.push(("observation".into(), value));
+        push_input(turns, "observation", value);
     };
     for m in messages {
         if m.role != MessageRole::Tool {
             flush_tools(&mut turns, &mut tool_results);
         }
-        match m.role {
-            MessageRole::System => {}
-            MessageRole::Tool => tool_results.push(m.text().to_string()),
-            MessageRole::User => match turns.last_mut() {
-                Some((from, value)) if from == "human" => {
-                    value.push_str("\n\n");
-                    value.push_str(m.text());
-                }
-                _ => turns.push(("human".into(), m.text().to_string())),
-            },
-            MessageRole::Assistant if !m.tool_calls.is_empty() => {
-                turns.push(("function_call".into(), call_value(m).to_string()))
+        let (from, value) = match m.role {
+            MessageRole::System => continue,
+            MessageRole::Tool => {
+                tool_results.push(m.text().to_string());
+                continue;
             }
-            MessageRole::Assistant => turns.push(("gpt".into(), m.text().to_string())),
+            MessageRole::User => {
+                push_input(&mut turns, "human", m.text().to_string());
+                continue;
+            }
+            MessageRole::Assistant if !m.tool_calls.is_empty() => {
+                ("function_call", call_value(m).to_string())
+            }
+            MessageRole::Assistant => ("gpt", m.text().to_string()),
+        };
+        match turns.last_mut() {
+            None => return None,
+            Some((prev, text)) if is_model(prev) => {
+                if prev != "gpt" || from != "gpt" {
+                    return None;
+                }
+                text.push_str("\n\n");
+                text.push_str(&value);
+            }
+            Some(_) => turns.push((from.to_string(), value)),
         }
     }
     flush_tools(&mut turns, &mut tool_results);
-    while turns
-        .last()
-        .is_some_and(|(from, _)| from == "human" || from == "observation")
-    {
+    while turns.last().is_some_and(|(from, _)| !is_model(from)) {
         turns.pop();
     }
-    turns
+    Some(turns)
+}
+
+/// Appends an input turn, joining it to a preceding input turn.
+fn push_input(turns: &mut Vec<(String, String)>, from: &str, value: String) {
+    match turns.last_mut() {
+        Some((prev, text)) if prev == "human" || prev == "observation" => {
+            text.push_str("\n\n");
+            text.push_str(&value);
+        }
+        _ => turns.push((from.to_string(), value)),
+    }
 }
 
 impl Exporter for ShareGptExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
-        let turns = sharegpt_turns(&r.messages);
-        if turns.is_empty() {
+        let Some(turns) = sharegpt_turns(&r.messages).filter(|t| !t.is_empty()) else {
             return Ok(0);
-        }
+        };
         let system = r
             .messages
             .iter()
@@ -305,7 +328,7 @@ mod tests {
 
     #[test]
     fn sharegpt_alternates_and_ends_on_the_model() {
-        let turns = sharegpt_turns(&tool_conversation());
+        let turns = sharegpt_turns(&tool_conversation()).unwrap();
         let froms: Vec<&str> = turns.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(froms, ["human", "function_call", "observation", "gpt"]);
         let calls: Value = serde_json::from_str(&turns[1].1).unwrap();
@@ -328,5 +351,43 @@ mod tests {
                 && p.ends_with("Tool: error"),
             "{p}"
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use trawl_core::ToolCall;
+
+    fn message() -> impl Strategy<Value = Message> {
+        (0u8..4, "\\PC{0,20}", 0usize..3).prop_map(|(role, text, calls)| match role {
+            0 => Message::system(text),
+            1 => Message::user(text),
+            2 => {
+                let mut m = Message::assistant(text);
+                m.tool_calls = (0..calls)
+                    .map(|i| ToolCall::function(format!("c{i}"), "f", "{}"))
+                    .collect();
+                m
+            }
+            _ => Message::tool("c0", text),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn sharegpt_turns_always_alternate_and_end_on_the_model(messages in proptest::collection::vec(message(), 0..12)) {
+            let is_model = |from: &str| from == "gpt" || from == "function_call";
+            if let Some(turns) = sharegpt_turns(&messages) {
+                for (i, (from, _)) in turns.iter().enumerate() {
+                    prop_assert_eq!(is_model(from), i % 2 == 1, "{:?}", turns);
+                }
+                prop_assert!(turns.len() % 2 == 0, "{:?}", turns);
+            } else {
+                // Only conversations with model turns that cannot be placed are refused.
+                prop_assert!(messages.iter().any(|m| m.role == MessageRole::Assistant));
+            }
+        }
     }
 }

@@ -50,6 +50,8 @@ fn main() {
             other => die(&format!("unknown argument {other}")),
         }
     }
+    // Benchmarks hold thousands of connections open at once.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = tokio::runtime::Runtime::new()
         .unwrap_or_else(|e| die(&format!("cannot start runtime: {e}")));
     runtime.block_on(async move {
