@@ -626,9 +626,26 @@ async fn guarded_rollout(
             };
             tracing::error!(%key, %message, "rollout crashed");
             let mut b = RecordBuilder::new(&shared, key, (*task).clone(), at);
-            b.outcome = outcome(ExitStatus::InfraError, None, Some(("panic", message)));
+            b.outcome = infra("panic", message);
             b.into_record(Transcript::new())
         }
+    }
+}
+
+/// An infrastructure-error outcome.
+fn infra(kind: &str, message: impl Into<String>) -> Outcome {
+    outcome(ExitStatus::InfraError, None, Some((kind, message.into())))
+}
+
+/// A bounded fallible step as one result: its own error, or `timed_out` if the bound passed.
+fn flatten_timeout<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    timed_out: &str,
+) -> Result<T, String> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(timed_out.to_string()),
     }
 }
 
@@ -746,28 +763,14 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
             return b.into_record(transcript);
         }
     };
-    let mut episode = match started {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => {
-            b.outcome = outcome(
-                ExitStatus::InfraError,
-                None,
-                Some(("environment", e.to_string())),
-            );
-            return b.into_record(transcript);
-        }
-        Err(_) => {
-            b.outcome = outcome(
-                ExitStatus::InfraError,
-                None,
-                Some((
-                    "environment",
-                    "episode start outlasted the episode time limit".into(),
-                )),
-            );
-            return b.into_record(transcript);
-        }
-    };
+    let mut episode =
+        match flatten_timeout(started, "episode start outlasted the episode time limit") {
+            Ok(e) => e,
+            Err(message) => {
+                b.outcome = infra("environment", message);
+                return b.into_record(transcript);
+            }
+        };
     transcript.messages = episode.opening();
     transcript.tools = episode.tools();
 
@@ -788,16 +791,8 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
         None => outcome(ExitStatus::Interrupted, None, None),
         Some(Err(_)) => outcome(ExitStatus::TimeExceeded, None, None),
         Some(Ok(Ok(o))) => outcome(o.exit_status, o.submission, None),
-        Some(Ok(Err(ScaffoldError::Model(e)))) => outcome(
-            ExitStatus::InfraError,
-            None,
-            Some((e.kind(), e.to_string())),
-        ),
-        Some(Ok(Err(ScaffoldError::Environment(e)))) => outcome(
-            ExitStatus::InfraError,
-            None,
-            Some(("environment", e.to_string())),
-        ),
+        Some(Ok(Err(ScaffoldError::Model(e)))) => infra(e.kind(), e.to_string()),
+        Some(Ok(Err(ScaffoldError::Environment(e)))) => infra("environment", e.to_string()),
     };
     if !b.outcome.exit_status.is_final() {
         return b.into_record(transcript);
@@ -805,49 +800,35 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
 
     // Artifacts and scoring are bounded too: a wedged environment must not hold a slot forever.
     let grace = shared.episode_timeout.max(Duration::from_secs(30));
-    match tokio::time::timeout(grace, episode.finish()).await {
-        Ok(Ok(artifacts)) => {
+    match flatten_timeout(
+        tokio::time::timeout(grace, episode.finish()).await,
+        "collecting artifacts timed out",
+    ) {
+        Ok(artifacts) => {
             if b.outcome.submission.is_none() {
                 b.outcome.submission = artifacts.submission;
             }
             b.outcome.artifacts = artifacts.extra;
         }
-        Ok(Err(e)) => {
-            b.outcome = outcome(
-                ExitStatus::InfraError,
-                None,
-                Some(("environment", e.to_string())),
-            );
-            return b.into_record(transcript);
-        }
-        Err(_) => {
-            b.outcome = outcome(
-                ExitStatus::InfraError,
-                None,
-                Some(("environment", "collecting artifacts timed out".into())),
-            );
+        Err(message) => {
+            b.outcome = infra("environment", message);
             return b.into_record(transcript);
         }
     }
     drop(episode);
     let mut record = b.into_record(transcript);
     for evaluator in &slot.evaluators {
-        match tokio::time::timeout(grace, evaluator.evaluate(&record)).await {
-            Ok(Ok(eval)) => record.evaluations.push(eval),
-            Ok(Err(e)) => {
-                record.outcome.exit_status = ExitStatus::InfraError;
-                record.outcome.error = Some(RecordedError {
-                    kind: "evaluator".into(),
-                    message: e.to_string(),
-                });
-                return record;
-            }
-            Err(_) => {
-                record.outcome.exit_status = ExitStatus::InfraError;
-                record.outcome.error = Some(RecordedError {
-                    kind: "evaluator".into(),
-                    message: format!("evaluator `{}` timed out", evaluator.name()),
-                });
+        let timed_out = format!("evaluator `{}` timed out", evaluator.name());
+        match flatten_timeout(
+            tokio::time::timeout(grace, evaluator.evaluate(&record)).await,
+            &timed_out,
+        ) {
+            Ok(eval) => record.evaluations.push(eval),
+            Err(message) => {
+                record.outcome = Outcome {
+                    artifacts: record.outcome.artifacts.clone(),
+                    ..infra("evaluator", message)
+                };
                 return record;
             }
         }
