@@ -21,6 +21,7 @@ use trawl_core::{store, ExitStatus, ExperimentConfig, TrajectoryRecord};
 // Linking these crates is what registers their kinds.
 use trawl_chat as _;
 use trawl_exporters as _;
+use trawl_llama as _;
 use trawl_math as _;
 use trawl_openai as _;
 use trawl_tool_calling as _;
@@ -51,6 +52,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The built-in example end to end: generated math problems on the embedded model, then
+    /// stats and an SFT export. Needs no server and no API key.
+    Quickstart {
+        /// Run directory.
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+    },
     /// Run an experiment config; running again into the same directory resumes it.
     Run(RunArgs),
     /// Check a config without running it: every error at once names file, line and field.
@@ -175,7 +183,20 @@ fn registry() -> anyhow::Result<Registry> {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => {
+            let registry = registry()?;
+            let (config, map) = ExperimentConfig::load(&args.config, &registry).map_err(input)?;
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| engine::default_run_dir(&config));
+            let (code, _) = run(&config, &map, &registry, out, &args).await?;
+            if code == ExitCode::from(code::INTERRUPTED) {
+                eprintln!("run `trawl run {}` again to resume", args.config.display());
+            }
+            Ok(code)
+        }
+        Command::Quickstart { out } => quickstart(out).await,
         Command::Check { config } => {
             let registry = registry()?;
             let (cfg, _) = ExperimentConfig::load(&config, &registry).map_err(input)?;
@@ -282,13 +303,54 @@ impl RunObserver for Progress {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// The quickstart config, built into the binary.
+const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
+
+async fn quickstart(out: PathBuf) -> anyhow::Result<ExitCode> {
     let registry = registry()?;
-    let (config, map) = ExperimentConfig::load(&args.config, &registry).map_err(input)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| engine::default_run_dir(&config));
+    let (mut config, map) = ExperimentConfig::parse(
+        Path::new("examples/quickstart.toml"),
+        QUICKSTART,
+        &registry,
+        "quickstart",
+    )
+    .map_err(input)?;
+    config.base_dir = std::env::current_dir()?;
+    let args = RunArgs {
+        config: PathBuf::from("examples/quickstart.toml"),
+        out: None,
+        force: false,
+        grace_secs: 30.0,
+        quiet: false,
+    };
+    let (code, summary) = run(&config, &map, &registry, out.clone(), &args).await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let records = load_run(&summary.dir)?;
+    println!("{}", trawl_core::stats::compute(&records).render());
+    let selection = Selection {
+        success_only: true,
+        ..Selection::default()
+    };
+    export_run(
+        &registry,
+        &records,
+        "openai",
+        &out.join("sft.jsonl"),
+        &selection,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a loaded config into `out` with a progress bar and Ctrl-C handling.
+async fn run(
+    config: &ExperimentConfig,
+    map: &trawl_core::config::SourceMap,
+    registry: &Registry,
+    out: PathBuf,
+    args: &RunArgs,
+) -> anyhow::Result<(ExitCode, engine::RunSummary)> {
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -315,9 +377,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     eprintln!("trawl: running `{}` into {}", config.name, out.display());
     let summary = engine::run(
-        &config,
-        &map,
-        &registry,
+        config,
+        map,
+        registry,
         RunOptions {
             out,
             force: args.force,
@@ -363,12 +425,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "next: trawl stats {0}   |   trawl export {0} --format openai --success-only",
         summary.dir.display()
     );
-    Ok(match summary.status {
+    let code = match summary.status {
         RunStatus::Finished | RunStatus::Running => ExitCode::SUCCESS,
-        RunStatus::Interrupted => {
-            eprintln!("run `trawl run {}` again to resume", args.config.display());
-            ExitCode::from(code::INTERRUPTED)
-        }
+        RunStatus::Interrupted => ExitCode::from(code::INTERRUPTED),
         RunStatus::Failed => {
             eprintln!(
                 "the run stopped itself: more than {:.0}% of rollouts were infrastructure errors (see `trawl stats {}`)",
@@ -377,7 +436,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
             ExitCode::from(code::INFRA)
         }
-    })
+    };
+    Ok((code, summary))
 }
 
 /// First Ctrl-C or SIGTERM: stop launching, give in-flight episodes `grace`. Second: stop now.
@@ -410,18 +470,6 @@ async fn wait_for_signal(term: &mut Option<tokio::signal::unix::Signal>) {
 
 fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let registry = registry()?;
-    let Some(entry) = registry.get(Role::Exporter, &args.format) else {
-        bail!(input(format!(
-            "unknown format `{}`; formats: {}",
-            args.format,
-            registry.kind_list(Role::Exporter)
-        )));
-    };
-    let Factory::Exporter(factory) = entry.factory.clone() else {
-        bail!("registry entry for `{}` is not an exporter", args.format)
-    };
-    let exporter = factory(&serde_json::json!({}), &BuildContext::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let records = load_run(&args.run)?;
     let mut exclude = HashSet::new();
     if let Some(file) = &args.exclude_tasks {
@@ -438,10 +486,8 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 .map(str::to_string),
         );
     }
-    if let Some(r) = args.min_reward {
-        if !r.is_finite() {
-            bail!(input("--min-reward must be a number"));
-        }
+    if args.min_reward.is_some_and(|r| !r.is_finite()) {
+        bail!(input("--min-reward must be a number"));
     }
     let selection = Selection {
         success_only: args.success_only,
@@ -450,25 +496,42 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         max_per_task: args.max_per_task,
         exclude_tasks: exclude,
     };
-    let output = args.output.unwrap_or_else(|| {
-        args.run
-            .join(format!("export-{}.{}", args.format, exporter.extension()))
-    });
+    let output = args
+        .output
+        .unwrap_or_else(|| args.run.join(format!("export-{}.jsonl", args.format)));
+    export_run(&registry, &records, &args.format, &output, &selection)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Selects and writes `records` in `format` to `output` (through a temporary file), with the
+/// counts beside it in `<output>_stats.json`.
+fn export_run(
+    registry: &Registry,
+    records: &[TrajectoryRecord],
+    format: &str,
+    output: &Path,
+    selection: &Selection,
+) -> anyhow::Result<()> {
+    let Some(entry) = registry.get(Role::Exporter, format) else {
+        bail!(input(format!(
+            "unknown format `{format}`; formats: {}",
+            registry.kind_list(Role::Exporter)
+        )));
+    };
+    let Factory::Exporter(factory) = entry.factory.clone() else {
+        bail!("registry entry for `{format}` is not an exporter")
+    };
+    let exporter = factory(&serde_json::json!({}), &BuildContext::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let tmp = output.with_extension("partial");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut writer = BufWriter::new(file);
-    let stats = export_records(
-        &records,
-        &selection,
-        exporter.as_ref(),
-        &args.format,
-        &mut writer,
-    )?;
+    let stats = export_records(records, selection, exporter.as_ref(), format, &mut writer)?;
     writer.flush()?;
     writer.get_ref().sync_all()?;
     drop(writer);
-    std::fs::rename(&tmp, &output)
+    std::fs::rename(&tmp, output)
         .with_context(|| format!("cannot move the export into place at {}", output.display()))?;
     let stem = output
         .file_stem()
@@ -490,12 +553,11 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     eprintln!(
-        "exported {} examples from {} of {} rollouts to {} ({}); dropped: {}; counts in {}",
+        "exported {} examples from {} of {} rollouts to {} ({format}); dropped: {}; counts in {}",
         stats.total_sft_examples,
         stats.total_collected,
         stats.records_read,
         output.display(),
-        args.format,
         if dropped.is_empty() {
             "none".to_string()
         } else {
@@ -503,5 +565,5 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         },
         stats_path.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -16,6 +16,10 @@ use toml::Spanned;
 use crate::model::Sampling;
 use crate::registry::{ComponentError, Registry, Role};
 
+/// The model kind a config runs on when it names none: the embedded llama.cpp backend with its
+/// default model, so that trawl works with no server and no API key.
+pub const DEFAULT_MODEL_KIND: &str = "llama";
+
 /// A place in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
