@@ -411,14 +411,27 @@ impl ExperimentConfig {
             ));
         }
         if models.is_empty() {
-            return Err(map.error(
-                &[],
-                "the config names no model",
-                Some(format!(
-                    "add a [[models]] table with type = one of: {}",
-                    registry.kind_list(Role::Model)
-                )),
-            ));
+            // No model named: run on the embedded default, so a config works with no server.
+            if registry.get(Role::Model, DEFAULT_MODEL_KIND).is_none() {
+                return Err(map.error(
+                    &[],
+                    "the config names no model",
+                    Some(format!(
+                        "add a [[models]] table with type = one of: {}",
+                        registry.kind_list(Role::Model)
+                    )),
+                ));
+            }
+            models.push(ModelSpec {
+                component: ComponentSpec {
+                    kind: DEFAULT_MODEL_KIND.into(),
+                    name: DEFAULT_MODEL_KIND.into(),
+                    settings: Map::new(),
+                    field: String::new(),
+                },
+                max_concurrency: top.concurrency,
+                sampling: Sampling::default(),
+            });
         }
         let config = ExperimentConfig {
             name: top.name.unwrap_or_else(|| default_name.to_string()),

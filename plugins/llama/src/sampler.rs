@@ -66,7 +66,8 @@ pub fn sample(logits: &[f32], p: &SamplerParams, rng: &mut Rng) -> (u32, f32) {
 
 fn draw(logits: &[f32], p: &SamplerParams, rng: &mut Rng) -> usize {
     let mut cands: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
-    if p.top_k > 0 && p.top_k < cands.len() {
+    let truncated = p.top_k > 0 && p.top_k < cands.len();
+    if truncated {
         cands.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
         cands.truncate(p.top_k);
     }
@@ -94,8 +95,9 @@ fn draw(logits: &[f32], p: &SamplerParams, rng: &mut Rng) -> usize {
             }
         }
         probs.truncate(keep.max(1));
-    } else {
-        // A fixed order, so that the draw depends only on the seed.
+    } else if truncated {
+        // A fixed order, so that the draw depends only on the seed (without top-k the
+        // candidates are already in token order).
         probs.sort_unstable_by_key(|c| c.0);
     }
     let total: f64 = probs.iter().map(|c| c.1).sum();

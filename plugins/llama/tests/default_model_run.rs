@@ -1,0 +1,68 @@
+//! A config that names no model runs on the embedded default model: real trajectories, scored.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::sync::Arc;
+
+use trawl_core::engine::{self, RunOptions, RunStatus, Silent, StopSignal};
+use trawl_core::store::{self, read_records};
+use trawl_core::{ExitStatus, ExperimentConfig, Registry};
+
+use trawl_chat as _;
+use trawl_llama as _;
+use trawl_math as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_without_models_runs_on_the_embedded_model() {
+    let text = r#"
+name = "no-model"
+samples = 2
+concurrency = 8
+
+[[environments]]
+type = "math"
+generator = { count = 4, levels = [1] }
+
+[[scaffolds]]
+type = "chat"
+system_prompt = "You are a helpful assistant. Answer concisely."
+"#;
+    let registry = Registry::builtin().unwrap();
+    let (config, map) =
+        ExperimentConfig::parse(Path::new("no-model.toml"), text, &registry, "x").unwrap();
+    assert_eq!(config.models[0].component.kind, "llama");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = engine::run(
+        &config,
+        &map,
+        &registry,
+        RunOptions {
+            out: dir.path().to_path_buf(),
+            force: false,
+            stop: StopSignal::default(),
+            observer: Arc::new(Silent),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.status, RunStatus::Finished);
+    let (records, _) = read_records(&dir.path().join(store::TRAJECTORIES)).unwrap();
+    assert_eq!(records.len(), 8);
+    for r in &records {
+        assert_eq!(
+            r.outcome.exit_status,
+            ExitStatus::Submitted,
+            "{:?}",
+            r.outcome
+        );
+        assert_eq!(r.provenance.model_kind, "llama");
+        assert_eq!(r.provenance.model_id, "SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(r.usage.completion_tokens > 0 && r.usage.prompt_tokens > 0);
+        assert!(
+            !r.messages.last().unwrap().text().is_empty(),
+            "the model wrote nothing"
+        );
+        assert_eq!(r.evaluations[0].evaluator, "math_answer");
+    }
+}
