@@ -257,6 +257,23 @@ fn entry_version(registry: &Registry, role: Role, kind: &str) -> String {
         .unwrap_or_else(|| kind.to_string())
 }
 
+/// A built component with its label, its version recorded under `role/name`.
+fn built<T: ?Sized>(
+    registry: &Registry,
+    versions: &mut BTreeMap<String, String>,
+    role: Role,
+    spec: &crate::config::ComponentSpec,
+    live: Arc<T>,
+) -> Built<T> {
+    let label = entry_version(registry, role, &spec.kind);
+    versions.insert(format!("{role}/{}", spec.name), label.clone());
+    Built {
+        name: spec.name.clone(),
+        label,
+        live,
+    }
+}
+
 /// Builds every component of the config. Errors point at the component's table.
 async fn build(
     config: &ExperimentConfig,
@@ -337,16 +354,8 @@ async fn build(
             .into_iter()
             .map(Arc::new)
             .collect();
-        versions.insert(
-            format!("environment/{}", spec.name),
-            entry_version(registry, Role::Environment, &spec.kind),
-        );
         environments.push(EnvironmentSlot {
-            env: Built {
-                name: spec.name.clone(),
-                label: entry_version(registry, Role::Environment, &spec.kind),
-                live: env,
-            },
+            env: built(registry, &mut versions, Role::Environment, spec, env),
             evaluators,
             tasks,
         });
@@ -359,15 +368,7 @@ async fn build(
         };
         let live = f(&as_value(&spec.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
-        versions.insert(
-            format!("scaffold/{}", spec.name),
-            entry_version(registry, Role::Scaffold, &spec.kind),
-        );
-        scaffolds.push(Built {
-            name: spec.name.clone(),
-            label: entry_version(registry, Role::Scaffold, &spec.kind),
-            live,
-        });
+        scaffolds.push(built(registry, &mut versions, Role::Scaffold, spec, live));
     }
 
     let mut models = Vec::new();
@@ -380,16 +381,8 @@ async fn build(
             .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
         let live: Arc<dyn LanguageModel> =
             Arc::new(ConcurrencyLimit::new(raw, spec.max_concurrency));
-        versions.insert(
-            format!("model/{}", c.name),
-            entry_version(registry, Role::Model, &c.kind),
-        );
         models.push(ModelSlot {
-            model: Built {
-                name: c.name.clone(),
-                label: entry_version(registry, Role::Model, &c.kind),
-                live,
-            },
+            model: built(registry, &mut versions, Role::Model, c, live),
             sampling: spec.sampling.clone(),
         });
     }
