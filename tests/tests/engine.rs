@@ -78,6 +78,24 @@ fn records(dir: &Path) -> Vec<TrajectoryRecord> {
         .0
 }
 
+/// A server that answers with the adder policy after `delay`.
+async fn slow_adder(delay: Duration) -> ScriptedServer {
+    ScriptedServer::start(Arc::new(move |b| {
+        Reply::Delayed(delay, Box::new(adder_policy(b)))
+    }))
+    .await
+    .unwrap()
+}
+
+/// Calls `how` on the stop signal after `after`, from another task.
+fn stop_in(stop: &StopSignal, after: Duration, how: fn(&StopSignal)) {
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        how(&s);
+    });
+}
+
 fn assert_unique_keys(records: &[TrajectoryRecord]) {
     let keys: HashSet<_> = records.iter().map(|r| r.key.clone()).collect();
     assert_eq!(
@@ -315,11 +333,7 @@ async fn context_overflow_ends_as_a_truncation() {
 
 #[tokio::test]
 async fn a_soft_stop_lets_in_flight_episodes_finish() {
-    let server = ScriptedServer::start(Arc::new(|b| {
-        Reply::Delayed(Duration::from_millis(300), Box::new(adder_policy(b)))
-    }))
-    .await
-    .unwrap();
+    let server = slow_adder(Duration::from_millis(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.base_url(),
@@ -328,11 +342,7 @@ async fn a_soft_stop_lets_in_flight_episodes_finish() {
         "type = \"chat\"",
     );
     let stop = StopSignal::default();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        s.soft.cancel();
-    });
+    stop_in(&stop, Duration::from_millis(450), |s| s.soft.cancel());
     let summary = run_text(&text, dir.path(), stop).await.unwrap();
     assert_eq!(summary.status, RunStatus::Interrupted);
     assert!(summary.launched < 30);
@@ -352,11 +362,7 @@ async fn a_soft_stop_lets_in_flight_episodes_finish() {
 
 #[tokio::test]
 async fn a_hard_stop_records_interrupted_episodes_and_resume_reruns_them() {
-    let server = ScriptedServer::start(Arc::new(|b| {
-        Reply::Delayed(Duration::from_secs(2), Box::new(adder_policy(b)))
-    }))
-    .await
-    .unwrap();
+    let server = slow_adder(Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.base_url(),
@@ -365,10 +371,8 @@ async fn a_hard_stop_records_interrupted_episodes_and_resume_reruns_them() {
         "type = \"chat\"",
     );
     let stop = StopSignal::default();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        s.stop_after(Duration::ZERO);
+    stop_in(&stop, Duration::from_millis(200), |s| {
+        s.stop_after(Duration::ZERO)
     });
     let summary = run_text(&text, dir.path(), stop).await.unwrap();
     assert_eq!(summary.interrupted, 4);
