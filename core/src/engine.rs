@@ -722,6 +722,7 @@ impl<'a> RecordBuilder<'a> {
             reward: 0.0,
             success: false,
             usage: transcript.usage,
+            tokens: transcript.tokens,
             timing: Timing {
                 started_at: self.started_at,
                 duration_ms: self.t0.elapsed().as_millis() as u64,

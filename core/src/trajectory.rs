@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::evaluator::Evaluation;
 use crate::message::{Message, ToolSchema};
-use crate::model::{Sampling, Usage};
+use crate::model::{Sampling, TokenDetail, Usage};
 use crate::task::Task;
 
 /// The schema tag every record carries. Bump the suffix on an incompatible change.
@@ -187,6 +187,10 @@ pub struct TrajectoryRecord {
     /// The primary evaluation's verdict; false when there is none.
     pub success: bool,
     pub usage: Usage,
+    /// Per assistant turn, the prompt and completion token ids and per-token logprobs, when the
+    /// sampling asked for them (`logprobs = true`) and the backend gives them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenDetail>,
     pub timing: Timing,
     pub provenance: Provenance,
 }
@@ -282,6 +286,7 @@ pub(crate) mod tests {
                 reward,
                 success,
                 usage: crate::model::Usage { prompt_tokens: tokens.0, completion_tokens: tokens.1, model_calls: 1 },
+                tokens: vec![crate::model::TokenDetail { prompt_ids: vec![1, 2], completion_ids: vec![3], logprobs: vec![-0.25] }],
                 timing: Timing { started_at: "2026-01-01T00:00:00.000Z".into(), duration_ms: 5, model_ms: 3 },
                 provenance: Provenance {
                     trawl_version: "0.1.0".into(),

@@ -66,3 +66,54 @@ system_prompt = "You are a helpful assistant. Answer concisely."
         assert_eq!(r.evaluations[0].evaluator, "math_answer");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_ids_and_logprobs_reach_the_record_when_asked_for() {
+    let text = r#"
+name = "logprobs"
+[[environments]]
+type = "math"
+generator = { count = 2, levels = [1] }
+
+[[scaffolds]]
+type = "chat"
+max_turns = 1
+
+[[models]]
+type = "llama"
+parallel = 2
+context_size = 1024
+
+[models.sampling]
+temperature = 0.0
+max_tokens = 32
+logprobs = true
+"#;
+    let registry = Registry::builtin().unwrap();
+    let (config, map) =
+        ExperimentConfig::parse(Path::new("logprobs.toml"), text, &registry, "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    engine::run(
+        &config,
+        &map,
+        &registry,
+        RunOptions {
+            out: dir.path().to_path_buf(),
+            force: false,
+            stop: StopSignal::default(),
+            observer: Arc::new(Silent),
+        },
+    )
+    .await
+    .unwrap();
+    let (records, _) = read_records(&dir.path().join(store::TRAJECTORIES)).unwrap();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.tokens.len(), r.assistant_turns());
+        let t = &r.tokens[0];
+        assert_eq!(t.completion_ids.len() as u64, r.usage.completion_tokens);
+        assert_eq!(t.prompt_ids.len() as u64, r.usage.prompt_tokens);
+        assert_eq!(t.logprobs.len(), t.completion_ids.len());
+        assert!(t.logprobs.iter().all(|lp| *lp <= 0.0));
+    }
+}
