@@ -470,6 +470,18 @@ async fn resuming_with_another_config_is_refused() {
     assert!(err.to_string().contains("--force"));
 }
 
+/// The error of a run whose environment table holds `env`, and the config line holding `needle`.
+async fn build_error(env: &str, needle: &str) -> (String, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text("http://127.0.0.1:9/v1", "", env, "type = \"chat\"");
+    let err = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    (err, line)
+}
+
 fn config_error(text: &str) -> String {
     let registry = Registry::builtin().unwrap();
     match ExperimentConfig::parse(Path::new("exp.toml"), text, &registry, "x") {
@@ -526,40 +538,15 @@ async fn config_errors_name_file_line_and_field() {
     assert!(config_error(&missing).contains("missing `type`"));
 
     // An error inside a component's own settings, found when it is built.
-    let dir = tempfile::tempdir().unwrap();
-    let bad_level = config_text(
-        "http://127.0.0.1:9/v1",
-        "",
-        "generator = { count = 2, levels = [9] }",
-        "type = \"chat\"",
-    );
-    let err = run_text(&bad_level, dir.path(), StopSignal::default())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&format!(":{}:", line_of(&bad_level, "levels = [9]"))),
-        "{err}"
-    );
+    let (err, line) = build_error("generator = { count = 2, levels = [9] }", "levels = [9]").await;
+    assert!(err.contains(&format!(":{line}:")), "{err}");
     assert!(
         err.contains("environments[0].generator.levels") && err.contains("levels are 1 to 5"),
         "{err}"
     );
 
-    let unknown_env_field = config_text(
-        "http://127.0.0.1:9/v1",
-        "",
-        "generatr = { count = 2 }",
-        "type = \"chat\"",
-    );
-    let err = run_text(&unknown_env_field, dir.path(), StopSignal::default())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&format!(":{}:", line_of(&unknown_env_field, "generatr"))),
-        "{err}"
-    );
+    let (err, line) = build_error("generatr = { count = 2 }", "generatr").await;
+    assert!(err.contains(&format!(":{line}:")), "{err}");
     assert!(
         err.contains("unknown field `generatr`") && err.contains("`generator`"),
         "{err}"

@@ -5,13 +5,38 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use trawl_core::engine::{self, RunOptions, RunStatus, Silent, StopSignal};
+use trawl_core::engine::{self, RunOptions, RunStatus, RunSummary, Silent, StopSignal};
 use trawl_core::store::{self, read_records};
-use trawl_core::{ExitStatus, ExperimentConfig, Registry};
+use trawl_core::{ExitStatus, ExperimentConfig, Registry, TrajectoryRecord};
 
 use trawl_chat as _;
 use trawl_llama as _;
 use trawl_math as _;
+
+/// Parses `text`, checks it with `check`, runs it into a temporary directory, and returns the
+/// summary and the records.
+async fn run_toml(text: &str, check: fn(&ExperimentConfig)) -> (RunSummary, Vec<TrajectoryRecord>) {
+    let registry = Registry::builtin().unwrap();
+    let (config, map) =
+        ExperimentConfig::parse(Path::new("test.toml"), text, &registry, "x").unwrap();
+    check(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let summary = engine::run(
+        &config,
+        &map,
+        &registry,
+        RunOptions {
+            out: dir.path().to_path_buf(),
+            force: false,
+            stop: StopSignal::default(),
+            observer: Arc::new(Silent),
+        },
+    )
+    .await
+    .unwrap();
+    let (records, _) = read_records(&dir.path().join(store::TRAJECTORIES)).unwrap();
+    (summary, records)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_without_models_runs_on_the_embedded_model() {
@@ -28,26 +53,11 @@ generator = { count = 4, levels = [1] }
 type = "chat"
 system_prompt = "You are a helpful assistant. Answer concisely."
 "#;
-    let registry = Registry::builtin().unwrap();
-    let (config, map) =
-        ExperimentConfig::parse(Path::new("no-model.toml"), text, &registry, "x").unwrap();
-    assert_eq!(config.models[0].component.kind, "llama");
-    let dir = tempfile::tempdir().unwrap();
-    let summary = engine::run(
-        &config,
-        &map,
-        &registry,
-        RunOptions {
-            out: dir.path().to_path_buf(),
-            force: false,
-            stop: StopSignal::default(),
-            observer: Arc::new(Silent),
-        },
-    )
-    .await
-    .unwrap();
+    let (summary, records) = run_toml(text, |config| {
+        assert_eq!(config.models[0].component.kind, "llama")
+    })
+    .await;
     assert_eq!(summary.status, RunStatus::Finished);
-    let (records, _) = read_records(&dir.path().join(store::TRAJECTORIES)).unwrap();
     assert_eq!(records.len(), 8);
     for r in &records {
         assert_eq!(
@@ -89,24 +99,7 @@ temperature = 0.0
 max_tokens = 32
 logprobs = true
 "#;
-    let registry = Registry::builtin().unwrap();
-    let (config, map) =
-        ExperimentConfig::parse(Path::new("logprobs.toml"), text, &registry, "x").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    engine::run(
-        &config,
-        &map,
-        &registry,
-        RunOptions {
-            out: dir.path().to_path_buf(),
-            force: false,
-            stop: StopSignal::default(),
-            observer: Arc::new(Silent),
-        },
-    )
-    .await
-    .unwrap();
-    let (records, _) = read_records(&dir.path().join(store::TRAJECTORIES)).unwrap();
+    let (_, records) = run_toml(text, |_| {}).await;
     assert_eq!(records.len(), 2);
     for r in &records {
         assert_eq!(r.tokens.len(), r.assistant_turns());
