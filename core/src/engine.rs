@@ -210,6 +210,9 @@ pub struct Manifest {
     pub seed: u64,
     /// `role/name` → `kind version`.
     pub components: BTreeMap<String, String>,
+    /// Environment name → what it reported about how it runs (sandbox isolation, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, serde_json::Value>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: RunStatus,
@@ -312,7 +315,7 @@ async fn build(
         let env = f(&as_value(&spec.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
         let mut evaluators = Vec::new();
-        for kind in env.default_evaluators() {
+        for (kind, settings) in env.default_evaluators() {
             let Some(Factory::Evaluator(ef)) = factory(Role::Evaluator, &kind) else {
                 return Err(ConfigError {
                     location: map.locate(
@@ -335,8 +338,7 @@ async fn build(
                 .into());
             };
             evaluators.push(
-                ef(&serde_json::json!({}), &cx)
-                    .map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
+                ef(&settings, &cx).map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
             );
             versions.insert(
                 format!("evaluator/{kind}"),
@@ -456,12 +458,19 @@ pub async fn run(
             host: hostname(),
             seed: config.seed,
             components: BTreeMap::new(),
+            environments: BTreeMap::new(),
             started_at: now_rfc3339(),
             ended_at: None,
             status: RunStatus::Running,
             sessions: Vec::new(),
         });
     manifest.components = versions;
+    manifest.environments = shared
+        .environments
+        .iter()
+        .map(|e| (e.env.name.clone(), e.env.live.facts()))
+        .filter(|(_, facts)| !facts.is_null())
+        .collect();
     manifest.trawl_version = TRAWL_VERSION.into();
     manifest.status = RunStatus::Running;
     manifest.ended_at = None;

@@ -118,10 +118,17 @@ pub trait Environment: Send + Sync {
     /// sees what an earlier one did.
     async fn start(&self, task: &Task) -> Result<Box<dyn Episode>, EnvironmentError>;
 
-    /// The evaluators that score this environment's trajectories when the config names none,
-    /// as registry kind names.
-    fn default_evaluators(&self) -> Vec<String> {
+    /// The evaluators that score this environment's trajectories when the config names none:
+    /// registry kind names with their settings (so an environment can hand its evaluator the
+    /// same sandbox settings it runs with).
+    fn default_evaluators(&self) -> Vec<(String, Value)> {
         Vec::new()
+    }
+
+    /// Facts about how this environment runs that a run should record in its manifest (for
+    /// example the sandbox isolation in force). `Null` when there is nothing to say.
+    fn facts(&self) -> Value {
+        Value::Null
     }
 }
 

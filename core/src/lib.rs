@@ -8,6 +8,7 @@ pub mod engine;
 pub mod environment;
 pub mod evaluator;
 pub mod export;
+pub mod fetch;
 pub mod message;
 pub mod model;
 pub mod registry;

@@ -29,6 +29,11 @@ pub struct Message {
     /// Reasoning text some servers return beside the content; kept when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Which agent's conversation this message belongs to, in a rollout where several agents
+    /// take turns (a coder and a tester). trawl's own field: never sent to a model server, and
+    /// absent from single-agent records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl Message {
@@ -40,6 +45,7 @@ impl Message {
             tool_call_id: None,
             name: None,
             reasoning_content: None,
+            agent: None,
         }
     }
 
@@ -60,6 +66,12 @@ impl Message {
         let mut m = Self::new(Role::Tool, content);
         m.tool_call_id = Some(call_id.into());
         m
+    }
+
+    /// The same message, marked as part of `agent`'s conversation.
+    pub fn for_agent(mut self, agent: &str) -> Self {
+        self.agent = Some(agent.to_string());
+        self
     }
 
     /// The content, or the empty string when there is none.

@@ -62,8 +62,45 @@ impl Transcript {
         sampling: &Sampling,
         offer_tools: bool,
     ) -> Result<Completion, ModelError> {
+        self.call_model_inner(None, model, sampling, offer_tools)
+            .await
+    }
+
+    /// Like [`Transcript::call_model`], in a rollout where several agents take turns: the
+    /// model sees only `agent`'s conversation (the messages marked with it), and its reply is
+    /// marked the same way.
+    pub async fn call_model_as(
+        &mut self,
+        agent: &str,
+        model: &dyn LanguageModel,
+        sampling: &Sampling,
+        offer_tools: bool,
+    ) -> Result<Completion, ModelError> {
+        self.call_model_inner(Some(agent), model, sampling, offer_tools)
+            .await
+    }
+
+    async fn call_model_inner(
+        &mut self,
+        agent: Option<&str>,
+        model: &dyn LanguageModel,
+        sampling: &Sampling,
+        offer_tools: bool,
+    ) -> Result<Completion, ModelError> {
+        let messages = match agent {
+            None => self.messages.clone(),
+            Some(a) => self
+                .messages
+                .iter()
+                .filter(|m| m.agent.as_deref() == Some(a))
+                .map(|m| Message {
+                    agent: None,
+                    ..m.clone()
+                })
+                .collect(),
+        };
         let request = CompletionRequest {
-            messages: self.messages.clone(),
+            messages,
             tools: if offer_tools {
                 self.tools.clone()
             } else {
@@ -81,7 +118,9 @@ impl Transcript {
         if let Some(tokens) = &completion.tokens {
             self.tokens.push(tokens.clone());
         }
-        self.messages.push(completion.message.clone());
+        let mut reply = completion.message.clone();
+        reply.agent = agent.map(str::to_string);
+        self.messages.push(reply);
         Ok(completion)
     }
 

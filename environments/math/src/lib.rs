@@ -288,8 +288,8 @@ impl Environment for MathEnvironment {
         }))
     }
 
-    fn default_evaluators(&self) -> Vec<String> {
-        vec!["math_answer".into()]
+    fn default_evaluators(&self) -> Vec<(String, Value)> {
+        vec![("math_answer".into(), json!({}))]
     }
 }
 

@@ -1,0 +1,760 @@
+//! The `local` sandbox: model-written commands run in a fresh temporary folder, in their own
+//! process group, under resource limits, and, when bubblewrap works on the machine, inside their
+//! own namespaces (no network, read-only system, private `/tmp`, own pid namespace, killed with
+//! their parent).
+//!
+//! Limits are set by util-linux's `prlimit` in the child before the command starts, so trawl
+//! needs no `unsafe` code. When trawl runs as root, commands run as `nobody` (uid 65534): root
+//! ignores the process-count limit and may write anywhere. Which isolation is in force is
+//! detected once and reported by [`LocalSandboxFactory::isolation`], so a run can record it.
+//!
+//! A command that hits its wall-clock limit gets SIGTERM for its whole process group, then SIGKILL
+//! after a grace period. A command that exits leaves nothing behind: its group is killed (in
+//! namespaces, the pid namespace dies with it), so a background child holding stdout open cannot
+//! keep the call waiting.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use trawl_core::async_trait;
+use trawl_core::sandbox::{ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError};
+
+/// Past this many times the kept output, a command that is still writing is killed: its output
+/// is being thrown away anyway, and it would otherwise burn its whole time limit.
+const FLOOD_FACTOR: usize = 64;
+/// How long, after the process group is gone, the readers may take to drain the pipes.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+/// The unprivileged user commands run as when trawl runs as root.
+const NOBODY: u32 = 65534;
+
+/// Which isolation a config asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    /// Namespaces when bubblewrap works here, else the process-group fallback (with a warning).
+    #[default]
+    Auto,
+    /// Namespaces or nothing: refuse to run without them.
+    Namespaces,
+    /// The process-group fallback only (own group, rlimits, unprivileged user).
+    Process,
+}
+
+/// `sandbox = { ... }` in a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSandboxConfig {
+    /// The backend; only `local` exists for now.
+    #[serde(default = "local", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub isolation: IsolationMode,
+    /// Where working folders are made; the system's temporary folder when unset. It must be
+    /// reachable by the sandbox user.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// The bubblewrap binary; `bwrap` on PATH when unset.
+    #[serde(default)]
+    pub bwrap: Option<PathBuf>,
+    /// Host folders made visible read-only inside namespaces (for example an interpreter
+    /// installed outside /usr). The system folders are always visible.
+    #[serde(default)]
+    pub ro_binds: Vec<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
+    #[serde(default)]
+    pub kill_grace_secs: Option<f64>,
+}
+
+fn local() -> String {
+    "local".into()
+}
+
+impl Default for LocalSandboxConfig {
+    fn default() -> Self {
+        LocalSandboxConfig {
+            kind: local(),
+            isolation: IsolationMode::Auto,
+            root: None,
+            bwrap: None,
+            ro_binds: Vec::new(),
+            kill_grace_secs: None,
+        }
+    }
+}
+
+/// How commands are isolated on this machine, as detected. Recorded in the run's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// `namespaces` or `process`.
+    pub mode: String,
+    pub requested: IsolationMode,
+    /// Why namespaces are not in force, when they are not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    pub bwrap_version: Option<String>,
+    /// The uid commands run as.
+    pub uid: u32,
+    pub network_isolated: bool,
+    /// System folders read-only, private /tmp, nothing else of the host writable.
+    pub filesystem_isolated: bool,
+    pub pid_namespace: bool,
+    /// Whether the process-count limit is enforced per sandbox.
+    pub process_limit: bool,
+    /// rlimits set on every command.
+    pub rlimits: Vec<String>,
+}
+
+impl Isolation {
+    pub fn namespaces(&self) -> bool {
+        self.mode == "namespaces"
+    }
+}
+
+/// Makes sandboxes of one configuration; detects the isolation once.
+#[derive(Debug, Clone)]
+pub struct LocalSandboxFactory {
+    config: LocalSandboxConfig,
+    isolation: Isolation,
+    prlimit: PathBuf,
+    bwrap: Option<PathBuf>,
+    run_as: Option<u32>,
+    root: PathBuf,
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Detection results, per (mode, bwrap path, root): detection runs a real sandbox, once.
+type DetectKey = (IsolationMode, Option<PathBuf>, Option<PathBuf>);
+fn detected() -> &'static Mutex<HashMap<DetectKey, Result<LocalSandboxFactory, String>>> {
+    static CACHE: OnceLock<Mutex<HashMap<DetectKey, Result<LocalSandboxFactory, String>>>> =
+        OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl LocalSandboxFactory {
+    /// Detects what isolation works here. Fails when the config requires namespaces and they do
+    /// not work, or when `prlimit` is missing; the message says what to install.
+    pub fn new(config: LocalSandboxConfig) -> Result<Self, SandboxError> {
+        if config.kind != "local" {
+            return Err(SandboxError::Unavailable(format!(
+                "sandbox type `{}` does not exist here; the sandbox types are: local",
+                config.kind
+            )));
+        }
+        let key = (config.isolation, config.bwrap.clone(), config.root.clone());
+        let mut cache = detected().lock().unwrap_or_else(|p| p.into_inner());
+        let found = cache
+            .entry(key)
+            .or_insert_with(|| Self::detect(&config))
+            .clone();
+        drop(cache);
+        let mut factory = found.map_err(SandboxError::Unavailable)?;
+        factory.config = config;
+        Ok(factory)
+    }
+
+    fn detect(config: &LocalSandboxConfig) -> Result<Self, String> {
+        let prlimit = find_in_path("prlimit").ok_or(
+            "`prlimit` (util-linux) is not installed; trawl sets sandbox limits with it\n  hint: apt-get install -y util-linux",
+        )?;
+        let run_as = nix::unistd::geteuid().is_root().then_some(NOBODY);
+        let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
+        let mut factory = LocalSandboxFactory {
+            config: config.clone(),
+            isolation: Isolation {
+                mode: "process".into(),
+                requested: config.isolation,
+                fallback_reason: None,
+                bwrap_version: None,
+                uid: run_as.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+                network_isolated: false,
+                filesystem_isolated: false,
+                pid_namespace: false,
+                process_limit: run_as.is_some(),
+                rlimits: Vec::new(),
+            },
+            prlimit,
+            bwrap: None,
+            run_as,
+            root,
+        };
+        if config.isolation != IsolationMode::Process {
+            match factory.probe_bwrap(config) {
+                Ok((bwrap, version)) => {
+                    factory.bwrap = Some(bwrap);
+                    let iso = &mut factory.isolation;
+                    iso.mode = "namespaces".into();
+                    iso.bwrap_version = Some(version);
+                    iso.network_isolated = true;
+                    iso.filesystem_isolated = true;
+                    iso.pid_namespace = true;
+                    iso.process_limit = true;
+                }
+                Err(why) if config.isolation == IsolationMode::Namespaces => {
+                    return Err(format!(
+                        "the sandbox requires namespaces (isolation = \"namespaces\") but bubblewrap does not work here: {why}\n  hint: apt-get install -y bubblewrap, or set isolation = \"auto\" to fall back to a process group with limits"
+                    ));
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "sandbox: bubblewrap does not work here ({why}); commands run in their own process group with limits, but share the network and filesystem"
+                    );
+                    factory.isolation.fallback_reason = Some(why);
+                }
+            }
+        }
+        factory.isolation.rlimits = ["cpu", "as", "fsize", "nofile", "core"]
+            .into_iter()
+            .chain(factory.isolation.process_limit.then_some("nproc"))
+            .map(str::to_string)
+            .collect();
+        Ok(factory)
+    }
+
+    /// Runs `true` in a namespace sandbox to see whether bubblewrap works here.
+    fn probe_bwrap(&self, config: &LocalSandboxConfig) -> Result<(PathBuf, String), String> {
+        let bwrap = match &config.bwrap {
+            Some(p) => p.clone(),
+            None => find_in_path("bwrap").ok_or("bubblewrap (`bwrap`) is not installed")?,
+        };
+        let version = std::process::Command::new(&bwrap)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        let dir = self.make_workdir().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new(&bwrap);
+        cmd.args(bwrap_args(dir.path(), &config.ro_binds, false));
+        cmd.args(["--", "/bin/true"]);
+        cmd.env_clear().stdin(Stdio::null());
+        if let Some(uid) = self.run_as {
+            cmd.uid(uid).gid(uid);
+        }
+        use std::os::unix::process::CommandExt;
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "a test sandbox failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok((bwrap, version))
+    }
+
+    fn make_workdir(&self) -> std::io::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("trawl-sbx-")
+            .tempdir_in(&self.root)?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        if let Some(uid) = self.run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid))?;
+        }
+        Ok(dir)
+    }
+
+    /// The isolation in force for sandboxes from this factory.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// A fresh sandbox: its own empty working folder, removed when it is closed or dropped.
+    pub fn create(&self) -> Result<LocalSandbox, SandboxError> {
+        let dir = self
+            .make_workdir()
+            .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
+        Ok(LocalSandbox {
+            factory: self.clone(),
+            dir: Mutex::new(Some(dir)),
+            workdir: PathBuf::new(),
+        }
+        .with_workdir())
+    }
+}
+
+/// The bubblewrap arguments: all namespaces, the system read-only, a private /tmp, the working
+/// folder writable at its own path.
+fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&std::ffi::OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
+    push(&[
+        "--unshare-all".as_ref(),
+        "--die-with-parent".as_ref(),
+        "--new-session".as_ref(),
+    ]);
+    if network {
+        push(&["--share-net".as_ref()]);
+    }
+    push(&["--ro-bind".as_ref(), "/usr".as_ref(), "/usr".as_ref()]);
+    for top in [
+        "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+    ] {
+        let p = Path::new(top);
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(p) {
+                    push(&["--symlink".as_ref(), target.as_os_str(), top.as_ref()]);
+                }
+            }
+            Ok(m) if m.is_dir() => push(&["--ro-bind".as_ref(), top.as_ref(), top.as_ref()]),
+            _ => {}
+        }
+    }
+    for extra in ro_binds {
+        push(&["--ro-bind".as_ref(), extra.as_os_str(), extra.as_os_str()]);
+    }
+    push(&[
+        "--proc".as_ref(),
+        "/proc".as_ref(),
+        "--dev".as_ref(),
+        "/dev".as_ref(),
+        "--tmpfs".as_ref(),
+        "/tmp".as_ref(),
+        "--bind".as_ref(),
+        workdir.as_os_str(),
+        workdir.as_os_str(),
+        "--chdir".as_ref(),
+        workdir.as_os_str(),
+        "--clearenv".as_ref(),
+    ]);
+    for (k, v) in scrubbed_env(workdir) {
+        push(&["--setenv".as_ref(), k.as_ref(), v.as_ref()]);
+    }
+    a
+}
+
+/// The whole environment a command sees: nothing of trawl's (no API keys, no tokens).
+fn scrubbed_env(workdir: &Path) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME", workdir.as_os_str().to_os_string()),
+        ("TMPDIR", "/tmp".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("PYTHONDONTWRITEBYTECODE", "1".into()),
+        ("PYTHONUNBUFFERED", "1".into()),
+    ]
+}
+
+/// One episode's sandbox.
+pub struct LocalSandbox {
+    factory: LocalSandboxFactory,
+    dir: Mutex<Option<tempfile::TempDir>>,
+    workdir: PathBuf,
+}
+
+impl LocalSandbox {
+    fn with_workdir(mut self) -> Self {
+        self.workdir = self
+            .dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        self
+    }
+
+    /// The working folder; commands start in it, at the same path inside namespaces.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.factory.isolation
+    }
+
+    /// `path` inside the working folder, refusing anything that leaves it.
+    fn resolve(&self, path: &str) -> Result<PathBuf, SandboxError> {
+        let p = Path::new(path);
+        let rel = match p.strip_prefix(&self.workdir) {
+            Ok(rel) => rel,
+            Err(_) if p.is_absolute() => return Err(SandboxError::OutsidePath(path.into())),
+            Err(_) => p,
+        };
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(SandboxError::OutsidePath(path.into()));
+        }
+        Ok(self.workdir.join(rel))
+    }
+
+    fn command(&self, command: &str, limits: &ExecLimits) -> tokio::process::Command {
+        let f = &self.factory;
+        let cpu = limits.cpu_secs;
+        let mut prlimit_args: Vec<OsString> = vec![
+            format!("--cpu={cpu}:{}", cpu + 1).into(),
+            format!("--as={}", limits.memory_mb << 20).into(),
+            format!("--fsize={}", limits.file_size_mb << 20).into(),
+            format!("--nofile={}", limits.open_files).into(),
+            "--core=0".into(),
+        ];
+        if f.isolation.process_limit {
+            prlimit_args.push(format!("--nproc={}", limits.processes).into());
+        }
+        prlimit_args.extend(["--".into(), "/bin/sh".into(), "-c".into(), command.into()]);
+        let mut cmd = match &f.bwrap {
+            Some(bwrap) => {
+                let mut cmd = tokio::process::Command::new(bwrap);
+                cmd.args(bwrap_args(
+                    &self.workdir,
+                    &f.config.ro_binds,
+                    limits.network,
+                ));
+                cmd.arg("--").arg(&f.prlimit).args(&prlimit_args);
+                cmd.env_clear();
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&f.prlimit);
+                cmd.args(&prlimit_args);
+                cmd.env_clear().envs(scrubbed_env(&self.workdir));
+                cmd
+            }
+        };
+        cmd.current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(uid) = f.run_as {
+            cmd.uid(uid).gid(uid);
+        }
+        cmd
+    }
+}
+
+/// Reads one stream, keeping at most `cap` bytes. Returns early (dropping the pipe, so the
+/// writer gets SIGPIPE) once `flood` bytes have gone by.
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, flood: usize) -> Captured {
+    let mut kept = Vec::with_capacity(cap.min(64 << 10));
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total = total.saturating_add(n);
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                if total > flood {
+                    return Captured {
+                        kept,
+                        truncated: true,
+                        flooded: true,
+                    };
+                }
+            }
+        }
+    }
+    Captured {
+        truncated: total > kept.len(),
+        kept,
+        flooded: false,
+    }
+}
+
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    truncated: bool,
+    flooded: bool,
+}
+
+fn kill_group(pgid: i32, signal: Signal) {
+    // ESRCH (the group is already gone) is the normal case after a clean exit.
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+/// What a failed command's own error output says about the limit it ran into. Address-space,
+/// process-count and (for programs that ignore SIGXFSZ, like Python) file-size limits make a call
+/// fail rather than kill the process, so the process reports them itself.
+fn limit_from_stderr(stderr: &str) -> Option<Limit> {
+    let tail = &stderr[stderr.len().saturating_sub(4096)..];
+    let tail = tail.to_ascii_lowercase();
+    if tail.contains("memoryerror")
+        || tail.contains("cannot allocate memory")
+        || tail.contains("std::bad_alloc")
+        || tail.contains("out of memory")
+    {
+        Some(Limit::Memory)
+    } else if tail.contains("cannot fork")
+        || tail.contains("can't fork")
+        || (tail.contains("resource temporarily unavailable")
+            && (tail.contains("fork")
+                || tail.contains("blockingioerror")
+                || tail.contains("thread")))
+    {
+        Some(Limit::Processes)
+    } else if tail.contains("file too large") {
+        Some(Limit::FileSize)
+    } else {
+        None
+    }
+}
+
+const SIGXCPU: i32 = 24;
+const SIGXFSZ: i32 = 25;
+
+fn classify(status: std::process::ExitStatus, stderr: &str) -> ExecOutcome {
+    // A shell (and bubblewrap) reports a child killed by signal N as exit code 128 + N.
+    let signal = status.signal().or_else(|| {
+        status
+            .code()
+            .filter(|c| *c > 128 && *c < 160)
+            .map(|c| c - 128)
+    });
+    match signal {
+        Some(SIGXCPU) => return ExecOutcome::LimitExceeded { limit: Limit::Cpu },
+        Some(SIGXFSZ) => {
+            return ExecOutcome::LimitExceeded {
+                limit: Limit::FileSize,
+            }
+        }
+        _ => {}
+    }
+    if let Some(sig) = status.signal() {
+        return ExecOutcome::Signaled { signal: sig };
+    }
+    // A limit the command reported running into counts even when it went on to exit 0 (a shell
+    // whose forks failed still ends its pipeline normally).
+    if let Some(limit) = limit_from_stderr(stderr) {
+        return ExecOutcome::LimitExceeded { limit };
+    }
+    ExecOutcome::Exited {
+        code: status.code().unwrap_or(-1),
+    }
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
+        if self.dir.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return Err(SandboxError::Infra("the sandbox is closed".into()));
+        }
+        let started = Instant::now();
+        let mut child = self
+            .command(command, limits)
+            .spawn()
+            .map_err(|e| SandboxError::Infra(format!("cannot start the sandbox: {e}")))?;
+        let pgid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| SandboxError::Infra("the sandbox process vanished".into()))?;
+        // From here on, whatever happens to this future, the group dies with it.
+        let guard = GroupGuard(pgid);
+        let cap = limits.output_bytes;
+        let flood = cap.saturating_mul(FLOOD_FACTOR).max(16 << 20);
+        let (flood_tx, mut flood_rx) = tokio::sync::mpsc::channel::<()>(2);
+        let spawn_reader = |stream: Option<Box<dyn AsyncRead + Unpin + Send>>| {
+            let tx = flood_tx.clone();
+            tokio::spawn(async move {
+                let Some(stream) = stream else {
+                    return Captured::default();
+                };
+                let c = read_capped(stream, cap, flood).await;
+                if c.flooded {
+                    let _ = tx.send(()).await;
+                }
+                c
+            })
+        };
+        let out_task = spawn_reader(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+        );
+        let err_task = spawn_reader(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+        );
+        drop(flood_tx);
+
+        let mut timed_out = false;
+        let mut flooded = false;
+        let status = tokio::select! {
+            s = child.wait() => Some(s),
+            _ = tokio::time::sleep(limits.wall_time()) => { timed_out = true; None }
+            Some(()) = flood_rx.recv() => { flooded = true; None }
+        };
+        let status = match status {
+            Some(s) => {
+                s.map_err(|e| SandboxError::Infra(format!("lost the sandbox process: {e}")))?
+            }
+            None => {
+                // Ask politely once, then make sure.
+                kill_group(pgid, Signal::SIGTERM);
+                let grace = Duration::from_secs_f64(
+                    self.factory.config.kill_grace_secs.unwrap_or(1.0).max(0.0),
+                );
+                let waited = tokio::time::timeout(grace, child.wait()).await;
+                kill_group(pgid, Signal::SIGKILL);
+                match waited {
+                    Ok(s) => s,
+                    Err(_) => child.wait().await,
+                }
+                .map_err(|e| SandboxError::Infra(format!("lost the sandbox process: {e}")))?
+            }
+        };
+        // Anything the command left running (a background child holding the pipes) goes now.
+        kill_group(pgid, Signal::SIGKILL);
+        drop(guard);
+        let drain = |task: tokio::task::JoinHandle<Captured>| async move {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(DRAIN_DEADLINE, task).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(_)) => Captured::default(),
+                Err(_) => {
+                    abort.abort();
+                    Captured {
+                        truncated: true,
+                        ..Captured::default()
+                    }
+                }
+            }
+        };
+        let (out, err) = tokio::join!(drain(out_task), drain(err_task));
+        let stdout = String::from_utf8_lossy(&out.kept).into_owned();
+        let stderr = String::from_utf8_lossy(&err.kept).into_owned();
+        let outcome = if timed_out {
+            ExecOutcome::TimedOut
+        } else if flooded || out.flooded || err.flooded {
+            ExecOutcome::LimitExceeded {
+                limit: Limit::Output,
+            }
+        } else {
+            classify(status, &stderr)
+        };
+        Ok(ExecResult {
+            outcome,
+            stdout,
+            stderr,
+            stdout_truncated: out.truncated,
+            stderr_truncated: err.truncated,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let p = self.resolve(path)?;
+        tokio::fs::read(&p)
+            .await
+            .map_err(|e| SandboxError::Infra(format!("cannot read {}: {e}", p.display())))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let p = self.resolve(path)?;
+        let io =
+            |e: std::io::Error| SandboxError::Infra(format!("cannot write {}: {e}", p.display()));
+        if let Some(parent) = p.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::write(&p, contents).await.map_err(io)?;
+        if let Some(uid) = self.factory.run_as {
+            // The sandbox user must be able to change what it was given.
+            let mut at = p.as_path();
+            while at.starts_with(&self.workdir) && at != self.workdir {
+                std::os::unix::fs::chown(at, Some(uid), Some(uid)).map_err(io)?;
+                at = match at.parent() {
+                    Some(a) => a,
+                    None => break,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), SandboxError> {
+        let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(dir) = dir {
+            let path = dir.path().to_path_buf();
+            tokio::task::spawn_blocking(move || dir.close())
+                .await
+                .map_err(|e| SandboxError::Infra(format!("cleanup panicked: {e}")))?
+                .map_err(|e| {
+                    SandboxError::Infra(format!("cannot remove {}: {e}", path.display()))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Kills a process group when dropped: an `exec` future cancelled mid-way (episode timeout,
+/// Ctrl-C) leaves nothing running.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0, Signal::SIGKILL);
+    }
+}
+
+/// Shared handle type for environments that keep one factory per config.
+pub type SharedFactory = Arc<LocalSandboxFactory>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_reports_are_classified() {
+        assert_eq!(
+            limit_from_stderr("Traceback...\nMemoryError\n"),
+            Some(Limit::Memory)
+        );
+        assert_eq!(
+            limit_from_stderr("BlockingIOError: [Errno 11] Resource temporarily unavailable"),
+            Some(Limit::Processes)
+        );
+        assert_eq!(
+            limit_from_stderr("OSError: [Errno 27] File too large"),
+            Some(Limit::FileSize)
+        );
+        assert_eq!(limit_from_stderr("AssertionError"), None);
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_working_folder() {
+        let Ok(f) = LocalSandboxFactory::new(LocalSandboxConfig {
+            isolation: IsolationMode::Process,
+            ..LocalSandboxConfig::default()
+        }) else {
+            return;
+        };
+        let s = f.create().expect("sandbox");
+        assert!(s.resolve("a/b.py").is_ok());
+        assert!(s.resolve("../x").is_err());
+        assert!(s.resolve("/etc/passwd").is_err());
+        let inside = s.workdir().join("ok.txt");
+        assert_eq!(
+            s.resolve(&inside.to_string_lossy()).expect("inside"),
+            inside
+        );
+    }
+}

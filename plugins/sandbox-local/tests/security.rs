@@ -1,0 +1,488 @@
+//! Model-written code that tries to hurt the machine, run in real sandboxes: each case must be
+//! contained, reported with the right outcome, leave trawl's memory alone and leave no process
+//! behind. Every case runs with namespaces (when bubblewrap works here; CI requires it) and with
+//! the process-group fallback.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use trawl_core::sandbox::{ExecLimits, ExecOutcome, Limit, Sandbox};
+use trawl_sandbox_local::{IsolationMode, LocalSandboxConfig, LocalSandboxFactory};
+
+/// The fallback runs every sandbox as one shared user, whose process count is shared too: the
+/// cases run one at a time so that one fork bomb cannot starve another case.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn factory(isolation: IsolationMode) -> Option<LocalSandboxFactory> {
+    LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation,
+        ..LocalSandboxConfig::default()
+    })
+    .ok()
+}
+
+/// The namespace sandbox (when it works here) and the fallback.
+fn both() -> Vec<LocalSandboxFactory> {
+    let ns = factory(IsolationMode::Namespaces);
+    if std::env::var_os("TRAWL_REQUIRE_BWRAP").is_some() {
+        assert!(
+            ns.is_some(),
+            "TRAWL_REQUIRE_BWRAP is set but namespaces do not work: {:?}",
+            LocalSandboxFactory::new(LocalSandboxConfig {
+                isolation: IsolationMode::Namespaces,
+                ..LocalSandboxConfig::default()
+            })
+            .err()
+        );
+    }
+    ns.into_iter()
+        .chain(factory(IsolationMode::Process))
+        .collect()
+}
+
+fn marker(name: &str) -> String {
+    format!(
+        "trawlmark-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_bits()
+    )
+}
+
+fn rand_bits() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Live processes whose command line mentions `marker` (zombies have none).
+fn live_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) {
+                found.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Waits (briefly: the kernel reaps killed processes asynchronously) until nothing mentioning
+/// `marker` is alive, and fails with the survivors if something is.
+async fn assert_nothing_left(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live = live_with(marker);
+        if live.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} processes left behind, e.g. {:?}",
+                live.len(),
+                &live[..live.len().min(3)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn limits(wall: f64) -> ExecLimits {
+    ExecLimits {
+        wall_time_secs: wall,
+        ..ExecLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn ordinary_commands_report_exit_codes_and_output() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let s = f.create().unwrap();
+        let r = s
+            .exec("echo out; echo err >&2; exit 3", &limits(10.0))
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, ExecOutcome::Exited { code: 3 }, "{r:?}");
+        assert_eq!(r.stdout, "out\n");
+        assert_eq!(r.stderr, "err\n");
+        assert!(!r.truncated());
+        s.write_file("sub/prog.py", b"print(6 * 7)").await.unwrap();
+        let r = s.exec("python3 sub/prog.py", &limits(10.0)).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.stdout.as_str()),
+            (ExecOutcome::Exited { code: 0 }, "42\n"),
+            "{r:?}"
+        );
+        s.exec("echo made > made.txt", &limits(10.0)).await.unwrap();
+        assert_eq!(s.read_file("made.txt").await.unwrap(), b"made\n");
+        let dir = s.workdir().to_path_buf();
+        s.close().await.unwrap();
+        assert!(
+            !dir.exists(),
+            "working folder {} not removed",
+            dir.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_environment_is_scrubbed() {
+    let _g = SERIAL.lock().await;
+    std::env::set_var("TRAWL_TEST_SECRET_KEY", "sk-do-not-leak");
+    for f in both() {
+        let s = f.create().unwrap();
+        let r = s.exec("env", &limits(10.0)).await.unwrap();
+        assert!(r.success(), "{r:?}");
+        assert!(!r.stdout.contains("sk-do-not-leak"), "{}", r.stdout);
+        assert!(r.stdout.contains("PATH="), "{}", r.stdout);
+    }
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_contained() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        for (name, command) in [
+            (
+                "py",
+                "python3 -c 'import os\nwhile True: os.fork()'".to_string(),
+            ),
+            ("sh", "bomb(){ bomb|bomb& };bomb".to_string()),
+        ] {
+            let m = marker(&format!("forkbomb-{name}"));
+            let s = f.create().unwrap();
+            let mut l = limits(4.0);
+            l.processes = 32;
+            let r = s.exec(&format!("{command} # {m}"), &l).await.unwrap();
+            assert!(
+                matches!(
+                    r.outcome,
+                    ExecOutcome::TimedOut
+                        | ExecOutcome::LimitExceeded {
+                            limit: Limit::Processes
+                        }
+                ),
+                "{} {name}: {r:?}",
+                f.isolation().mode
+            );
+            assert_nothing_left(&m).await;
+            if f.isolation().process_limit {
+                // Contained means bounded while it ran, too: the limit was in force.
+                let stderr = r.stderr.to_lowercase();
+                assert!(
+                    stderr.contains("resource temporarily unavailable")
+                        || stderr.contains("cannot fork")
+                        || r.outcome == ExecOutcome::TimedOut,
+                    "{r:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out_and_a_cpu_hog_hits_its_cpu_limit() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("loop");
+        let s = f.create().unwrap();
+        let t = Instant::now();
+        let r = s
+            .exec(&format!("python3 -c 'while True: pass' {m}"), &limits(1.0))
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, ExecOutcome::TimedOut, "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(20));
+        assert_nothing_left(&m).await;
+
+        let m = marker("cpu");
+        let mut l = limits(30.0);
+        l.cpu_secs = 1;
+        let r = s
+            .exec(&format!("python3 -c 'while True: pass' {m}"), &l)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded { limit: Limit::Cpu },
+            "{r:?}"
+        );
+        assert_nothing_left(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_its_memory_limit() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("membomb");
+        let s = f.create().unwrap();
+        let mut l = limits(20.0);
+        l.memory_mb = 256;
+        let before = rss_kib();
+        let r = s
+            .exec(
+                &format!("python3 -c 'x = []\nwhile True: x.append(bytearray(1 << 24))' {m}"),
+                &l,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded {
+                limit: Limit::Memory
+            },
+            "{r:?}"
+        );
+        assert!(rss_kib() < before + 32 * 1024);
+        assert_nothing_left(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn ten_gigabytes_of_output_are_capped_where_they_are_read() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("flood");
+        let s = f.create().unwrap();
+        let before = rss_kib();
+        let r = s
+            .exec(
+                &format!(
+                    "python3 -c 'import sys\nb = b\"x\" * (1 << 20)\nfor _ in range(10240): sys.stdout.buffer.write(b)' {m}"
+                ),
+                &limits(60.0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded {
+                limit: Limit::Output
+            },
+            "{:?}",
+            (r.outcome, &r.stderr)
+        );
+        assert!(r.stdout_truncated);
+        assert_eq!(r.stdout.len(), ExecLimits::default().output_bytes);
+        let grown = rss_kib().saturating_sub(before);
+        assert!(grown < 32 * 1024, "trawl grew by {grown} KiB");
+        assert_nothing_left(&m).await;
+
+        // Output past the cap but short of a flood: the command finishes, the stream is cut.
+        let mut l = limits(30.0);
+        l.output_bytes = 1000;
+        let r = s
+            .exec("head -c 5000000 /dev/zero | tr '\\0' y", &l)
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, ExecOutcome::Exited { code: 0 }, "{r:?}");
+        assert!(r.stdout_truncated && !r.stderr_truncated);
+        assert_eq!(r.stdout, "y".repeat(1000));
+    }
+}
+
+#[tokio::test]
+async fn the_network_is_off_inside_namespaces_unless_opted_in() {
+    let _g = SERIAL.lock().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "python3 -c 'import socket\ns = socket.create_connection((\"127.0.0.1\", {port}), timeout=3)\nprint(\"connected\")'"
+    );
+    for f in both() {
+        let s = f.create().unwrap();
+        if !f.isolation().namespaces() {
+            // The fallback cannot take the network away, and says so.
+            assert!(!f.isolation().network_isolated);
+            continue;
+        }
+        assert!(f.isolation().network_isolated);
+        let r = s.exec(&probe, &limits(10.0)).await.unwrap();
+        assert_ne!(r.outcome, ExecOutcome::Exited { code: 0 }, "{r:?}");
+        assert!(!r.stdout.contains("connected"));
+        assert!(
+            listener.accept().is_err(),
+            "the sandbox reached a listener on the host"
+        );
+        let r = s
+            .exec(&format!("{probe} 2>&1; echo trying {port}"), &limits(10.0))
+            .await
+            .unwrap();
+        assert!(!r.stdout.contains("connected"), "{r:?}");
+
+        let mut open = limits(10.0);
+        open.network = true;
+        let r = s.exec(&probe, &open).await.unwrap();
+        assert_eq!(r.stdout, "connected\n", "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn writes_outside_the_working_folder_do_not_land() {
+    let _g = SERIAL.lock().await;
+    let root_owned = tempfile::tempdir().unwrap();
+    let is_root = nix::unistd::geteuid().is_root();
+    for f in both() {
+        let m = marker("escape");
+        let s = f.create().unwrap();
+        let host_tmp = std::env::temp_dir().join(&m);
+        let in_protected = root_owned.path().join(&m);
+        let cmd = format!(
+            "echo x > /etc/{m}; echo x > /usr/{m}; echo x > {}; echo x > {}; echo x > inside.txt",
+            in_protected.display(),
+            if f.isolation().filesystem_isolated {
+                host_tmp.display().to_string()
+            } else {
+                // The fallback shares /tmp with the host; it is not claimed to protect it.
+                s.workdir().join("also-inside.txt").display().to_string()
+            }
+        );
+        let r = s.exec(&cmd, &limits(10.0)).await.unwrap();
+        assert!(
+            r.stderr.contains("ermission denied") || r.stderr.contains("Read-only"),
+            "{r:?}"
+        );
+        assert!(!std::path::Path::new(&format!("/etc/{m}")).exists());
+        assert!(!std::path::Path::new(&format!("/usr/{m}")).exists());
+        if is_root || f.isolation().filesystem_isolated {
+            assert!(
+                !in_protected.exists(),
+                "{} was written",
+                in_protected.display()
+            );
+        }
+        assert!(!host_tmp.exists(), "{} was written", host_tmp.display());
+        assert_eq!(s.read_file("inside.txt").await.unwrap(), b"x\n");
+    }
+}
+
+#[tokio::test]
+async fn a_process_that_ignores_sigterm_is_killed() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("noterm");
+        let s = f.create().unwrap();
+        let t = Instant::now();
+        let r = s
+            .exec(
+                &format!(
+                    "python3 -c 'import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint(\"ready\", flush=True)\ntime.sleep(300)' {m}"
+                ),
+                &limits(1.5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, ExecOutcome::TimedOut, "{r:?}");
+        assert_eq!(r.stdout, "ready\n");
+        assert!(t.elapsed() < Duration::from_secs(30));
+        assert_nothing_left(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn a_background_child_holding_stdout_does_not_hold_the_call() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("bg");
+        let s = f.create().unwrap();
+        let t = Instant::now();
+        let r = s
+            .exec(
+                &format!("python3 -c 'import time; time.sleep(300)' {m} & echo started"),
+                &limits(60.0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, ExecOutcome::Exited { code: 0 }, "{r:?}");
+        assert_eq!(r.stdout, "started\n");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the call waited {:?} for a background child",
+            t.elapsed()
+        );
+        assert_nothing_left(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn a_file_size_bomb_hits_its_file_size_limit() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let s = f.create().unwrap();
+        let mut l = limits(20.0);
+        l.file_size_mb = 1;
+        let r = s
+            .exec("head -c 100000000 /dev/zero > big.bin", &l)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded {
+                limit: Limit::FileSize
+            },
+            "{r:?}"
+        );
+        let size = std::fs::metadata(s.workdir().join("big.bin"))
+            .unwrap()
+            .len();
+        assert!(size <= 1 << 20, "{size}");
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_call_leaves_nothing_running() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let m = marker("cancel");
+        let s = f.create().unwrap();
+        let cmd = format!("python3 -c 'import time; time.sleep(300)' {m}");
+        let long = limits(600.0);
+        let call = s.exec(&cmd, &long);
+        assert!(tokio::time::timeout(Duration::from_millis(700), call)
+            .await
+            .is_err());
+        assert_nothing_left(&m).await;
+    }
+}
+
+#[test]
+fn requiring_namespaces_without_bubblewrap_is_refused_with_a_hint() {
+    let err = LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation: IsolationMode::Namespaces,
+        bwrap: Some("/nonexistent/bwrap".into()),
+        ..LocalSandboxConfig::default()
+    })
+    .expect_err("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("requires namespaces"), "{msg}");
+    assert!(msg.contains("apt-get install -y bubblewrap"), "{msg}");
+    // `auto` falls back instead, and says why.
+    let f = LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation: IsolationMode::Auto,
+        bwrap: Some("/nonexistent/bwrap".into()),
+        ..LocalSandboxConfig::default()
+    })
+    .unwrap();
+    assert_eq!(f.isolation().mode, "process");
+    assert!(f.isolation().fallback_reason.is_some());
+}
