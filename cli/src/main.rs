@@ -20,6 +20,8 @@ use trawl_core::{store, ExitStatus, ExperimentConfig, TrajectoryRecord};
 
 // Linking these crates is what registers their kinds.
 use trawl_chat as _;
+use trawl_code as _;
+use trawl_coder_tester as _;
 use trawl_exporters as _;
 use trawl_llama as _;
 use trawl_math as _;
@@ -123,6 +125,9 @@ struct ExportArgs {
     /// A file of task ids (one per line, `#` comments) never to export.
     #[arg(long, value_name = "FILE")]
     exclude_tasks: Option<PathBuf>,
+    /// In multi-agent rollouts (coder and tester), export only this agent's conversation.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
 }
 
 /// An error that is the user's input, not trawl's fault: exit code 2.
@@ -337,6 +342,7 @@ async fn quickstart(out: PathBuf) -> anyhow::Result<ExitCode> {
         &registry,
         &records,
         "openai",
+        &serde_json::json!({}),
         &out.join("sft.jsonl"),
         &selection,
     )?;
@@ -499,7 +505,18 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let output = args
         .output
         .unwrap_or_else(|| args.run.join(format!("export-{}.jsonl", args.format)));
-    export_run(&registry, &records, &args.format, &output, &selection)?;
+    let settings = match &args.agent {
+        Some(a) => serde_json::json!({"agent": a}),
+        None => serde_json::json!({}),
+    };
+    export_run(
+        &registry,
+        &records,
+        &args.format,
+        &settings,
+        &output,
+        &selection,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -509,6 +526,7 @@ fn export_run(
     registry: &Registry,
     records: &[TrajectoryRecord],
     format: &str,
+    settings: &serde_json::Value,
     output: &Path,
     selection: &Selection,
 ) -> anyhow::Result<()> {
@@ -521,8 +539,8 @@ fn export_run(
     let Factory::Exporter(factory) = entry.factory.clone() else {
         bail!("registry entry for `{format}` is not an exporter")
     };
-    let exporter = factory(&serde_json::json!({}), &BuildContext::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let exporter = factory(settings, &BuildContext::default())
+        .map_err(|e| input(format!("format `{format}`: {e}")))?;
     let tmp = output.with_extension("partial");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;

@@ -812,6 +812,15 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
                 b.outcome.submission = artifacts.submission;
             }
             b.outcome.artifacts = artifacts.extra;
+            if !transcript.artifacts.is_empty() {
+                let mut merged = match std::mem::take(&mut b.outcome.artifacts) {
+                    serde_json::Value::Object(m) => m,
+                    serde_json::Value::Null => serde_json::Map::new(),
+                    other => serde_json::Map::from_iter([("environment".to_string(), other)]),
+                };
+                merged.extend(std::mem::take(&mut transcript.artifacts));
+                b.outcome.artifacts = serde_json::Value::Object(merged);
+            }
         }
         Err(message) => {
             b.outcome = infra("environment", message);

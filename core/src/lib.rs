@@ -29,7 +29,9 @@ pub use environment::{
 };
 pub use evaluator::{Evaluation, Evaluator, EvaluatorError};
 pub use export::{ExportError, Exporter, Selection};
-pub use message::{FunctionCall, Message, Role as MessageRole, ToolCall, ToolSchema};
+pub use message::{
+    agent_view, agents, FunctionCall, Message, Role as MessageRole, ToolCall, ToolSchema,
+};
 pub use model::{
     Completion, CompletionRequest, FinishReason, LanguageModel, ModelDescription, ModelError,
     Sampling, Usage,

@@ -80,6 +80,30 @@ impl Message {
     }
 }
 
+/// The agents that speak in `messages`, in order of first appearance; empty when the rollout
+/// had a single agent (no message carries an `agent`).
+pub fn agents(messages: &[Message]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in messages.iter().filter_map(|m| m.agent.as_deref()) {
+        if !out.iter().any(|x| x == a) {
+            out.push(a.to_string());
+        }
+    }
+    out
+}
+
+/// `agent`'s own conversation: the messages marked with it, the mark removed.
+pub fn agent_view(messages: &[Message], agent: &str) -> Vec<Message> {
+    messages
+        .iter()
+        .filter(|m| m.agent.as_deref() == Some(agent))
+        .map(|m| Message {
+            agent: None,
+            ..m.clone()
+        })
+        .collect()
+}
+
 /// A call the model asked for: `{"id", "type": "function", "function": {"name", "arguments"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {

@@ -23,6 +23,9 @@ pub struct Transcript {
     pub model_ms: u64,
     /// Token ids and logprobs per assistant turn, when the sampling asked for them.
     pub tokens: Vec<TokenDetail>,
+    /// What the scaffold itself leaves for the evaluators (tests another agent wrote, ...);
+    /// merged into the record's `outcome.artifacts` beside the environment's.
+    pub artifacts: serde_json::Map<String, serde_json::Value>,
     started: Instant,
 }
 
@@ -35,6 +38,7 @@ impl Transcript {
             usage: Usage::default(),
             model_ms: 0,
             tokens: Vec::new(),
+            artifacts: serde_json::Map::new(),
             started: Instant::now(),
         }
     }
@@ -89,15 +93,7 @@ impl Transcript {
     ) -> Result<Completion, ModelError> {
         let messages = match agent {
             None => self.messages.clone(),
-            Some(a) => self
-                .messages
-                .iter()
-                .filter(|m| m.agent.as_deref() == Some(a))
-                .map(|m| Message {
-                    agent: None,
-                    ..m.clone()
-                })
-                .collect(),
+            Some(a) => crate::message::agent_view(&self.messages, a),
         };
         let request = CompletionRequest {
             messages,

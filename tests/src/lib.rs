@@ -303,3 +303,86 @@ pub fn adder_policy(body: &Value) -> Reply {
         }
     }
 }
+
+/// A deterministic coding "model" for the code environment. `solutions` maps each function name
+/// to a correct program. It answers correctly for names of even length and with a stub that
+/// returns None otherwise, fixes its answer once it is shown failing tests, plays the tester
+/// (copying the asserts shown in the problem) when its system prompt says so, and with tools
+/// offered first runs its program with `run_python`.
+pub fn coder_policy(solutions: std::collections::HashMap<String, String>) -> Handler {
+    Arc::new(move |body: &Value| {
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let text_of = |role: &str| -> Vec<String> {
+            messages
+                .iter()
+                .filter(|m| m["role"] == role)
+                .filter_map(|m| m["content"].as_str().map(str::to_string))
+                .collect()
+        };
+        let users = text_of("user");
+        let problem = users.first().cloned().unwrap_or_default();
+        let system = text_of("system").join("\n");
+        let name = solutions
+            .keys()
+            .filter(|k| problem.contains(&format!("{k}(")))
+            .max_by_key(|k| k.len())
+            .cloned()
+            .unwrap_or_else(|| "f".into());
+        if system.contains("tester") {
+            let asserts: Vec<&str> = problem
+                .lines()
+                .filter(|l| l.trim_start().starts_with("assert "))
+                .collect();
+            return Reply::text(format!("```python\n{}\n```", asserts.join("\n")));
+        }
+        let good = solutions.get(&name).cloned().unwrap_or_default();
+        let shown_failure = users.iter().skip(1).any(|u| u.contains("FAIL"));
+        let program = if name.len() % 2 == 0 || shown_failure {
+            good
+        } else {
+            format!("def {name}(*args):\n    return None\n")
+        };
+        let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let tool_result = messages.iter().any(|m| m["role"] == "tool");
+        if has_tools && !tool_result {
+            return Reply::ToolCall {
+                name: "run_python".into(),
+                arguments: json!({"code": format!("{program}\nprint('defined', {name}.__name__)")})
+                    .to_string(),
+            };
+        }
+        Reply::text(format!("Here is my solution.\n```python\n{program}```"))
+    })
+}
+
+/// Loads the experiment config `text` (written to `dir/experiment.toml`) and runs it into
+/// `dir/run` with the built-in registry.
+pub async fn run_experiment(
+    text: &str,
+    dir: &std::path::Path,
+    stop: trawl_core::engine::StopSignal,
+) -> Result<trawl_core::engine::RunSummary, trawl_core::engine::RunError> {
+    let registry = trawl_core::Registry::builtin().expect("the built-in registry");
+    let file = dir.join("experiment.toml");
+    std::fs::write(&file, text).expect("writing the test config");
+    let (config, map) = trawl_core::ExperimentConfig::load(&file, &registry)?;
+    trawl_core::engine::run(
+        &config,
+        &map,
+        &registry,
+        trawl_core::engine::RunOptions {
+            out: dir.join("run"),
+            force: false,
+            stop,
+            observer: Arc::new(trawl_core::engine::Silent),
+        },
+    )
+    .await
+}
+
+/// The records of the run in `dir/run`.
+pub fn run_records(dir: &std::path::Path) -> Vec<trawl_core::TrajectoryRecord> {
+    trawl_core::store::read_records(&dir.join("run").join(trawl_core::store::TRAJECTORIES))
+        .map(|(records, _)| records)
+        .unwrap_or_default()
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use trawl_core::engine::{self, RunError, RunOptions, RunStatus, RunSummary, Silent, StopSignal};
+use trawl_core::engine::{RunError, RunStatus, RunSummary, StopSignal};
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, ScaffoldConfig};
 use trawl_core::store::{self, read_records, RunDir, StoreError};
 use trawl_core::{
@@ -54,28 +54,11 @@ temperature = 0.5
 }
 
 async fn run_text(text: &str, dir: &Path, stop: StopSignal) -> Result<RunSummary, RunError> {
-    let registry = Registry::builtin().unwrap();
-    let file = dir.join("config.toml.in");
-    std::fs::write(&file, text).unwrap();
-    let (config, map) = ExperimentConfig::load(&file, &registry)?;
-    engine::run(
-        &config,
-        &map,
-        &registry,
-        RunOptions {
-            out: dir.join("run"),
-            force: false,
-            stop,
-            observer: Arc::new(Silent),
-        },
-    )
-    .await
+    trawl_tests::run_experiment(text, dir, stop).await
 }
 
 fn records(dir: &Path) -> Vec<TrajectoryRecord> {
-    read_records(&dir.join("run").join(store::TRAJECTORIES))
-        .unwrap()
-        .0
+    trawl_tests::run_records(dir)
 }
 
 /// A server that answers with the adder policy after `delay`.

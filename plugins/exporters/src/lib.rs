@@ -21,6 +21,49 @@ fn write_line(out: &mut dyn Write, value: &Value) -> Result<(), ExportError> {
     Ok(())
 }
 
+/// The conversations a record holds for export: the one conversation of a single-agent rollout,
+/// else one per agent (each agent's own messages), or only `only`'s when it is given.
+fn conversations(r: &TrajectoryRecord, only: Option<&str>) -> Vec<(Option<String>, Vec<Message>)> {
+    let agents = trawl_core::agents(&r.messages);
+    match only {
+        Some(a) if agents.iter().any(|x| x == a) => {
+            vec![(Some(a.to_string()), trawl_core::agent_view(&r.messages, a))]
+        }
+        Some(_) => Vec::new(),
+        None if agents.is_empty() => vec![(None, r.messages.clone())],
+        None => agents
+            .into_iter()
+            .map(|a| {
+                let view = trawl_core::agent_view(&r.messages, &a);
+                (Some(a), view)
+            })
+            .collect(),
+    }
+}
+
+/// An agent's own reward when an evaluator gave one (`reward.<agent>` component), else the
+/// record's.
+fn agent_reward(r: &TrajectoryRecord, agent: Option<&str>) -> f64 {
+    agent
+        .and_then(|a| {
+            let key = format!("reward.{a}");
+            r.evaluations
+                .iter()
+                .find_map(|e| e.components.get(&key).copied())
+        })
+        .unwrap_or(r.reward)
+}
+
+/// The metadata every format carries beside its training fields, for one agent's conversation.
+fn agent_metadata(r: &TrajectoryRecord, agent: Option<&str>) -> serde_json::Map<String, Value> {
+    let mut m = metadata(r);
+    if let Some(a) = agent {
+        m.insert("agent".into(), json!(a));
+        m.insert("reward".into(), json!(agent_reward(r, Some(a))));
+    }
+    m
+}
+
 /// The metadata every format carries beside its training fields.
 fn metadata(r: &TrajectoryRecord) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
@@ -39,11 +82,15 @@ fn metadata(r: &TrajectoryRecord) -> serde_json::Map<String, Value> {
 /// `trawl export --format openai`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpenAiExporterConfig {}
+pub struct OpenAiExporterConfig {
+    /// In multi-agent rollouts, export only this agent's conversation (default: each agent's).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
 
 impl ExporterConfig for OpenAiExporterConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
-        Ok(Arc::new(OpenAiExporter))
+        Ok(Arc::new(OpenAiExporter { agent: self.agent }))
     }
 }
 
@@ -54,27 +101,38 @@ trawl_core::register!(
     OpenAiExporterConfig
 );
 
-pub struct OpenAiExporter;
+#[derive(Default)]
+pub struct OpenAiExporter {
+    pub agent: Option<String>,
+}
 
 impl Exporter for OpenAiExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
-        let mut line = serde_json::Map::new();
-        line.insert("messages".into(), json!(r.messages));
-        line.insert("tools".into(), json!(r.tools));
-        line.extend(metadata(r));
-        write_line(out, &Value::Object(line))?;
-        Ok(1)
+        let mut written = 0;
+        for (agent, messages) in conversations(r, self.agent.as_deref()) {
+            let mut line = serde_json::Map::new();
+            line.insert("messages".into(), json!(messages));
+            line.insert("tools".into(), json!(r.tools));
+            line.extend(agent_metadata(r, agent.as_deref()));
+            write_line(out, &Value::Object(line))?;
+            written += 1;
+        }
+        Ok(written)
     }
 }
 
 /// `trawl export --format sharegpt`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShareGptExporterConfig {}
+pub struct ShareGptExporterConfig {
+    /// In multi-agent rollouts, export only this agent's conversation (default: each agent's).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
 
 impl ExporterConfig for ShareGptExporterConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
-        Ok(Arc::new(ShareGptExporter))
+        Ok(Arc::new(ShareGptExporter { agent: self.agent }))
     }
 }
 
@@ -85,7 +143,10 @@ trawl_core::register!(
     ShareGptExporterConfig
 );
 
-pub struct ShareGptExporter;
+#[derive(Default)]
+pub struct ShareGptExporter {
+    pub agent: Option<String>,
+}
 
 /// A tool call as LLaMA-Factory's `function_call` turns spell it: `{"name", "arguments"}`, the
 /// arguments as an object when they parse.
@@ -181,50 +242,57 @@ fn push_input(turns: &mut Vec<(String, String)>, from: &str, value: String) {
 
 impl Exporter for ShareGptExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
-        let Some(turns) = sharegpt_turns(&r.messages).filter(|t| !t.is_empty()) else {
-            return Ok(0);
-        };
-        let system = r
-            .messages
-            .iter()
-            .filter(|m| m.role == MessageRole::System)
-            .map(Message::text)
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let tools: Vec<Value> = r
-            .tools
-            .iter()
-            .map(|t| json!({"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters}))
-            .collect();
-        let mut line = serde_json::Map::new();
-        line.insert(
-            "conversations".into(),
-            Value::Array(
-                turns
-                    .into_iter()
-                    .map(|(from, value)| json!({"from": from, "value": value}))
-                    .collect(),
-            ),
-        );
-        line.insert("system".into(), json!(system));
-        line.insert(
-            "tools".into(),
-            json!(serde_json::to_string(&tools).unwrap_or_default()),
-        );
-        line.extend(metadata(r));
-        write_line(out, &Value::Object(line))?;
-        Ok(1)
+        let mut written = 0;
+        for (agent, messages) in conversations(r, self.agent.as_deref()) {
+            let Some(turns) = sharegpt_turns(&messages).filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            let system = messages
+                .iter()
+                .filter(|m| m.role == MessageRole::System)
+                .map(Message::text)
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            let tools: Vec<Value> = r
+                .tools
+                .iter()
+                .map(|t| json!({"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters}))
+                .collect();
+            let mut line = serde_json::Map::new();
+            line.insert(
+                "conversations".into(),
+                Value::Array(
+                    turns
+                        .into_iter()
+                        .map(|(from, value)| json!({"from": from, "value": value}))
+                        .collect(),
+                ),
+            );
+            line.insert("system".into(), json!(system));
+            line.insert(
+                "tools".into(),
+                json!(serde_json::to_string(&tools).unwrap_or_default()),
+            );
+            line.extend(agent_metadata(r, agent.as_deref()));
+            write_line(out, &Value::Object(line))?;
+            written += 1;
+        }
+        Ok(written)
     }
 }
 
 /// `trawl export --format turns`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TurnsExporterConfig {}
+pub struct TurnsExporterConfig {
+    /// In multi-agent rollouts, export only this agent's turns (default: every agent's).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
 
 impl ExporterConfig for TurnsExporterConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
-        Ok(Arc::new(TurnsExporter))
+        Ok(Arc::new(TurnsExporter { agent: self.agent }))
     }
 }
 
@@ -235,7 +303,10 @@ trawl_core::register!(
     TurnsExporterConfig
 );
 
-pub struct TurnsExporter;
+#[derive(Default)]
+pub struct TurnsExporter {
+    pub agent: Option<String>,
+}
 
 /// The prompt an assistant turn answered: the one message before it when there is only one,
 /// else every earlier non-system message with its role.
@@ -272,32 +343,41 @@ fn turn_prompt(history: &[Message]) -> String {
 impl Exporter for TurnsExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
         let mut written = 0;
-        for (i, m) in r
-            .messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.role == MessageRole::Assistant)
-        {
-            let line = json!({
-                "messages": [
-                    {"role": "user", "content": turn_prompt(&r.messages[..i])},
-                    m,
-                ],
-                "metadata": {
-                    "agent_name": r.key.scaffold,
-                    "policy_name": r.key.model,
-                    "reward": r.reward,
-                    "env_success": r.success,
-                    "timestamp": r.timing.started_at,
-                    "env_name": r.key.environment,
-                    "env_idx": r.key.task,
-                    "rollout_idx": r.key.sample,
-                    "turn_idx": written,
-                    "agent_idx": 0,
-                },
-            });
-            write_line(out, &line)?;
-            written += 1;
+        let all_agents = trawl_core::agents(&r.messages);
+        for (agent, messages) in conversations(r, self.agent.as_deref()) {
+            let agent_idx = agent
+                .as_ref()
+                .and_then(|a| all_agents.iter().position(|x| x == a))
+                .unwrap_or(0);
+            let agent_name = agent.clone().unwrap_or_else(|| r.key.scaffold.clone());
+            let reward = agent_reward(r, agent.as_deref());
+            for (turn_idx, (i, m)) in messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.role == MessageRole::Assistant)
+                .enumerate()
+            {
+                let line = json!({
+                    "messages": [
+                        {"role": "user", "content": turn_prompt(&messages[..i])},
+                        m,
+                    ],
+                    "metadata": {
+                        "agent_name": agent_name,
+                        "policy_name": r.key.model,
+                        "reward": reward,
+                        "env_success": r.success,
+                        "timestamp": r.timing.started_at,
+                        "env_name": r.key.environment,
+                        "env_idx": r.key.task,
+                        "rollout_idx": r.key.sample,
+                        "turn_idx": turn_idx,
+                        "agent_idx": agent_idx,
+                    },
+                });
+                write_line(out, &line)?;
+                written += 1;
+            }
         }
         Ok(written)
     }
