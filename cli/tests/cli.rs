@@ -468,3 +468,85 @@ fn every_command_has_help_and_plugins_lists_every_role() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is it a trawl run directory?"));
 }
+
+#[test]
+fn every_example_config_checks() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = trawl(&["check", path.to_str().unwrap()], &examples);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked}");
+}
+
+/// The HumanEval example, cut to its first three problems, on the embedded model: real
+/// HumanEval, real llama.cpp, real sandboxes, and an SFT export of the passing solutions only.
+#[test]
+fn the_humaneval_example_runs_on_the_embedded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/code-humaneval.toml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("# limit = 20 ", "limit = 3   ");
+    assert!(text.contains("\nlimit = 3"));
+    std::fs::write(dir.path().join("he.toml"), text).unwrap();
+    let out = trawl(&["run", "he.toml", "--out", "run"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = jsonl(&dir.path().join("run/trajectories.jsonl"));
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert!(r["task"]["id"].as_str().unwrap().starts_with("HumanEval/"));
+        assert_eq!(r["outcome"]["exit_status"], "Submitted", "{}", r["outcome"]);
+        let eval = &r["evaluations"][0];
+        assert_eq!(eval["evaluator"], "code_tests");
+        assert!(eval["components"]["total"].as_f64().unwrap() >= 1.0);
+        assert!(eval["details"]["program"].is_string());
+        assert_eq!(
+            r["success"],
+            eval["components"]["passed"] == eval["components"]["total"]
+        );
+    }
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest["environments"]["code"]["sandbox"]["mode"].is_string());
+    let out = trawl(
+        &[
+            "export",
+            "run",
+            "--format",
+            "openai",
+            "--success-only",
+            "--output",
+            "sft.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = std::fs::read_to_string(dir.path().join("sft.jsonl")).unwrap();
+    let passing = records.iter().filter(|r| r["success"] == true).count();
+    assert_eq!(exported.lines().count(), passing);
+    for l in exported.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["success"], true);
+    }
+}
