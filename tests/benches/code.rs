@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use trawl_core::engine::StopSignal;
@@ -19,17 +18,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let solutions: HashMap<String, String> =
-        trawl_code::tasks::parse(trawl_code::tasks::BUILTIN, "builtin")
-            .unwrap()
-            .into_iter()
-            .map(|t| {
-                (
-                    t.data["entry_point"].as_str().unwrap().to_string(),
-                    t.data["canonical_solution"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+    let solutions = trawl_code::tasks::reference_solutions(&trawl_code::tasks::builtin().unwrap());
     for isolation in ["namespaces", "process"] {
         rt.block_on(async {
             let server = ScriptedServer::start(coder_policy(solutions.clone()))

@@ -22,16 +22,7 @@ use trawl_openai as _;
 use trawl_tool_calling as _;
 
 fn solutions() -> HashMap<String, String> {
-    trawl_code::tasks::parse(trawl_code::tasks::BUILTIN, "builtin")
-        .unwrap()
-        .into_iter()
-        .map(|t| {
-            (
-                t.data["entry_point"].as_str().unwrap().to_string(),
-                t.data["canonical_solution"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    trawl_code::tasks::reference_solutions(&trawl_code::tasks::builtin().unwrap())
 }
 
 fn config(base_url: &str, env: &str, scaffold: &str) -> String {

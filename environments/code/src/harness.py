@@ -43,11 +43,11 @@ def short_error(exc):
     return "".join(lines).strip()[-2000:]
 
 
-def run(code, globs, locs=None, name="<program>"):
-    """Runs code; returns None or an error string."""
+def run(code, globs, name="<program>"):
+    """Runs code in the namespace globs; returns None or an error string."""
     signal.setitimer(signal.ITIMER_REAL, per_test)
     try:
-        exec(compile(code, name, "exec"), globs, locs if locs is not None else globs)
+        exec(compile(code, name, "exec"), globs)
         return None
     except SystemExit as e:
         return "the program called exit(%r)" % (e.code,)

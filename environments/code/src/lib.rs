@@ -181,7 +181,7 @@ impl TestSpec {
 #[derive(Debug, Clone)]
 pub struct CodeRunner {
     settings: RunSettings,
-    factory: Arc<LocalSandboxFactory>,
+    factory: LocalSandboxFactory,
 }
 
 impl CodeRunner {
@@ -197,10 +197,7 @@ impl CodeRunner {
         }
         let factory = LocalSandboxFactory::new(settings.sandbox.clone())
             .map_err(|e| ComponentError::at("sandbox", e.to_string()))?;
-        Ok(CodeRunner {
-            settings,
-            factory: Arc::new(factory),
-        })
+        Ok(CodeRunner { settings, factory })
     }
 
     pub fn settings(&self) -> &RunSettings {
@@ -223,14 +220,9 @@ impl CodeRunner {
         spec: &TestSpec,
     ) -> Result<TestReport, SandboxError> {
         let marker = format!("@@trawl-result-{:016x}@@", rand::random::<u64>());
-        let payload = json!({
-            "program": program,
-            "setup": spec.setup,
-            "tests": spec.tests,
-            "check": spec.check,
-            "entry_point": spec.entry_point,
-            "per_test_timeout": self.settings.per_test_timeout_secs,
-        });
+        let mut payload = serde_json::to_value(spec).unwrap_or_default();
+        payload["program"] = json!(program);
+        payload["per_test_timeout"] = json!(self.settings.per_test_timeout_secs);
         sandbox
             .write_file(".trawl_harness.py", HARNESS.as_bytes())
             .await?;
@@ -366,9 +358,7 @@ impl EnvironmentConfig for CodeEnvironmentConfig {
             .dataset
             .or(self.files.is_empty().then_some(Dataset::Builtin));
         match dataset {
-            Some(Dataset::Builtin) => {
-                tasks.extend(tasks::parse(tasks::BUILTIN, "builtin").map_err(ComponentError::new)?)
-            }
+            Some(Dataset::Builtin) => tasks.extend(tasks::builtin().map_err(ComponentError::new)?),
             Some(Dataset::Humaneval) => {
                 let path = tasks::HUMANEVAL
                     .fetch()

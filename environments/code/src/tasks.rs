@@ -26,6 +26,24 @@ pub const HUMANEVAL: WheelAsset = WheelAsset {
 /// trawl's built-in problems (35, with canonical solutions and tests).
 pub const BUILTIN: &str = include_str!("../data/builtin.jsonl");
 
+/// The built-in problems as tasks.
+pub fn builtin() -> Result<Vec<Task>, String> {
+    parse(BUILTIN, "builtin")
+}
+
+/// Function name → reference program, for tasks that have both (test policies, benchmarks).
+pub fn reference_solutions(tasks: &[Task]) -> std::collections::HashMap<String, String> {
+    tasks
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.data["entry_point"].as_str()?.to_string(),
+                t.data["canonical_solution"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 /// Reads a task file (`.jsonl` or `.jsonl.gz`). Errors name the file, line and field.
 pub fn load_file(path: &Path) -> Result<Vec<Task>, String> {
     let bytes = std::fs::read(path)
@@ -191,7 +209,7 @@ mod tests {
 
     #[test]
     fn the_builtin_set_parses() {
-        let tasks = parse(BUILTIN, "builtin").expect("builtin parses");
+        let tasks = builtin().expect("builtin parses");
         assert!(tasks.len() >= 30, "{}", tasks.len());
         for t in &tasks {
             assert_eq!(t.data["source"], "trawl");

@@ -14,7 +14,7 @@ fn runner() -> CodeRunner {
 #[tokio::test]
 async fn every_builtin_reference_solution_passes_and_a_wrong_one_fails() {
     let r = runner();
-    let tasks = tasks::parse(tasks::BUILTIN, "builtin").unwrap();
+    let tasks = tasks::builtin().unwrap();
     assert!(tasks.len() >= 30);
     let sandbox = r.new_sandbox().unwrap();
     for t in &tasks {
@@ -154,7 +154,7 @@ async fn misbehaving_programs_are_reported() {
 
 #[test]
 fn prompts_show_the_problem_and_some_tests() {
-    let tasks = tasks::parse(tasks::BUILTIN, "builtin").unwrap();
+    let tasks = tasks::builtin().unwrap();
     let p = trawl_code::task_prompt(&tasks[0].data);
     assert!(p.contains("reverse_words"));
     assert!(p.contains("assert reverse_words('hello world') == 'world hello'"));

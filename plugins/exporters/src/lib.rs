@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -23,19 +24,26 @@ fn write_line(out: &mut dyn Write, value: &Value) -> Result<(), ExportError> {
 
 /// The conversations a record holds for export: the one conversation of a single-agent rollout,
 /// else one per agent (each agent's own messages), or only `only`'s when it is given.
-fn conversations(r: &TrajectoryRecord, only: Option<&str>) -> Vec<(Option<String>, Vec<Message>)> {
+fn conversations<'r>(
+    r: &'r TrajectoryRecord,
+    only: Option<&str>,
+) -> Vec<(Option<String>, Cow<'r, [Message]>)> {
     let agents = trawl_core::agents(&r.messages);
     match only {
         Some(a) if agents.iter().any(|x| x == a) => {
-            vec![(Some(a.to_string()), trawl_core::agent_view(&r.messages, a))]
+            vec![(
+                Some(a.to_string()),
+                Cow::Owned(trawl_core::agent_view(&r.messages, a)),
+            )]
         }
         Some(_) => Vec::new(),
-        None if agents.is_empty() => vec![(None, r.messages.clone())],
+        // The common single-agent case exports the record's own messages, uncopied.
+        None if agents.is_empty() => vec![(None, Cow::Borrowed(r.messages.as_slice()))],
         None => agents
             .into_iter()
             .map(|a| {
                 let view = trawl_core::agent_view(&r.messages, &a);
-                (Some(a), view)
+                (Some(a), Cow::Owned(view))
             })
             .collect(),
     }

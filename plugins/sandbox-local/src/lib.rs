@@ -122,9 +122,16 @@ impl Isolation {
     }
 }
 
-/// Makes sandboxes of one configuration; detects the isolation once.
+/// Makes sandboxes of one configuration; detects the isolation once. Cheap to clone: every
+/// sandbox shares what detection found.
 #[derive(Debug, Clone)]
 pub struct LocalSandboxFactory {
+    inner: Arc<Detected>,
+}
+
+/// What detection found, with the config it was found for.
+#[derive(Debug, Clone)]
+struct Detected {
     config: LocalSandboxConfig,
     isolation: Isolation,
     prlimit: PathBuf,
@@ -143,9 +150,9 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// Detection results, per (mode, bwrap path, root): detection runs a real sandbox, once.
 type DetectKey = (IsolationMode, Option<PathBuf>, Option<PathBuf>);
-fn detected() -> &'static Mutex<HashMap<DetectKey, Result<LocalSandboxFactory, String>>> {
-    static CACHE: OnceLock<Mutex<HashMap<DetectKey, Result<LocalSandboxFactory, String>>>> =
-        OnceLock::new();
+type DetectCache = Mutex<HashMap<DetectKey, Result<Detected, String>>>;
+fn detected() -> &'static DetectCache {
+    static CACHE: OnceLock<DetectCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -163,14 +170,36 @@ impl LocalSandboxFactory {
         let mut cache = detected().lock().unwrap_or_else(|p| p.into_inner());
         let found = cache
             .entry(key)
-            .or_insert_with(|| Self::detect(&config))
+            .or_insert_with(|| Detected::detect(&config))
             .clone();
         drop(cache);
-        let mut factory = found.map_err(SandboxError::Unavailable)?;
-        factory.config = config;
-        Ok(factory)
+        let mut detected = found.map_err(SandboxError::Unavailable)?;
+        detected.config = config;
+        Ok(LocalSandboxFactory {
+            inner: Arc::new(detected),
+        })
     }
 
+    /// The isolation in force for sandboxes from this factory.
+    pub fn isolation(&self) -> &Isolation {
+        &self.inner.isolation
+    }
+
+    /// A fresh sandbox: its own empty working folder, removed when it is closed or dropped.
+    pub fn create(&self) -> Result<LocalSandbox, SandboxError> {
+        let dir = self
+            .inner
+            .make_workdir()
+            .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
+        Ok(LocalSandbox {
+            shared: self.inner.clone(),
+            workdir: dir.path().to_path_buf(),
+            dir: Mutex::new(Some(dir)),
+        })
+    }
+}
+
+impl Detected {
     fn detect(config: &LocalSandboxConfig) -> Result<Self, String> {
         let prlimit = find_in_path("prlimit").ok_or(
             "`prlimit` (util-linux) is not installed; trawl sets sandbox limits with it\n  hint: apt-get install -y util-linux",
@@ -179,7 +208,7 @@ impl LocalSandboxFactory {
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
-        let mut factory = LocalSandboxFactory {
+        let mut factory = Detected {
             config: config.clone(),
             isolation: Isolation {
                 mode: "process".into(),
@@ -273,54 +302,21 @@ impl LocalSandboxFactory {
         }
         Ok(dir)
     }
-
-    /// The isolation in force for sandboxes from this factory.
-    pub fn isolation(&self) -> &Isolation {
-        &self.isolation
-    }
-
-    /// A fresh sandbox: its own empty working folder, removed when it is closed or dropped.
-    pub fn create(&self) -> Result<LocalSandbox, SandboxError> {
-        let dir = self
-            .make_workdir()
-            .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
-        Ok(LocalSandbox {
-            factory: self.clone(),
-            dir: Mutex::new(Some(dir)),
-            workdir: PathBuf::new(),
-        }
-        .with_workdir())
-    }
 }
 
 /// The bubblewrap arguments: all namespaces, the system read-only, a private /tmp, the working
 /// folder writable at its own path.
 fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&std::ffi::OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
-    push(&[
-        "--unshare-all".as_ref(),
-        "--die-with-parent".as_ref(),
-        "--new-session".as_ref(),
-    ]);
+    let mut a: Vec<OsString> = vec![
+        "--unshare-all".into(),
+        "--die-with-parent".into(),
+        "--new-session".into(),
+    ];
     if network {
-        push(&["--share-net".as_ref()]);
+        a.push("--share-net".into());
     }
-    push(&["--ro-bind".as_ref(), "/usr".as_ref(), "/usr".as_ref()]);
-    for top in [
-        "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
-    ] {
-        let p = Path::new(top);
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                if let Ok(target) = std::fs::read_link(p) {
-                    push(&["--symlink".as_ref(), target.as_os_str(), top.as_ref()]);
-                }
-            }
-            Ok(m) if m.is_dir() => push(&["--ro-bind".as_ref(), top.as_ref(), top.as_ref()]),
-            _ => {}
-        }
-    }
+    a.extend(system_mounts().iter().cloned());
+    let mut push = |items: &[&std::ffi::OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
     for extra in ro_binds {
         push(&["--ro-bind".as_ref(), extra.as_os_str(), extra.as_os_str()]);
     }
@@ -344,6 +340,30 @@ fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool) -> Vec<OsStri
     a
 }
 
+/// The host's system folders, read-only (symlinks such as merged-/usr `/bin` kept as symlinks).
+/// The layout does not change while trawl runs, so it is read once, not on every command.
+fn system_mounts() -> &'static [OsString] {
+    static MOUNTS: OnceLock<Vec<OsString>> = OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        let mut a: Vec<OsString> = vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];
+        for top in [
+            "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+        ] {
+            let p = Path::new(top);
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(p) {
+                        a.extend(["--symlink".into(), target.into_os_string(), top.into()]);
+                    }
+                }
+                Ok(m) if m.is_dir() => a.extend(["--ro-bind".into(), top.into(), top.into()]),
+                _ => {}
+            }
+        }
+        a
+    })
+}
+
 /// The whole environment a command sees: nothing of trawl's (no API keys, no tokens).
 fn scrubbed_env(workdir: &Path) -> Vec<(&'static str, OsString)> {
     vec![
@@ -358,30 +378,21 @@ fn scrubbed_env(workdir: &Path) -> Vec<(&'static str, OsString)> {
 
 /// One episode's sandbox.
 pub struct LocalSandbox {
-    factory: LocalSandboxFactory,
+    shared: Arc<Detected>,
+    /// Taken (and removed) by `close`; dropping it removes the folder too.
     dir: Mutex<Option<tempfile::TempDir>>,
+    /// The folder's path, kept apart so that reading it needs no lock.
     workdir: PathBuf,
 }
 
 impl LocalSandbox {
-    fn with_workdir(mut self) -> Self {
-        self.workdir = self
-            .dir
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_default();
-        self
-    }
-
     /// The working folder; commands start in it, at the same path inside namespaces.
     pub fn workdir(&self) -> &Path {
         &self.workdir
     }
 
     pub fn isolation(&self) -> &Isolation {
-        &self.factory.isolation
+        &self.shared.isolation
     }
 
     /// `path` inside the working folder, refusing anything that leaves it.
@@ -402,7 +413,7 @@ impl LocalSandbox {
     }
 
     fn command(&self, command: &str, limits: &ExecLimits) -> tokio::process::Command {
-        let f = &self.factory;
+        let f = &self.shared;
         let cpu = limits.cpu_secs;
         let mut prlimit_args: Vec<OsString> = vec![
             format!("--cpu={cpu}:{}", cpu + 1).into(),
@@ -611,7 +622,7 @@ impl Sandbox for LocalSandbox {
                 // Ask politely once, then make sure.
                 kill_group(pgid, Signal::SIGTERM);
                 let grace = Duration::from_secs_f64(
-                    self.factory.config.kill_grace_secs.unwrap_or(1.0).max(0.0),
+                    self.shared.config.kill_grace_secs.unwrap_or(1.0).max(0.0),
                 );
                 let waited = tokio::time::timeout(grace, child.wait()).await;
                 kill_group(pgid, Signal::SIGKILL);
@@ -676,7 +687,7 @@ impl Sandbox for LocalSandbox {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
         tokio::fs::write(&p, contents).await.map_err(io)?;
-        if let Some(uid) = self.factory.run_as {
+        if let Some(uid) = self.shared.run_as {
             // The sandbox user must be able to change what it was given.
             let mut at = p.as_path();
             while at.starts_with(&self.workdir) && at != self.workdir {
@@ -714,9 +725,6 @@ impl Drop for GroupGuard {
         kill_group(self.0, Signal::SIGKILL);
     }
 }
-
-/// Shared handle type for environments that keep one factory per config.
-pub type SharedFactory = Arc<LocalSandboxFactory>;
 
 #[cfg(test)]
 mod tests {

@@ -41,19 +41,12 @@ fn both() -> Vec<LocalSandboxFactory> {
         .collect()
 }
 
+/// A string unique to this call, put on the command line of what a case starts, so that the
+/// process table shows whether anything of it survived.
 fn marker(name: &str) -> String {
-    format!(
-        "trawlmark-{name}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_bits()
-    )
-}
-
-fn rand_bits() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("trawlmark-{name}-{}-{n}", std::process::id())
 }
 
 /// Live processes whose command line mentions `marker` (zombies have none).
@@ -165,7 +158,9 @@ async fn a_fork_bomb_is_contained() {
                 "py",
                 "python3 -c 'import os\nwhile True: os.fork()'".to_string(),
             ),
-            ("sh", "bomb(){ bomb|bomb& };bomb".to_string()),
+            // In the foreground, so the shell itself stays in the bomb: with `&` it exits at
+            // once and whether a failed fork is reported before the group is killed is a race.
+            ("sh", "bomb(){ bomb|bomb; };bomb".to_string()),
         ] {
             let m = marker(&format!("forkbomb-{name}"));
             let s = f.create().unwrap();
