@@ -53,6 +53,10 @@ struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Load a plugin library (a `.so` built from a trawl plugin crate); repeatable. The folders
+    /// in TRAWL_PLUGIN_PATH and a config's `plugins` list are loaded too.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    plugins: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,8 +87,12 @@ enum Command {
     },
     /// Select trajectories and write a training file.
     Export(ExportArgs),
-    /// List every registered kind, per role.
-    Plugins,
+    /// List every registered kind, per role, and the plugin libraries loaded.
+    Plugins {
+        /// Also load the plugins this config lists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Import trajectories of mini-swe-agent (`*.traj.json`) and SWE-agent (`*.traj`) into a run
     /// directory, to score, select and export them with trawl.
     Import(swe::ImportArgs),
@@ -183,7 +191,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, &cli.plugins)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -196,14 +204,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn registry() -> anyhow::Result<Registry> {
-    Registry::builtin().map_err(input)
+/// The built-in kinds plus every plugin: the folders of TRAWL_PLUGIN_PATH, then `--plugin`
+/// libraries, then the `plugins` list of `config`. A library that cannot be loaded stops here,
+/// before anything runs.
+fn registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Registry> {
+    let mut registry = Registry::builtin().map_err(input)?;
+    let mut paths = trawl_plugin_loader::from_plugin_path();
+    paths.extend(plugins.iter().cloned());
+    trawl_plugin_loader::load_into(&mut registry, &paths).map_err(input)?;
+    if let Some(config) = config {
+        for r in trawl_core::config::plugin_refs(config).map_err(input)? {
+            let loaded = trawl_plugin_loader::load(&r.path).and_then(|p| {
+                trawl_plugin_loader::register(&mut registry, &p)?;
+                Ok(())
+            });
+            loaded.map_err(|e| input(r.error(e.to_string())))?;
+        }
+    }
+    Ok(registry)
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let registry = |config: Option<&Path>| registry(plugins, config);
     match command {
         Command::Run(args) => {
-            let registry = registry()?;
+            let registry = registry(Some(&args.config))?;
             let (config, map) = ExperimentConfig::load(&args.config, &registry).map_err(input)?;
             let out = args
                 .out
@@ -215,9 +240,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
-        Command::Quickstart { out } => quickstart(out).await,
+        Command::Quickstart { out } => quickstart(registry(None)?, out).await,
         Command::Check { config } => {
-            let registry = registry()?;
+            let registry = registry(Some(&config))?;
             let (cfg, _) = ExperimentConfig::load(&config, &registry).map_err(input)?;
             println!(
                 "{}: ok — {} environment(s), {} scaffold(s), {} model(s), {} sample(s) per task",
@@ -239,20 +264,57 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(args) => export(args),
+        Command::Export(args) => export(&registry(None)?, args),
         Command::Swe(command) => swe::dispatch(command).await,
         Command::Import(args) => swe::import(args).await,
-        Command::Plugins => {
-            let registry = registry()?;
-            for role in Role::ALL {
-                println!("{}s:", role);
-                for e in registry.kinds(role) {
-                    println!("  {:<14} {}  ({})", e.kind, e.description, e.version);
-                }
-            }
+        Command::Plugins { config } => {
+            print!("{}", plugins_listing(&registry(config.as_deref())?));
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `trawl plugins`: every kind by role, where it came from, and the libraries loaded.
+fn plugins_listing(registry: &Registry) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for role in Role::ALL {
+        let _ = writeln!(out, "{role}s:");
+        for e in registry.kinds(role) {
+            let from = match &e.origin {
+                trawl_core::registry::Origin::BuiltIn => String::new(),
+                trawl_core::registry::Origin::Plugin(p) => format!("  [plugin {}]", p.display()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} {}  ({}){from}",
+                e.kind, e.description, e.version
+            );
+        }
+    }
+    let libraries = registry.libraries();
+    if libraries.is_empty() {
+        let _ = writeln!(
+            out,
+            "plugin libraries: none loaded (use --plugin PATH, {} or a config's `plugins` list)",
+            trawl_plugin_loader::PLUGIN_PATH_VAR
+        );
+    } else {
+        let _ = writeln!(out, "plugin libraries:");
+        for l in libraries {
+            let _ = writeln!(
+                out,
+                "  {} {}  {}\n    ABI {}, built against trawl-core {}; offers {}",
+                l.name,
+                l.version,
+                l.path.display(),
+                l.abi_version,
+                l.core_version,
+                l.kinds.join(", ")
+            );
+        }
+    }
+    out
 }
 
 /// Reads a run's records, warning about a torn last line (a crash mid-write).
@@ -327,8 +389,7 @@ impl RunObserver for Progress {
 /// The quickstart config, built into the binary.
 const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
 
-async fn quickstart(out: PathBuf) -> anyhow::Result<ExitCode> {
-    let registry = registry()?;
+async fn quickstart(registry: Registry, out: PathBuf) -> anyhow::Result<ExitCode> {
     let (mut config, map) = ExperimentConfig::parse(
         Path::new("examples/quickstart.toml"),
         QUICKSTART,
@@ -491,8 +552,7 @@ async fn wait_for_signal(term: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let registry = registry()?;
+fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let records = load_run(&args.run)?;
     let mut exclude = HashSet::new();
     if let Some(file) = &args.exclude_tasks {
@@ -528,7 +588,7 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     let settings = serde_json::Value::Object(settings);
     export_run(
-        &registry,
+        registry,
         &records,
         &args.format,
         &settings,

@@ -106,6 +106,10 @@ pub struct ExperimentConfig {
     pub models: Vec<ModelSpec>,
     /// Extra evaluators run on every trajectory after each environment's own.
     pub evaluators: Vec<ComponentSpec>,
+    /// Plugin libraries the config loads, as written (relative to the config's folder). The
+    /// command line loads them (see [`plugin_refs`]) before the rest of the config is checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
     /// The folder relative paths are read from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -133,6 +137,8 @@ struct TopLevel {
     models: Vec<Map<String, Value>>,
     #[serde(default)]
     evaluators: Vec<Map<String, Value>>,
+    #[serde(default)]
+    plugins: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -293,15 +299,71 @@ pub fn parse_toml(file: &Path, text: &str) -> Result<(Value, SourceMap), ConfigE
     ))
 }
 
+/// One entry of a config's `plugins` list: the library's path (relative entries resolved against
+/// the config's folder) and where the entry is written, for errors.
+#[derive(Debug, Clone)]
+pub struct PluginRef {
+    pub path: PathBuf,
+    pub field: String,
+    pub location: Option<Location>,
+}
+
+impl PluginRef {
+    /// An error about this entry (it could not be loaded), at its line.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: self.location.clone(),
+            field: self.field.clone(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: None,
+        field: String::new(),
+        message: format!("cannot read config file {}: {e}", path.display()),
+        hint: Some("check the path; example configs live in examples/".into()),
+    })
+}
+
+/// The `plugins` list of the config at `path`, read before the registry exists: the libraries
+/// must be loaded before the kinds they offer can be checked.
+pub fn plugin_refs(path: &Path) -> Result<Vec<PluginRef>, ConfigError> {
+    let text = read_config(path)?;
+    let (json, map) = parse_toml(path, &text)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let Some(list) = json.get("plugins") else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = list.as_array() else {
+        return Err(map.error(
+            &["plugins".to_string()],
+            "must be a list of paths to plugin libraries",
+            Some("plugins = [\"target/debug/libmy_plugin.so\"]".into()),
+        ));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = vec!["plugins".to_string(), i.to_string()];
+        let Some(p) = item.as_str() else {
+            return Err(map.error(&at, "must be a path (a string)", None));
+        };
+        out.push(PluginRef {
+            path: base.join(p),
+            field: dotted(&at),
+            location: map.locate(&at),
+        });
+    }
+    Ok(out)
+}
+
 impl ExperimentConfig {
     /// Reads and checks the config at `path` against the registry.
     pub fn load(path: &Path, registry: &Registry) -> Result<(Self, SourceMap), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            location: None,
-            field: String::new(),
-            message: format!("cannot read config file {}: {e}", path.display()),
-            hint: Some("check the path; example configs live in examples/".into()),
-        })?;
+        let text = read_config(path)?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = path
             .file_stem()
@@ -322,7 +384,7 @@ impl ExperimentConfig {
         let top: TopLevel = crate::registry::parse_settings(&json).map_err(|e| {
             let hint = e.message.starts_with("unknown field").then(|| {
                 "top-level keys are name, seed, samples, concurrency, episode_timeout_secs, max_infra_error_rate, \
-                 [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
+                 plugins, [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
                     .to_string()
             });
             map.error(&e.path, e.message, hint)
@@ -444,6 +506,7 @@ impl ExperimentConfig {
             scaffolds,
             models,
             evaluators,
+            plugins: top.plugins,
             base_dir: PathBuf::new(),
         };
         Ok((config, map))

@@ -213,6 +213,9 @@ pub struct Manifest {
     /// Environment name → what it reported about how it runs (sandbox isolation, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, serde_json::Value>,
+    /// The plugin libraries the run loaded, with their versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::registry::PluginLibrary>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: RunStatus,
@@ -460,12 +463,14 @@ pub async fn run(
             seed: config.seed,
             components: BTreeMap::new(),
             environments: BTreeMap::new(),
+            plugins: Vec::new(),
             started_at: now_rfc3339(),
             ended_at: None,
             status: RunStatus::Running,
             sessions: Vec::new(),
         });
     manifest.components = versions;
+    manifest.plugins = registry.libraries().to_vec();
     manifest.environments = shared
         .environments
         .iter()

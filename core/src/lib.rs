@@ -17,6 +17,8 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod stats;
 pub mod store;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
 pub mod task;
 pub mod trajectory;
 

@@ -17,7 +17,10 @@ use crate::model::LanguageModel;
 use crate::scaffold::AgentScaffold;
 
 /// The roles a component can play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Environment,
     Scaffold,
@@ -150,13 +153,17 @@ pub trait ModelConfig: DeserializeOwned {
     fn build(self, cx: &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError>;
 }
 
-pub type EnvironmentFactory =
-    fn(&Value, &BuildContext) -> Result<Arc<dyn Environment>, ComponentError>;
-pub type ScaffoldFactory =
-    fn(&Value, &BuildContext) -> Result<Arc<dyn AgentScaffold>, ComponentError>;
-pub type EvaluatorFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError>;
-pub type ExporterFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError>;
-pub type ModelFactory = fn(&Value, &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError>;
+/// How a compiled-in kind is built: a plain function, so that registrations are statics.
+pub type StaticFactory<T> = fn(&Value, &BuildContext) -> Result<Arc<T>, ComponentError>;
+/// How any kind is built: a function or a closure (a plugin's factory holds its library).
+pub type DynFactory<T> =
+    Arc<dyn Fn(&Value, &BuildContext) -> Result<Arc<T>, ComponentError> + Send + Sync>;
+
+pub type EnvironmentFactory = StaticFactory<dyn Environment>;
+pub type ScaffoldFactory = StaticFactory<dyn AgentScaffold>;
+pub type EvaluatorFactory = StaticFactory<dyn Evaluator>;
+pub type ExporterFactory = StaticFactory<dyn Exporter>;
+pub type ModelFactory = StaticFactory<dyn LanguageModel>;
 
 pub fn build_environment<C: EnvironmentConfig>(
     v: &Value,
@@ -189,14 +196,48 @@ pub fn build_model<C: ModelConfig>(
     parse_settings::<C>(v)?.build(cx)
 }
 
-/// How to build a component, by role.
-#[derive(Clone)]
-pub enum Factory {
+/// How to build a compiled-in component, by role.
+#[derive(Clone, Copy)]
+pub enum StaticBuilder {
     Environment(EnvironmentFactory),
     Scaffold(ScaffoldFactory),
     Evaluator(EvaluatorFactory),
     Exporter(ExporterFactory),
     Model(ModelFactory),
+}
+
+impl StaticBuilder {
+    pub fn role(&self) -> Role {
+        match self {
+            StaticBuilder::Environment(_) => Role::Environment,
+            StaticBuilder::Scaffold(_) => Role::Scaffold,
+            StaticBuilder::Evaluator(_) => Role::Evaluator,
+            StaticBuilder::Exporter(_) => Role::Exporter,
+            StaticBuilder::Model(_) => Role::Model,
+        }
+    }
+}
+
+impl From<StaticBuilder> for Factory {
+    fn from(b: StaticBuilder) -> Self {
+        match b {
+            StaticBuilder::Environment(f) => Factory::Environment(Arc::new(f)),
+            StaticBuilder::Scaffold(f) => Factory::Scaffold(Arc::new(f)),
+            StaticBuilder::Evaluator(f) => Factory::Evaluator(Arc::new(f)),
+            StaticBuilder::Exporter(f) => Factory::Exporter(Arc::new(f)),
+            StaticBuilder::Model(f) => Factory::Model(Arc::new(f)),
+        }
+    }
+}
+
+/// How to build a component, by role: compiled in, or across a plugin boundary.
+#[derive(Clone)]
+pub enum Factory {
+    Environment(DynFactory<dyn Environment>),
+    Scaffold(DynFactory<dyn AgentScaffold>),
+    Evaluator(DynFactory<dyn Evaluator>),
+    Exporter(DynFactory<dyn Exporter>),
+    Model(DynFactory<dyn LanguageModel>),
 }
 
 impl Factory {
@@ -217,7 +258,7 @@ pub struct Registration {
     pub description: &'static str,
     /// The version of the crate that defines it.
     pub version: &'static str,
-    pub factory: Factory,
+    pub builder: StaticBuilder,
 }
 
 inventory::collect!(Registration);
@@ -247,7 +288,7 @@ macro_rules! register {
                 kind: $kind,
                 description: $desc,
                 version: env!("CARGO_PKG_VERSION"),
-                factory: $crate::registry::Factory::$variant($crate::registry::$builder::<$config>),
+                builder: $crate::registry::StaticBuilder::$variant($crate::registry::$builder::<$config>),
             }
         }
     };
@@ -285,10 +326,28 @@ pub enum RegistryError {
     },
 }
 
-/// All known kinds, by role and name.
+/// A shared library loaded as a plugin, as runs record it in their manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginLibrary {
+    /// The name the plugin declares.
+    pub name: String,
+    /// The version the plugin declares.
+    pub version: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The plugin ABI version it speaks.
+    pub abi_version: u32,
+    /// The trawl-core version it was built against.
+    pub core_version: String,
+    /// `role/kind` of everything it registered.
+    pub kinds: Vec<String>,
+}
+
+/// All known kinds, by role and name, and the plugin libraries some of them came from.
 #[derive(Clone, Default)]
 pub struct Registry {
     entries: BTreeMap<(Role, String), Entry>,
+    libraries: Vec<PluginLibrary>,
 }
 
 impl Registry {
@@ -297,12 +356,12 @@ impl Registry {
         let mut r = Registry::default();
         for reg in inventory::iter::<Registration> {
             r.add(Entry {
-                role: reg.factory.role(),
+                role: reg.builder.role(),
                 kind: reg.kind.to_string(),
                 description: reg.description.to_string(),
                 version: reg.version.to_string(),
                 origin: Origin::BuiltIn,
-                factory: reg.factory.clone(),
+                factory: reg.builder.into(),
             })?;
         }
         Ok(r)
@@ -345,6 +404,16 @@ impl Registry {
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
+
+    /// Records a loaded plugin library (its kinds are added with [`Registry::add`]).
+    pub fn add_library(&mut self, library: PluginLibrary) {
+        self.libraries.push(library);
+    }
+
+    /// The plugin libraries loaded into this registry, in load order.
+    pub fn libraries(&self) -> &[PluginLibrary] {
+        &self.libraries
+    }
 }
 
 #[cfg(test)]
@@ -361,7 +430,7 @@ mod tests {
             description: String::new(),
             version: "0".into(),
             origin,
-            factory: Factory::Exporter(build),
+            factory: Factory::Exporter(Arc::new(build)),
         }
     }
 

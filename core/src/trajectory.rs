@@ -212,94 +212,10 @@ impl TrajectoryRecord {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::environment::Action;
-    use crate::evaluator::Evaluation;
-    use crate::message::{Message, Role, ToolCall, ToolSchema};
+    use crate::strategies::record;
     use proptest::prelude::*;
-
-    fn message() -> impl Strategy<Value = Message> {
-        (
-            prop_oneof![
-                Just(Role::System),
-                Just(Role::User),
-                Just(Role::Assistant),
-                Just(Role::Tool)
-            ],
-            proptest::option::of("\\PC{0,40}"),
-            proptest::collection::vec(("[a-z0-9_]{1,8}", "[a-z_]{1,10}", "\\PC{0,30}"), 0..3),
-        )
-            .prop_map(|(role, content, calls)| {
-                let mut m = Message::user("");
-                m.role = role;
-                m.content = content;
-                m.tool_calls = calls
-                    .into_iter()
-                    .map(|(id, name, args)| ToolCall::function(id, name, args))
-                    .collect();
-                m
-            })
-    }
-
-    fn action() -> impl Strategy<Value = Action> {
-        prop_oneof![
-            "\\PC{0,30}".prop_map(|text| Action::Answer { text }),
-            "\\PC{0,30}".prop_map(|command| Action::Shell { command }),
-            ("[a-z]{1,6}", "\\PC{0,20}").prop_map(|(n, a)| Action::ToolCall {
-                call: ToolCall::function("c", n, a)
-            }),
-        ]
-    }
-
-    prop_compose! {
-        pub(crate) fn record()(
-            messages in proptest::collection::vec(message(), 0..6),
-            actions in proptest::collection::vec(action(), 0..4),
-            status in proptest::sample::select(ExitStatus::ALL.to_vec()),
-            reward in -10.0f64..10.0,
-            success: bool,
-            sample in 0u32..100,
-            task in "[a-zA-Z0-9_-]{1,12}",
-            submission in proptest::option::of("\\PC{0,30}"),
-            tokens in (0u64..1_000_000, 0u64..1_000_000),
-        ) -> TrajectoryRecord {
-            TrajectoryRecord {
-                schema: TRAJECTORY_SCHEMA.into(),
-                key: RolloutKey { environment: "math".into(), scaffold: "chat".into(), model: "m".into(), task: task.clone(), sample },
-                task: crate::task::Task::new(task, serde_json::json!({"question": "q", "answer": "1"})),
-                messages,
-                tools: vec![ToolSchema::function("calculator", "c", serde_json::json!({"type": "object"}))],
-                steps: actions
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, action)| Step { index: i as u32, action, observation: "ok".into(), started_ms: i as u64, duration_ms: 1, exit_code: None })
-                    .collect(),
-                outcome: Outcome { exit_status: status, submission, error: None, artifacts: serde_json::Value::Null },
-                evaluations: vec![Evaluation {
-                    evaluator: "math_answer".into(),
-                    reward,
-                    success,
-                    components: Default::default(),
-                    details: serde_json::Value::Null,
-                }],
-                reward,
-                success,
-                usage: crate::model::Usage { prompt_tokens: tokens.0, completion_tokens: tokens.1, model_calls: 1 },
-                tokens: vec![crate::model::TokenDetail { prompt_ids: vec![1, 2], completion_ids: vec![3], logprobs: vec![-0.25] }],
-                timing: Timing { started_at: "2026-01-01T00:00:00.000Z".into(), duration_ms: 5, model_ms: 3 },
-                provenance: Provenance {
-                    trawl_version: "0.1.0".into(),
-                    model_kind: "openai".into(),
-                    model_id: "m".into(),
-                    sampling: crate::model::Sampling { temperature: Some(0.5), seed: Some(1), ..Default::default() },
-                    seed: 1,
-                    run_id: "r".into(),
-                    components: Default::default(),
-                },
-            }
-        }
-    }
 
     proptest! {
         #[test]

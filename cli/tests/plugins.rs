@@ -1,0 +1,453 @@
+//! Plugins as a user meets them: the example plugin crates and two test fixtures are built with
+//! cargo into shared libraries, then loaded into the real `trawl` binary, which runs experiments
+//! against a scripted model server on 127.0.0.1 and exports them.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use trawl_tests::{adder_policy, first_user_message, Reply, ScriptedServer};
+
+const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
+
+/// The workspace's target folder for this profile, where cargo writes the libraries.
+fn target_dir() -> PathBuf {
+    // CARGO_BIN_EXE_trawl is <target>/<profile>/trawl.
+    Path::new(TRAWL).parent().unwrap().to_path_buf()
+}
+
+/// Builds the plugin crates once per test process and returns the folder of the libraries.
+fn plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = target_dir();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--locked",
+            "-p",
+            "trawl-keyword-rubric",
+            "-p",
+            "trawl-word-game",
+            "-p",
+            "trawl-test-panicky",
+            "-p",
+            "trawl-test-future-abi",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    })
+}
+
+fn lib(name: &str) -> String {
+    plugins()
+        .join(format!("lib{name}.so"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn trawl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(TRAWL)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .env_remove("TRAWL_PLUGIN_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("trawl runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn records(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("trajectories.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Plays the word game by guessing SLATE then CRANE, and answers math with the adder policy.
+fn policy(body: &Value) -> Reply {
+    if first_user_message(body).contains("five-letter") {
+        let guesses = body["messages"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+            .unwrap_or(0);
+        return Reply::text(if guesses == 0 {
+            "My first guess is SLATE"
+        } else {
+            "Then the answer is CRANE"
+        });
+    }
+    adder_policy(body)
+}
+
+fn model_table(base_url: &str) -> String {
+    format!(
+        r#"
+[[models]]
+type = "openai"
+name = "mock"
+base_url = "{base_url}"
+model = "mock"
+"#
+    )
+}
+
+#[test]
+fn trawl_plugins_lists_plugin_kinds_with_their_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rubric, game) = (lib("trawl_keyword_rubric"), lib("trawl_word_game"));
+    let o = trawl(
+        &["plugins", "--plugin", &rubric, "--plugin", &game],
+        dir.path(),
+        &[],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        format!("[plugin {rubric}]"),
+        format!("[plugin {game}]"),
+        "keyword_rubric".to_string(),
+        "review_csv".to_string(),
+        "word_game".to_string(),
+        format!("trawl-keyword-rubric 0.1.0  {rubric}"),
+        "offers evaluator/keyword_rubric, exporter/review_csv".to_string(),
+        "offers evaluator/word_game, environment/word_game".to_string(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+    // Built-in kinds are listed without a library.
+    assert!(out
+        .lines()
+        .any(|l| l.trim_start().starts_with("math ") && !l.contains("[plugin")));
+
+    // The same library from a folder on TRAWL_PLUGIN_PATH.
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(&rubric, folder.path().join("librubric.so")).unwrap();
+    let o = Command::new(TRAWL)
+        .arg("plugins")
+        .env("TRAWL_PLUGIN_PATH", folder.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("librubric.so") && out.contains("keyword_rubric"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_mixes_builtin_and_plugin_kinds_and_exports() {
+    let server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (rubric, game) = (lib("trawl_keyword_rubric"), lib("trawl_word_game"));
+    let config = format!(
+        r#"name = "mixed"
+seed = 5
+plugins = ["{rubric}", "{game}"]
+
+# a built-in environment, scored by its own evaluator and the plugin's rubric
+[[environments]]
+type = "math"
+generator = {{ count = 4, levels = [1] }}
+
+# the plugin's environment, played by the built-in chat scaffold
+[[environments]]
+type = "word_game"
+count = 3
+max_guesses = 4
+words = ["crane"]
+
+[[scaffolds]]
+type = "chat"
+max_turns = 4
+
+[[evaluators]]
+type = "keyword_rubric"
+keywords = ["answer"]
+min_words = 3
+max_words = 40
+{}"#,
+        model_table(&server.base_url())
+    );
+    std::fs::write(dir.path().join("mixed.toml"), config).unwrap();
+    let o = trawl(&["run", "mixed.toml", "--quiet"], dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = dir.path().join("runs/mixed");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 7, "4 math + 3 word games");
+
+    for r in &recs {
+        assert_eq!(r["outcome"]["exit_status"], "Submitted", "{r}");
+        let evaluators: Vec<&str> = r["evaluations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["evaluator"].as_str().unwrap())
+            .collect();
+        match r["key"]["environment"].as_str().unwrap() {
+            "math" => assert_eq!(evaluators, ["math_answer", "keyword_rubric"]),
+            "word_game" => {
+                assert_eq!(evaluators, ["word_game", "keyword_rubric"]);
+                // SLATE, feedback, CRANE: solved on the second of four guesses.
+                assert_eq!(r["reward"], 0.75, "{r}");
+                assert_eq!(r["success"], true);
+                assert_eq!(r["outcome"]["artifacts"]["guesses"], 2);
+                let feedback = r["messages"][2]["content"].as_str().unwrap();
+                assert!(feedback.contains("SLATE -> ..G.G"), "{feedback}");
+                // The rubric found its keyword in "Then the answer is CRANE".
+                assert_eq!(r["evaluations"][1]["components"]["keywords"], 1.0);
+            }
+            other => panic!("unexpected environment {other}"),
+        }
+    }
+    // The manifest records the libraries the run loaded.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["trawl-keyword-rubric", "trawl-word-game"]);
+
+    // The plugin's exporter writes the review sheet; a built-in one the SFT file.
+    let o = trawl(
+        &[
+            "export",
+            "runs/mixed",
+            "--format",
+            "review_csv",
+            "--plugin",
+            &rubric,
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(run.join("export-review_csv.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "environment,task,sample,reward,success,answer");
+    assert_eq!(lines.len(), 8, "{csv}");
+    assert!(
+        lines.contains(&"word_game,word-000,0,0.75,true,Then the answer is CRANE"),
+        "{csv}"
+    );
+    let o = trawl(
+        &[
+            "export",
+            "runs/mixed",
+            "--format",
+            "openai",
+            "--success-only",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let sft = std::fs::read_to_string(run.join("export-openai.jsonl")).unwrap();
+    let games: Vec<Value> = sft
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| {
+            v["messages"][0]["content"]
+                .as_str()
+                .unwrap_or("")
+                .contains("five-letter")
+        })
+        .collect();
+    assert_eq!(games.len(), 3);
+    assert_eq!(
+        games[0]["messages"].as_array().unwrap().len(),
+        4,
+        "{}",
+        games[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_plugin_fails_only_its_call() {
+    let server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let panicky = lib("trawl_test_panicky");
+    let config = |extra: &str| {
+        format!(
+            r#"name = "panics"
+plugins = ["{panicky}"]
+
+[[environments]]
+type = "math"
+generator = {{ count = 6, levels = [1] }}
+
+[[scaffolds]]
+type = "chat"
+
+[[evaluators]]
+type = "panicky"
+{extra}
+{}"#,
+            model_table(&server.base_url())
+        )
+    };
+    std::fs::write(
+        dir.path().join("panics.toml"),
+        config(r#"panic_on_tasks = ["gen-L1-2"]"#),
+    )
+    .unwrap();
+    let o = trawl(&["run", "panics.toml", "--quiet"], dir.path(), &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("1 infrastructure errors"), "{out}");
+    let recs = records(&dir.path().join("runs/panics"));
+    assert_eq!(recs.len(), 6);
+    for r in &recs {
+        if r["key"]["task"] == "gen-L1-2" {
+            assert_eq!(r["outcome"]["exit_status"], "InfraError");
+            let msg = r["outcome"]["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.contains("plugin `panicky`")
+                    && msg.contains("panicked in `evaluate`")
+                    && msg.contains("told to panic on task gen-L1-2"),
+                "{msg}"
+            );
+        } else {
+            // The other rollouts were scored by the same plugin, after the panic or before.
+            assert_eq!(r["evaluations"][1]["evaluator"], "panicky", "{r}");
+            assert_eq!(r["evaluations"][1]["reward"], 1.0);
+        }
+    }
+
+    // A panic while building is a config error at the evaluator's table.
+    std::fs::write(
+        dir.path().join("panics.toml"),
+        config("panic_in_build = true"),
+    )
+    .unwrap();
+    let o = trawl(&["check", "panics.toml"], dir.path(), &[]);
+    assert!(o.status.success(), "check only parses: {}", text(&o));
+    let o = trawl(
+        &["run", "panics.toml", "--quiet", "--out", "runs/b"],
+        dir.path(),
+        &[],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("panics.toml:")
+            && out.contains("panicked in `build`: told to panic while being built"),
+        "{out}"
+    );
+}
+
+#[test]
+fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("compat-called");
+    let future = lib("trawl_test_future_abi");
+    let o = trawl(
+        &["plugins", "--plugin", &future],
+        dir.path(),
+        &[("TRAWL_TEST_FUTURE_ABI_MARKER", marker.to_str().unwrap())],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert_ne!(
+        2,
+        trawl_plugin_abi::ABI_VERSION,
+        "the fixture claims ABI 2 as a future one"
+    );
+    assert!(
+        out.contains(&format!(
+            "{future}: built for trawl plugin ABI 2, but this trawl (0.1.0) loads ABI {}",
+            trawl_plugin_abi::ABI_VERSION
+        )),
+        "{out}"
+    );
+    assert!(out.contains("hint: rebuild the plugin"), "{out}");
+    assert!(
+        !marker.exists(),
+        "nothing past the version probe may run in a refused library"
+    );
+
+    // A shared library that is not a trawl plugin.
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib64/libm.so.6",
+        "/usr/lib/aarch64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a libm to load");
+    let o = trawl(&["plugins", "--plugin", libm], dir.path(), &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{libm}: not a trawl plugin: it exports no `trawl_plugin_abi_version` symbol"
+        )),
+        "{out}"
+    );
+
+    // A file that is no library at all, named in a config: the error points at the line.
+    std::fs::write(dir.path().join("notes.so"), "not a library").unwrap();
+    std::fs::write(
+        dir.path().join("exp.toml"),
+        "name = \"x\"\nplugins = [\n  \"notes.so\",\n]\n",
+    )
+    .unwrap();
+    let o = trawl(&["check", "exp.toml"], dir.path(), &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(
+            "exp.toml:3:3: field `plugins[0]`: notes.so: cannot load it as a shared library"
+        ),
+        "{out}"
+    );
+
+    // Two libraries offering the same kind: the second is refused, both named.
+    let rubric = lib("trawl_keyword_rubric");
+    let copy = dir.path().join("librubric-copy.so");
+    std::fs::copy(&rubric, &copy).unwrap();
+    let o = trawl(
+        &[
+            "plugins",
+            "--plugin",
+            &rubric,
+            "--plugin",
+            copy.to_str().unwrap(),
+        ],
+        dir.path(),
+        &[],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("evaluator kind `keyword_rubric` is registered twice")
+            && out.contains("librubric-copy.so"),
+        "{out}"
+    );
+}

@@ -1,0 +1,410 @@
+//! The plugin side of the boundary: the five exported entry points, and the objects they keep
+//! alive between calls. A plugin author never calls anything here; linking the crate is enough.
+//!
+//! Everything here is safe Rust. The host writes requests into buffers this side allocated, so
+//! the plugin never reads memory it did not allocate; buffers are `Vec`s kept in a table and
+//! freed by id. Every entry point runs under `catch_unwind`, so a panic in plugin code becomes an
+//! error answer for that one call and never unwinds into the host.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use trawl_core::registry::{Registration, StaticBuilder};
+use trawl_core::{Environment, Episode, Evaluator, Exporter, Role};
+
+use crate::wire::{
+    decode, encode, Built, Context, ErrorKind, KindInfo, Reply, Request, Response, WireError,
+};
+use crate::{
+    role_bit, CompatRecord, Declaration, RawBuffer, RawStr, ABI_VERSION, COMPAT_RECORD_SIZE,
+    WIRE_FORMAT,
+};
+
+/// A live object the host refers to by handle.
+enum Object {
+    Environment(Arc<dyn Environment>),
+    Evaluator(Arc<dyn Evaluator>),
+    Exporter(Arc<dyn Exporter>),
+    Episode(Arc<Mutex<Box<dyn Episode>>>),
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    buffers: HashMap<u64, Vec<u8>>,
+    objects: HashMap<u64, Object>,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+fn state() -> MutexGuard<'static, State> {
+    static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+    // A panic never happens while the lock is held (only map operations run under it), but a
+    // poisoned table is still usable: every entry is whole.
+    STATE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The plugin's own async runtime: the host's tokio is not this library's tokio.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, WireError> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("trawl-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| WireError::new(ErrorKind::Runtime, format!("plugin runtime: {e}")))
+}
+
+fn declarations() -> Vec<&'static Declaration> {
+    inventory::iter::<Declaration>.into_iter().collect()
+}
+
+fn registrations() -> impl Iterator<Item = &'static Registration> {
+    inventory::iter::<Registration>.into_iter()
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_string())
+}
+
+fn keep(bytes: Vec<u8>) -> RawBuffer {
+    let mut st = state();
+    let id = st.id();
+    let buf = st.buffers.entry(id).or_insert(bytes);
+    RawBuffer {
+        ptr: buf.as_mut_ptr(),
+        len: buf.len(),
+        id,
+    }
+}
+
+const NO_BUFFER: RawBuffer = RawBuffer {
+    ptr: std::ptr::null_mut(),
+    len: 0,
+    id: 0,
+};
+
+/// Stage 1: the bare ABI version.
+#[allow(unsafe_code)] // exporting a symbol; no unsafe operation
+#[no_mangle]
+pub extern "C" fn trawl_plugin_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// Stage 2: the compatibility record.
+#[allow(unsafe_code)] // exporting a symbol; no unsafe operation
+#[no_mangle]
+pub extern "C" fn trawl_plugin_compat() -> CompatRecord {
+    let found = catch_unwind(|| {
+        let decls = declarations();
+        let roles = registrations().fold(0, |bits, r| bits | role_bit(r.builder.role()));
+        (
+            decls.len() as u32,
+            decls.first().map(|d| (d.name, d.version)),
+            roles,
+        )
+    });
+    let (declarations, (name, version), roles) = match found {
+        Ok((n, Some(nv), roles)) => (n, nv, roles),
+        Ok((n, None, roles)) => (n, ("", ""), roles),
+        Err(_) => (0, ("", ""), 0),
+    };
+    CompatRecord {
+        abi_version: ABI_VERSION,
+        record_size: COMPAT_RECORD_SIZE,
+        declarations,
+        roles,
+        plugin_name: RawStr::new(name),
+        plugin_version: RawStr::new(version),
+        core_version: RawStr::new(trawl_core::engine::TRAWL_VERSION),
+        wire_format: RawStr::new(WIRE_FORMAT),
+    }
+}
+
+/// A zeroed buffer for the host to write a request into; `id` 0 if it could not be made.
+#[allow(unsafe_code)] // exporting a symbol; no unsafe operation
+#[no_mangle]
+pub extern "C" fn trawl_plugin_alloc(len: usize) -> RawBuffer {
+    catch_unwind(|| keep(vec![0; len])).unwrap_or(NO_BUFFER)
+}
+
+/// Frees a buffer this side handed out. Unknown ids are ignored.
+#[allow(unsafe_code)] // exporting a symbol; no unsafe operation
+#[no_mangle]
+pub extern "C" fn trawl_plugin_free(id: u64) {
+    let _ = catch_unwind(|| state().buffers.remove(&id));
+}
+
+/// Runs the request in buffer `request` (freeing it) and returns the response's buffer.
+#[allow(unsafe_code)] // exporting a symbol; no unsafe operation
+#[no_mangle]
+pub extern "C" fn trawl_plugin_call(request: u64) -> RawBuffer {
+    let response: Response = match catch_unwind(AssertUnwindSafe(|| call(request))) {
+        Ok(r) => r.into(),
+        Err(payload) => Response::Error(WireError::new(
+            ErrorKind::Panic,
+            panic_message(payload.as_ref()),
+        )),
+    };
+    catch_unwind(AssertUnwindSafe(|| keep(encode(&response)))).unwrap_or(NO_BUFFER)
+}
+
+fn call(request: u64) -> Result<Reply, WireError> {
+    let bytes = state().buffers.remove(&request).ok_or_else(|| {
+        WireError::new(ErrorKind::Protocol, format!("no request buffer {request}"))
+    })?;
+    let req: Request = decode(&bytes).map_err(|e| {
+        WireError::new(
+            ErrorKind::Protocol,
+            format!("cannot decode the request: {e}"),
+        )
+    })?;
+    let rt = runtime()?;
+    let _entered = rt.enter();
+    dispatch(rt, req)
+}
+
+fn object(handle: u64) -> Result<ObjectRef, WireError> {
+    let st = state();
+    let found = st.objects.get(&handle).ok_or_else(|| {
+        WireError::new(
+            ErrorKind::Protocol,
+            format!("no object with handle {handle}"),
+        )
+    })?;
+    Ok(match found {
+        Object::Environment(e) => ObjectRef::Environment(e.clone()),
+        Object::Evaluator(e) => ObjectRef::Evaluator(e.clone()),
+        Object::Exporter(e) => ObjectRef::Exporter(e.clone()),
+        Object::Episode(e) => ObjectRef::Episode(e.clone()),
+    })
+}
+
+/// A clone of an object's handle, so the table's lock is not held while plugin code runs.
+enum ObjectRef {
+    Environment(Arc<dyn Environment>),
+    Evaluator(Arc<dyn Evaluator>),
+    Exporter(Arc<dyn Exporter>),
+    Episode(Arc<Mutex<Box<dyn Episode>>>),
+}
+
+fn wrong(handle: u64, want: &str) -> WireError {
+    WireError::new(
+        ErrorKind::Protocol,
+        format!("handle {handle} is not an {want}"),
+    )
+}
+
+fn environment(handle: u64) -> Result<Arc<dyn Environment>, WireError> {
+    match object(handle)? {
+        ObjectRef::Environment(e) => Ok(e),
+        _ => Err(wrong(handle, "environment")),
+    }
+}
+
+fn episode(handle: u64) -> Result<Arc<Mutex<Box<dyn Episode>>>, WireError> {
+    match object(handle)? {
+        ObjectRef::Episode(e) => Ok(e),
+        _ => Err(wrong(handle, "episode")),
+    }
+}
+
+fn lock_episode(
+    e: &Mutex<Box<dyn Episode>>,
+) -> Result<MutexGuard<'_, Box<dyn Episode>>, WireError> {
+    e.lock().map_err(|_| {
+        WireError::new(
+            ErrorKind::Runtime,
+            "the episode is unusable: an earlier call on it panicked",
+        )
+    })
+}
+
+fn insert(object: Object) -> u64 {
+    let mut st = state();
+    let id = st.id();
+    st.objects.insert(id, object);
+    id
+}
+
+fn env_error(e: trawl_core::EnvironmentError) -> WireError {
+    use trawl_core::EnvironmentError as E;
+    match e {
+        E::Tasks(m) => WireError::new(ErrorKind::Tasks, m),
+        E::Start { message, .. } => WireError::new(ErrorKind::Start, message),
+        E::Runtime(m) => WireError::new(ErrorKind::Runtime, m),
+    }
+}
+
+fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireError> {
+    match req {
+        Request::Kinds => Ok(Reply::Kinds {
+            kinds: registrations()
+                .map(|r| KindInfo {
+                    role: r.builder.role(),
+                    kind: r.kind.to_string(),
+                    description: r.description.to_string(),
+                    version: r.version.to_string(),
+                })
+                .collect(),
+        }),
+        Request::Build {
+            role,
+            kind,
+            settings,
+            context,
+        } => build(role, &kind, &settings, context),
+        Request::Release { handle } => {
+            let gone = state().objects.remove(&handle);
+            // Dropped here, inside the runtime, outside the table's lock: an episode's teardown
+            // may spawn tasks or take its time.
+            drop(gone);
+            Ok(Reply::Done)
+        }
+        Request::Evaluate { handle, record } => match object(handle)? {
+            ObjectRef::Evaluator(e) => rt
+                .block_on(e.evaluate(&record))
+                .map(|evaluation| Reply::Evaluation { evaluation })
+                .map_err(|err| match err {
+                    trawl_core::EvaluatorError::Unscorable { message, .. } => {
+                        WireError::new(ErrorKind::Unscorable, message)
+                    }
+                    trawl_core::EvaluatorError::Failed { message, .. } => {
+                        WireError::new(ErrorKind::Evaluator, message)
+                    }
+                }),
+            _ => Err(wrong(handle, "evaluator")),
+        },
+        Request::ExportRecord { handle, record } => match object(handle)? {
+            ObjectRef::Exporter(e) => {
+                let mut bytes = Vec::new();
+                let examples = e
+                    .write(&record, &mut bytes)
+                    .map_err(|err| WireError::new(ErrorKind::Export, err.to_string()))?;
+                Ok(Reply::Exported { examples, bytes })
+            }
+            _ => Err(wrong(handle, "exporter")),
+        },
+        Request::ExportFinish { handle } => match object(handle)? {
+            ObjectRef::Exporter(e) => {
+                let mut bytes = Vec::new();
+                e.finish(&mut bytes)
+                    .map_err(|err| WireError::new(ErrorKind::Export, err.to_string()))?;
+                Ok(Reply::Exported { examples: 0, bytes })
+            }
+            _ => Err(wrong(handle, "exporter")),
+        },
+        Request::Tasks { handle } => {
+            let env = environment(handle)?;
+            let tasks = rt.block_on(env.tasks()).map_err(env_error)?;
+            Ok(Reply::Tasks { tasks })
+        }
+        Request::Start { handle, task } => {
+            let env = environment(handle)?;
+            let ep = rt.block_on(env.start(&task)).map_err(env_error)?;
+            let (opening, tools) = (ep.opening(), ep.tools());
+            let episode = insert(Object::Episode(Arc::new(Mutex::new(ep))));
+            Ok(Reply::Started {
+                episode,
+                opening,
+                tools,
+            })
+        }
+        Request::Act {
+            episode: id,
+            action,
+        } => {
+            let ep = episode(id)?;
+            let mut guard = lock_episode(&ep)?;
+            let observation = rt.block_on(guard.act(&action)).map_err(env_error)?;
+            Ok(Reply::Observation { observation })
+        }
+        Request::Finish { episode: id } => {
+            let ep = episode(id)?;
+            let mut guard = lock_episode(&ep)?;
+            let artifacts = rt.block_on(guard.finish()).map_err(env_error)?;
+            Ok(Reply::Artifacts { artifacts })
+        }
+        Request::Shutdown { handle } => {
+            let env = environment(handle)?;
+            rt.block_on(env.shutdown());
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn build(
+    role: Role,
+    kind: &str,
+    settings: &serde_json::Value,
+    context: Context,
+) -> Result<Reply, WireError> {
+    let reg = registrations()
+        .find(|r| r.builder.role() == role && r.kind == kind)
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorKind::Protocol,
+                format!("this plugin registers no {role} kind `{kind}`"),
+            )
+        })?;
+    let cx: trawl_core::BuildContext = context.into();
+    let config = |e: trawl_core::ComponentError| WireError {
+        kind: ErrorKind::Config,
+        message: e.message,
+        path: e.path,
+    };
+    let (object, built) = match reg.builder {
+        StaticBuilder::Environment(f) => {
+            let env = f(settings, &cx).map_err(config)?;
+            let built = Built::Environment {
+                action_space: env.action_space(),
+                default_evaluators: env.default_evaluators(),
+                facts: env.facts(),
+            };
+            (Object::Environment(env), built)
+        }
+        StaticBuilder::Evaluator(f) => {
+            let e = f(settings, &cx).map_err(config)?;
+            let built = Built::Evaluator {
+                name: e.name().to_string(),
+            };
+            (Object::Evaluator(e), built)
+        }
+        StaticBuilder::Exporter(f) => {
+            let e = f(settings, &cx).map_err(config)?;
+            let built = Built::Exporter {
+                extension: e.extension().to_string(),
+                file_name: e.file_name().map(str::to_string),
+            };
+            (Object::Exporter(e), built)
+        }
+        StaticBuilder::Scaffold(_) | StaticBuilder::Model(_) => {
+            return Err(WireError::new(
+                ErrorKind::Protocol,
+                format!("{role} kinds cannot cross the plugin boundary in ABI {ABI_VERSION}"),
+            ))
+        }
+    };
+    Ok(Reply::Built {
+        handle: insert(object),
+        built,
+    })
+}
