@@ -477,7 +477,22 @@ fn every_example_config_checks() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = trawl(&["check", path.to_str().unwrap()], &examples);
+            // examples/plugins.toml uses the example plugins' kinds.
+            let (rubric, game) = (
+                trawl_tests::plugin_library("trawl_keyword_rubric"),
+                trawl_tests::plugin_library("trawl_word_game"),
+            );
+            let out = trawl(
+                &[
+                    "check",
+                    path.to_str().unwrap(),
+                    "--plugin",
+                    rubric.to_str().unwrap(),
+                    "--plugin",
+                    game.to_str().unwrap(),
+                ],
+                &examples,
+            );
             assert!(
                 out.status.success(),
                 "{}: {}",

@@ -4,58 +4,17 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde_json::Value;
-use trawl_tests::{adder_policy, first_user_message, Reply, ScriptedServer};
+use trawl_tests::{adder_policy, first_user_message, plugin_library, Reply, ScriptedServer};
 
 const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
 
-/// The workspace's target folder for this profile, where cargo writes the libraries.
-fn target_dir() -> PathBuf {
-    // CARGO_BIN_EXE_trawl is <target>/<profile>/trawl.
-    Path::new(TRAWL).parent().unwrap().to_path_buf()
-}
-
-/// Builds the plugin crates once per test process and returns the folder of the libraries.
-fn plugins() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile_dir = target_dir();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--locked",
-            "-p",
-            "trawl-keyword-rubric",
-            "-p",
-            "trawl-word-game",
-            "-p",
-            "trawl-test-panicky",
-            "-p",
-            "trawl-test-future-abi",
-        ])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building the plugins failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir
-    })
-}
-
 fn lib(name: &str) -> String {
-    plugins()
-        .join(format!("lib{name}.so"))
-        .to_string_lossy()
-        .into_owned()
+    plugin_library(name).to_string_lossy().into_owned()
 }
 
 fn trawl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
@@ -391,6 +350,18 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
         "nothing past the version probe may run in a refused library"
     );
 
+    // A library that passes both probes but lacks an entry point: an error, never a pass.
+    let partial = lib("trawl_test_missing_entry");
+    let o = trawl(&["plugins", "--plugin", &partial], dir.path(), &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{partial}: claims plugin ABI 1 but lacks the symbol `trawl_plugin_alloc`"
+        )),
+        "{out}"
+    );
+
     // A shared library that is not a trawl plugin.
     let libm = [
         "/lib/x86_64-linux-gnu/libm.so.6",
@@ -450,4 +421,108 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
             && out.contains("librubric-copy.so"),
         "{out}"
     );
+}
+
+/// The files `docs/plugins.md` tells a new user to write: each fenced block that follows a
+/// `<!-- file: NAME -->` line.
+fn guide_files() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/plugins.md")).unwrap();
+    let mut files = Vec::new();
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .strip_prefix("<!-- file: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap();
+        assert!(
+            fence.starts_with("```"),
+            "{name}: no code block after the marker"
+        );
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        files.push((name.to_string(), body.join("\n") + "\n"));
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_plugin_builds_loads_runs_and_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let files = guide_files();
+    let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(names, ["Cargo.toml", "src/lib.rs", "concise.toml"]);
+
+    // The crate, beside a "checkout" (the guide's ../trawl is this workspace).
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("my-rubric");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    for (name, body) in &files {
+        let body = body.replace("../trawl/", &format!("{}/", root.display()));
+        std::fs::write(krate.join(name), body).unwrap();
+    }
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    // Kept between test runs, so only the first build compiles the dependencies.
+    let target = root.join("target/guide-plugin");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&target, krate.join("target")).unwrap();
+    let o = Command::new(env!("CARGO"))
+        .arg("build")
+        .current_dir(&krate)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the guide's crate does not build:\n{}",
+        text(&o)
+    );
+
+    let o = trawl(
+        &["plugins", "--plugin", "target/debug/libmy_rubric.so"],
+        &krate,
+        &[],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("concise") && out.contains("Rewards answers of few words"),
+        "{out}"
+    );
+    assert!(out.contains("my-rubric 0.1.0"), "{out}");
+
+    // The guide's config, on a scripted server instead of the embedded model.
+    let server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
+    let mut config = std::fs::read_to_string(krate.join("concise.toml")).unwrap();
+    config.push_str(&model_table(&server.base_url()));
+    std::fs::write(krate.join("concise.toml"), config).unwrap();
+    let o = trawl(&["run", "concise.toml", "--quiet"], &krate, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recs = records(&krate.join("runs/concise"));
+    assert_eq!(recs.len(), 8);
+    for r in &recs {
+        let e = &r["evaluations"][1];
+        assert_eq!(e["evaluator"], "concise", "{r}");
+        // "Let me add them up. The answer is N." is 9 words: within 12.
+        assert_eq!(e["components"]["words"], 9.0, "{r}");
+        assert_eq!(e["success"], true);
+    }
+    let o = trawl(
+        &[
+            "export",
+            "runs/concise",
+            "--format",
+            "openai",
+            "--success-only",
+        ],
+        &krate,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = std::fs::read_to_string(krate.join("runs/concise/export-openai.jsonl")).unwrap();
+    let solved = recs.iter().filter(|r| r["success"] == true).count();
+    assert!(solved > 0);
+    assert_eq!(exported.lines().count(), solved);
 }

@@ -553,3 +553,49 @@ pub fn containers_of(run: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The example plugins and the test fixtures, built as shared libraries with cargo (once per
+/// test process) for this profile; returns the folder that holds the `lib*.so` files.
+pub fn plugin_libraries() -> &'static std::path::Path {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        // A test or bench binary lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("own path");
+        let deps = exe.parent().expect("deps folder");
+        let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+            deps.parent().expect("profile folder").to_path_buf()
+        } else {
+            deps.to_path_buf()
+        };
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--locked"]);
+        for p in [
+            "trawl-keyword-rubric",
+            "trawl-word-game",
+            "trawl-test-panicky",
+            "trawl-test-future-abi",
+            "trawl-test-missing-entry",
+        ] {
+            cmd.args(["-p", p]);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd
+            .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    })
+}
+
+/// The path of one plugin library built by [`plugin_libraries`]: `name` is the crate's name with
+/// underscores (`trawl_word_game`).
+pub fn plugin_library(name: &str) -> std::path::PathBuf {
+    plugin_libraries().join(format!("lib{name}.so"))
+}
