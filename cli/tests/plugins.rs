@@ -91,7 +91,7 @@ fn trawl_plugins_lists_plugin_kinds_with_their_library() {
         "word_game".to_string(),
         format!("trawl-keyword-rubric 0.1.0  {rubric}"),
         "offers evaluator/keyword_rubric, exporter/review_csv".to_string(),
-        "offers evaluator/word_game, environment/word_game".to_string(),
+        "offers environment/word_game, evaluator/word_game".to_string(),
     ] {
         assert!(out.contains(&line), "missing {line:?} in:\n{out}");
     }

@@ -263,7 +263,7 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
         plugin: name.clone(),
         message,
     };
-    let kinds = match plugin.call(&Request::Kinds) {
+    let mut kinds = match plugin.call(&Request::Kinds) {
         Ok(Reply::Kinds { kinds }) => kinds,
         Ok(other) => return Err(kinds_error(format!("unexpected answer {other:?}"))),
         Err(e) => return Err(kinds_error(e.message)),
@@ -277,6 +277,8 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
             role_names(bits)
         )));
     }
+    // The library's registration order is the linker's; list kinds by role, then name.
+    kinds.sort_by(|a, b| (a.role, &a.kind).cmp(&(b.role, &b.kind)));
     plugin.info.kinds = kinds
         .iter()
         .map(|k| format!("{}/{}", k.role, k.kind))
