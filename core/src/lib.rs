@@ -21,6 +21,7 @@ pub mod store;
 pub mod strategies;
 pub mod task;
 pub mod trajectory;
+pub mod usersim;
 
 // Re-exported so that `register!` works in crates that do not depend on inventory themselves.
 pub use async_trait::async_trait;

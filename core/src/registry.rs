@@ -55,6 +55,58 @@ impl fmt::Display for Role {
     }
 }
 
+/// Builds a model backend from a table shaped like a `[[models]]` entry (`type` and the
+/// backend's settings), for components that need a model of their own: a simulated user, a
+/// judge. The engine hands one over that knows every registered model kind.
+#[derive(Clone)]
+pub struct ModelBuilder(pub BuildModel);
+
+/// The function inside a [`ModelBuilder`].
+pub type BuildModel =
+    Arc<dyn Fn(&Value) -> Result<Arc<dyn LanguageModel>, ComponentError> + Send + Sync>;
+
+impl fmt::Debug for ModelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ModelBuilder")
+    }
+}
+
+impl ModelBuilder {
+    /// A builder over the model kinds of `registry`; a table without `type` gets the default
+    /// (embedded) model kind.
+    pub fn from_registry(registry: &Registry) -> Self {
+        let registry = Arc::new(registry.clone());
+        ModelBuilder(Arc::new(move |table: &Value| {
+            let mut settings = match table {
+                Value::Object(m) => m.clone(),
+                Value::Null => serde_json::Map::new(),
+                _ => {
+                    return Err(ComponentError::new(
+                        "a model is a table with `type` and its settings",
+                    ))
+                }
+            };
+            let kind = match settings.remove("type") {
+                Some(Value::String(k)) => k,
+                None => crate::config::DEFAULT_MODEL_KIND.to_string(),
+                Some(_) => return Err(ComponentError::at("type", "must be a model kind name")),
+            };
+            let Some(Factory::Model(build)) =
+                registry.get(Role::Model, &kind).map(|e| e.factory.clone())
+            else {
+                return Err(ComponentError::at(
+                    "type",
+                    format!(
+                        "unknown model kind `{kind}`; valid: {}",
+                        registry.kind_list(Role::Model)
+                    ),
+                ));
+            };
+            build(&Value::Object(settings), &BuildContext::default())
+        }))
+    }
+}
+
 /// What a factory knows about the run it builds for.
 #[derive(Debug, Clone, Default)]
 pub struct BuildContext {
@@ -65,9 +117,21 @@ pub struct BuildContext {
     /// The experiment's name (its run directory's name by default); backends label what they
     /// create with it, so that a run can remove its own leftovers.
     pub run_name: String,
+    /// Builds models for components that need their own (absent outside a run).
+    pub models: Option<ModelBuilder>,
 }
 
 impl BuildContext {
+    /// A model of the component's own, from a `[[models]]`-shaped table.
+    pub fn build_model(&self, table: &Value) -> Result<Arc<dyn LanguageModel>, ComponentError> {
+        match &self.models {
+            Some(b) => (b.0)(table),
+            None => Err(ComponentError::new(
+                "no model kinds are available here (this component needs a model of its own)",
+            )),
+        }
+    }
+
     /// `path` as given if absolute, else relative to the config's folder.
     pub fn resolve(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);

@@ -105,6 +105,27 @@ pub struct GroupStats {
     pub interrupted: u64,
     pub mean_completion_tokens: f64,
     pub mean_turns: f64,
+    /// Sub-rewards: the mean of every evaluation component (`evaluator.component`) over the
+    /// finished rollouts that report it.
+    #[serde(default)]
+    pub components: BTreeMap<String, f64>,
+}
+
+/// The mean of each `evaluator.component` over the records that report it.
+pub fn component_means(records: &[&TrajectoryRecord]) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for r in records {
+        for e in &r.evaluations {
+            for (name, v) in &e.components {
+                let s = sums.entry(format!("{}.{name}", e.evaluator)).or_default();
+                s.0 += v;
+                s.1 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (sum, n))| (k, sum / n as f64))
+        .collect()
 }
 
 /// Metrics of a whole run.
@@ -225,6 +246,7 @@ pub fn compute(records: &[TrajectoryRecord]) -> RunStats {
                 .map(|r| r.assistant_turns() as f64)
                 .sum::<f64>()
                 / nf,
+            components: component_means(&finished),
         });
     }
     let infra_errors = groups.iter().map(|g| g.infra_errors).sum();
@@ -293,6 +315,15 @@ impl RunStats {
                 "  mean per rollout  {:.1} completion tokens, {:.2} assistant turns\n",
                 g.mean_completion_tokens, g.mean_turns
             ));
+            if !g.components.is_empty() {
+                let parts = g
+                    .components
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                out.push_str(&format!("  sub-rewards     {parts}\n"));
+            }
             if g.infra_errors + g.interrupted > 0 {
                 out.push_str(&format!(
                     "  excluded        {} infra errors, {} interrupted\n",
@@ -314,6 +345,48 @@ mod tests {
             return 0.0;
         }
         (0..k).map(|i| (n - i) as f64 / (i + 1) as f64).product()
+    }
+
+    #[test]
+    fn sub_rewards_are_averaged_per_component_over_finished_rollouts() {
+        use crate::evaluator::Evaluation;
+        use crate::trajectory::ExitStatus;
+        use proptest::strategy::ValueTree;
+        let base = crate::strategies::record()
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap()
+            .current();
+        let with = |task: &str, status: ExitStatus, db: f64, info: Option<f64>| {
+            let mut r = base.clone();
+            r.key.task = task.into();
+            r.outcome.exit_status = status;
+            let mut components = BTreeMap::from([("db".to_string(), db)]);
+            if let Some(i) = info {
+                components.insert("communicate".into(), i);
+            }
+            r.evaluations = vec![Evaluation {
+                evaluator: "tools".into(),
+                reward: db,
+                success: db == 1.0,
+                components,
+                details: serde_json::Value::Null,
+            }];
+            r
+        };
+        let records = vec![
+            with("a", ExitStatus::Submitted, 1.0, Some(1.0)),
+            with("b", ExitStatus::Submitted, 0.0, Some(0.5)),
+            with("c", ExitStatus::Submitted, 1.0, None),
+            // Excluded: an infrastructure error says nothing about the model.
+            with("d", ExitStatus::InfraError, 0.0, Some(0.0)),
+        ];
+        let stats = compute(&records);
+        let g = &stats.groups[0];
+        assert!((g.components["tools.db"] - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(g.components["tools.communicate"], 0.75);
+        assert!(stats
+            .render()
+            .contains("sub-rewards     tools.communicate 0.750, tools.db 0.667"));
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl From<Context> for trawl_core::BuildContext {
             base_dir: cx.base_dir,
             seed: cx.seed,
             run_name: cx.run_name,
+            models: None,
         }
     }
 }
