@@ -7,12 +7,16 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use trawl_core::engine::StopSignal;
 use trawl_core::registry::{ModelBuilder, Registry};
 use trawl_core::usersim::{LlmUser, UserScenario, UserSimulator, UserStop, DEFAULT_USER_PROMPT};
+use trawl_core::ExitStatus;
 use trawl_core::{Message, Sampling};
-use trawl_tests::{Reply, ScriptedServer};
+use trawl_tests::{run_experiment, run_records, Reply, ScriptedServer};
 
+use trawl_chat as _;
 use trawl_openai as _;
+use trawl_usersim as _;
 
 /// A user model: answers the colour when asked, and stops when thanked.
 fn user_model(body: &Value) -> Reply {
@@ -119,4 +123,186 @@ fn a_model_table_with_an_unknown_kind_names_the_field() {
         "{}",
         err.message
     );
+}
+
+/// An agent that asks `questions` in order, then says `[finish]`.
+fn asker(questions: &'static [&'static str]) -> trawl_tests::Handler {
+    Arc::new(move |body: &Value| {
+        let asked = body["messages"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+            .unwrap_or(0);
+        Reply::text(questions.get(asked).copied().unwrap_or("[finish]"))
+    })
+}
+
+const ALL_FOUR: &[&str] = &[
+    "Where would you like to go?",
+    "What budget do you have in mind?",
+    "Who is coming with you?",
+    "What kind of hotel do you like?",
+];
+
+/// Runs the first built-in task (a weekend trip: destination 3, budget 3, companions 2,
+/// accommodation 1) with the `chat` scaffold; returns the one record.
+async fn intention_run(agent: trawl_tests::Handler, extra: &str) -> trawl_core::TrajectoryRecord {
+    let server = ScriptedServer::start(agent).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"name = "intent"
+
+[[environments]]
+type = "usersim"
+limit = 1
+{extra}
+
+[[scaffolds]]
+type = "chat"
+max_turns = 10
+
+[[models]]
+type = "openai"
+name = "agent"
+base_url = "{}"
+model = "agent"
+retry = {{ max_attempts = 1 }}
+"#,
+        server.base_url()
+    );
+    run_experiment(&config, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let mut records = run_records(dir.path());
+    assert_eq!(records.len(), 1);
+    records.remove(0)
+}
+
+fn ended(r: &trawl_core::TrajectoryRecord) -> Value {
+    r.outcome.artifacts["ended"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_about_every_detail_succeeds_with_the_full_reward() {
+    let r = intention_run(asker(ALL_FOUR), "").await;
+    assert_eq!(ended(&r), json!("all_uncovered"));
+    assert!(r.success);
+    let total = 1.0 + 1.0 + 0.7 + 0.4;
+    assert!(
+        (r.reward - (total - 4.0 * 0.01) / total).abs() < 1e-9,
+        "{}",
+        r.reward
+    );
+    let e = &r.evaluations[0];
+    assert_eq!(e.components["coverage"], 1.0);
+    assert_eq!(e.components["critical_coverage"], 1.0);
+    // Each answer came from the task: the user said only what was asked.
+    assert_eq!(
+        r.messages[2].content.as_deref(),
+        Some("Somewhere by the sea, ideally Lisbon.")
+    );
+    assert_eq!(
+        r.outcome.artifacts["turn_rewards"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_early_is_a_partial_score() {
+    let r = intention_run(asker(&["What is your budget?"]), "").await;
+    assert_eq!(ended(&r), json!("finish"));
+    assert!(!r.success);
+    let e = &r.evaluations[0];
+    assert!((e.components["coverage"] - 1.0 / 3.1).abs() < 1e-9);
+    assert_eq!(e.components["critical_coverage"], 0.5);
+    assert!((r.reward - 0.99 / 3.1).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_limit_ends_the_episode_and_asking_twice_at_once_costs() {
+    let r = intention_run(
+        asker(&[
+            "Where do you want to go, and what is the budget?",
+            "Who comes along?",
+            "x",
+        ]),
+        "max_steps = 2",
+    )
+    .await;
+    assert_eq!(ended(&r), json!("step_limit"));
+    assert_eq!(r.outcome.exit_status, ExitStatus::Submitted);
+    let turns: Vec<f64> = r.outcome.artifacts["turn_rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // Two details at once: 2.0 gained, 0.2 multi-detail penalty, 0.01 per question.
+    assert!(
+        (turns[0] - 1.79).abs() < 1e-9 && (turns[1] - 0.69).abs() < 1e-9,
+        "{turns:?}"
+    );
+    assert!(!r.success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_user_can_stop_the_conversation() {
+    let r = intention_run(
+        asker(ALL_FOUR),
+        r#"user = { type = "scripted", replies = ["Lisbon.", "Never mind, I'll plan it myself. ###STOP###"] }"#,
+    )
+    .await;
+    assert_eq!(ended(&r), json!({ "user": "stop" }));
+    assert!(!r.success);
+    assert_eq!(r.evaluations[0].components["questions"], 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_user_plays_the_task_and_its_failure_is_an_infrastructure_error() {
+    // The user model answers the destination, then ends the conversation.
+    let user_server = ScriptedServer::start(Arc::new(|body: &Value| {
+        let turns = body["messages"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+            .unwrap_or(0);
+        // Its own earlier replies are `assistant`; the opening request is one of them.
+        Reply::text(if turns <= 1 {
+            "Lisbon, by the sea."
+        } else {
+            "That's enough. ###STOP###"
+        })
+    }))
+    .await
+    .unwrap();
+    let user = format!(
+        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
+        user_server.base_url()
+    );
+    let r = intention_run(asker(ALL_FOUR), &user).await;
+    assert_eq!(ended(&r), json!({ "user": "stop" }));
+    assert_eq!(
+        r.messages[2].content.as_deref(),
+        Some("Lisbon, by the sea.")
+    );
+    let first = &user_server.requests()[0];
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("budget: About 600 euros in total."),
+        "{system}"
+    );
+
+    // A user model that fails: the rollout is an infrastructure error, not the agent's failure.
+    let broken = ScriptedServer::scripted(vec![Reply::status(400, "no")])
+        .await
+        .unwrap();
+    let user = format!(
+        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
+        broken.base_url()
+    );
+    let r = intention_run(asker(ALL_FOUR), &user).await;
+    assert_eq!(r.outcome.exit_status, ExitStatus::InfraError);
+    let msg = &r.outcome.error.as_ref().unwrap().message;
+    assert!(msg.contains("user simulator failed"), "{msg}");
 }
