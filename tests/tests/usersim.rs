@@ -16,6 +16,7 @@ use trawl_tests::{run_experiment, run_records, Reply, ScriptedServer};
 
 use trawl_chat as _;
 use trawl_openai as _;
+use trawl_tool_calling as _;
 use trawl_usersim as _;
 
 /// A user model: answers the colour when asked, and stops when thanked.
@@ -146,6 +147,14 @@ const ALL_FOUR: &[&str] = &[
 /// Runs the first built-in task (a weekend trip: destination 3, budget 3, companions 2,
 /// accommodation 1) with the `chat` scaffold; returns the one record.
 async fn intention_run(agent: trawl_tests::Handler, extra: &str) -> trawl_core::TrajectoryRecord {
+    intention_run_with(agent, extra, "type = \"chat\"\nmax_turns = 10").await
+}
+
+async fn intention_run_with(
+    agent: trawl_tests::Handler,
+    extra: &str,
+    scaffold: &str,
+) -> trawl_core::TrajectoryRecord {
     let server = ScriptedServer::start(agent).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -157,8 +166,7 @@ limit = 1
 {extra}
 
 [[scaffolds]]
-type = "chat"
-max_turns = 10
+{scaffold}
 
 [[models]]
 type = "openai"
@@ -305,4 +313,63 @@ async fn an_llm_user_plays_the_task_and_its_failure_is_an_infrastructure_error()
     assert_eq!(r.outcome.exit_status, ExitStatus::InfraError);
     let msg = &r.outcome.error.as_ref().unwrap().message;
     assert!(msg.contains("user simulator failed"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_calling_scaffold_talks_to_the_simulated_user_too() {
+    let r = intention_run_with(asker(ALL_FOUR), "", "type = \"tool_calling\"").await;
+    assert_eq!(ended(&r), json!("all_uncovered"));
+    assert!(r.success);
+    // The whole conversation: the opening, then four questions each followed by its answer.
+    let roles: Vec<&str> = r
+        .messages
+        .iter()
+        .map(|m| match m.role {
+            trawl_core::MessageRole::User => "user",
+            trawl_core::MessageRole::Assistant => "assistant",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(roles.len(), 8, "{roles:?}");
+    assert_eq!(roles.iter().filter(|r| **r == "assistant").count(), 4);
+}
+
+/// An agent that asks through the `ask_user` tool, then calls `finish`.
+fn tool_asker(questions: &'static [&'static str]) -> trawl_tests::Handler {
+    Arc::new(move |body: &Value| {
+        let asked = body["messages"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+            .unwrap_or(0);
+        match questions.get(asked) {
+            Some(q) => Reply::ToolCall {
+                name: "ask_user".into(),
+                arguments: json!({ "question": q }).to_string(),
+            },
+            None => Reply::ToolCall {
+                name: "finish".into(),
+                arguments: "{}".into(),
+            },
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_can_be_tool_calls() {
+    let r = intention_run_with(
+        tool_asker(&["What budget do you have?", "Where would you like to go?"]),
+        "",
+        "type = \"tool_calling\"",
+    )
+    .await;
+    assert_eq!(ended(&r), json!("finish"));
+    assert_eq!(r.tools.len(), 2, "the record keeps the tool schemas");
+    assert_eq!(r.evaluations[0].components["critical_coverage"], 1.0);
+    // The user's answer comes back as the tool result.
+    let answer = r
+        .messages
+        .iter()
+        .find(|m| m.role == trawl_core::MessageRole::Tool)
+        .and_then(|m| m.content.as_deref());
+    assert_eq!(answer, Some("About 600 euros in total."));
 }

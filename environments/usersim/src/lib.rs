@@ -14,6 +14,8 @@
 //! - **Endings**: `[finish]` from the agent, every detail uncovered, the step limit, or the user
 //!   ending the conversation (`###STOP###` and the other control tokens). A simulator failure is
 //!   an infrastructure error.
+//! - **Actions**: a question in plain text (an `[action]` prefix is accepted) or an `ask_user`
+//!   tool call; `[finish]` or the `finish` tool ends the conversation.
 //! - **Per-turn rewards** go into the artifacts (`turn_rewards`), for exporters that want them.
 
 use std::collections::BTreeMap;
@@ -26,7 +28,8 @@ use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, Eval
 use trawl_core::usersim::{UserConfig, UserScenario, UserSimulator, UserStop};
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
-    Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, TrajectoryRecord,
+    Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, ToolSchema,
+    TrajectoryRecord,
 };
 
 /// The built-in task set, written for trawl: 30 vague requests in 10 categories.
@@ -205,6 +208,7 @@ impl Environment for Usersim {
         ActionSpace {
             answer: true,
             user_messages: true,
+            tool_calls: true,
             ..ActionSpace::default()
         }
     }
@@ -347,12 +351,49 @@ impl Episode for IntentionEpisode {
         ))]
     }
 
+    fn tools(&self) -> Vec<ToolSchema> {
+        vec![
+            ToolSchema::function(
+                "ask_user",
+                "Ask the user one question about what they need.",
+                json!({
+                    "type": "object",
+                    "properties": { "question": { "type": "string" } },
+                    "required": ["question"]
+                }),
+            ),
+            ToolSchema::function(
+                "finish",
+                "End the conversation: you know enough about what the user needs.",
+                json!({ "type": "object", "properties": {} }),
+            ),
+        ]
+    }
+
     async fn act(&mut self, action: &Action) -> Result<Observation, EnvironmentError> {
         let text = match action {
             Action::Answer { text } | Action::Message { text } => text.clone(),
+            Action::ToolCall { call } if call.function.name == "finish" => "[finish]".into(),
+            Action::ToolCall { call } if call.function.name == "ask_user" => {
+                let question = serde_json::from_str::<Value>(&call.function.arguments)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("question")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    });
+                match question {
+                    Some(q) => q,
+                    None => {
+                        return Ok(Observation::text(
+                            "ask_user takes {\"question\": \"...\"}: nothing was asked.",
+                        ))
+                    }
+                }
+            }
             _ => {
                 return Ok(Observation::text(
-                    "Ask the user a question, or reply [finish].",
+                    "Ask the user a question (or call ask_user), or reply [finish].",
                 ))
             }
         };
