@@ -208,7 +208,7 @@ fn main() -> ExitCode {
 /// The built-in kinds plus every plugin: the folders of TRAWL_PLUGIN_PATH, then `--plugin`
 /// libraries, then the `plugins` list of `config`. A library that cannot be loaded stops here,
 /// before anything runs.
-fn registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Registry> {
+fn load_registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Registry> {
     let mut registry = Registry::builtin().map_err(input)?;
     let mut paths = trawl_plugin_loader::from_plugin_path();
     paths.extend(plugins.iter().cloned());
@@ -226,7 +226,7 @@ fn registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Regist
 }
 
 async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let registry = |config: Option<&Path>| registry(plugins, config);
+    let registry = |config: Option<&Path>| load_registry(plugins, config);
     match command {
         Command::Run(args) => {
             let registry = registry(Some(&args.config))?;

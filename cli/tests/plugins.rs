@@ -28,6 +28,14 @@ fn trawl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
         .expect("trawl runs")
 }
 
+/// Runs trawl expecting it to refuse its input (exit code 2); returns what it printed.
+fn refused(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> String {
+    let o = trawl(args, cwd, env);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    out
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -47,10 +55,7 @@ fn records(run: &Path) -> Vec<Value> {
 /// Plays the word game by guessing SLATE then CRANE, and answers math with the adder policy.
 fn policy(body: &Value) -> Reply {
     if first_user_message(body).contains("five-letter") {
-        let guesses = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
-            .unwrap_or(0);
+        let guesses = trawl_tests::assistant_turns(body);
         return Reply::text(if guesses == 0 {
             "My first guess is SLATE"
         } else {
@@ -306,13 +311,11 @@ type = "panicky"
     .unwrap();
     let o = trawl(&["check", "panics.toml"], dir.path(), &[]);
     assert!(o.status.success(), "check only parses: {}", text(&o));
-    let o = trawl(
+    let out = refused(
         &["run", "panics.toml", "--quiet", "--out", "runs/b"],
         dir.path(),
         &[],
     );
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(
         out.contains("panics.toml:")
             && out.contains("panicked in `build`: told to panic while being built"),
@@ -325,13 +328,11 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("compat-called");
     let future = lib("trawl_test_future_abi");
-    let o = trawl(
+    let out = refused(
         &["plugins", "--plugin", &future],
         dir.path(),
         &[("TRAWL_TEST_FUTURE_ABI_MARKER", marker.to_str().unwrap())],
     );
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
     assert_ne!(
         2,
         trawl_plugin_abi::ABI_VERSION,
@@ -352,9 +353,7 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
 
     // A library that passes both probes but lacks an entry point: an error, never a pass.
     let partial = lib("trawl_test_missing_entry");
-    let o = trawl(&["plugins", "--plugin", &partial], dir.path(), &[]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
+    let out = refused(&["plugins", "--plugin", &partial], dir.path(), &[]);
     assert!(
         out.contains(&format!(
             "{partial}: claims plugin ABI 1 but lacks the symbol `trawl_plugin_alloc`"
@@ -372,9 +371,7 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
     .into_iter()
     .find(|p| Path::new(p).exists())
     .expect("a libm to load");
-    let o = trawl(&["plugins", "--plugin", libm], dir.path(), &[]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
+    let out = refused(&["plugins", "--plugin", libm], dir.path(), &[]);
     assert!(
         out.contains(&format!(
             "{libm}: not a trawl plugin: it exports no `trawl_plugin_abi_version` symbol"
@@ -389,9 +386,7 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
         "name = \"x\"\nplugins = [\n  \"notes.so\",\n]\n",
     )
     .unwrap();
-    let o = trawl(&["check", "exp.toml"], dir.path(), &[]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
+    let out = refused(&["check", "exp.toml"], dir.path(), &[]);
     assert!(
         out.contains(
             "exp.toml:3:3: field `plugins[0]`: notes.so: cannot load it as a shared library"
@@ -403,7 +398,7 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
     let rubric = lib("trawl_keyword_rubric");
     let copy = dir.path().join("librubric-copy.so");
     std::fs::copy(&rubric, &copy).unwrap();
-    let o = trawl(
+    let out = refused(
         &[
             "plugins",
             "--plugin",
@@ -414,8 +409,6 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
         dir.path(),
         &[],
     );
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(
         out.contains("evaluator kind `keyword_rubric` is registered twice")
             && out.contains("librubric-copy.so"),

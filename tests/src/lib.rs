@@ -266,6 +266,14 @@ pub fn first_user_message(body: &Value) -> String {
         .to_string()
 }
 
+/// How many assistant messages a chat-completions request holds: a scripted policy's step.
+pub fn assistant_turns(body: &Value) -> usize {
+    body["messages"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+        .unwrap_or(0)
+}
+
 /// Whole numbers in `text`, in order.
 pub fn numbers_in(text: &str) -> Vec<i64> {
     text.split(|c: char| !c.is_ascii_digit())
@@ -449,9 +457,8 @@ pub enum SweStyle {
 /// messages so far.
 pub fn swe_policy(fixes: Vec<SweFix>, style: SweStyle) -> Handler {
     Arc::new(move |body: &Value| {
-        let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let task = first_user_message(body);
-        let step = messages.iter().filter(|m| m["role"] == "assistant").count();
+        let step = assistant_turns(body);
         let Some(fix) = fixes.iter().find(|f| task.contains(&f.marker)) else {
             return Reply::text("I do not know this task.");
         };

@@ -129,10 +129,7 @@ fn a_model_table_with_an_unknown_kind_names_the_field() {
 /// An agent that asks `questions` in order, then says `[finish]`.
 fn asker(questions: &'static [&'static str]) -> trawl_tests::Handler {
     Arc::new(move |body: &Value| {
-        let asked = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
-            .unwrap_or(0);
+        let asked = trawl_tests::assistant_turns(body);
         Reply::text(questions.get(asked).copied().unwrap_or("[finish]"))
     })
 }
@@ -271,10 +268,7 @@ async fn a_scripted_user_can_stop_the_conversation() {
 async fn an_llm_user_plays_the_task_and_its_failure_is_an_infrastructure_error() {
     // The user model answers the destination, then ends the conversation.
     let user_server = ScriptedServer::start(Arc::new(|body: &Value| {
-        let turns = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
-            .unwrap_or(0);
+        let turns = trawl_tests::assistant_turns(body);
         // Its own earlier replies are `assistant`; the opening request is one of them.
         Reply::text(if turns <= 1 {
             "Lisbon, by the sea."
@@ -337,10 +331,7 @@ async fn the_tool_calling_scaffold_talks_to_the_simulated_user_too() {
 /// An agent that asks through the `ask_user` tool, then calls `finish`.
 fn tool_asker(questions: &'static [&'static str]) -> trawl_tests::Handler {
     Arc::new(move |body: &Value| {
-        let asked = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
-            .unwrap_or(0);
+        let asked = trawl_tests::assistant_turns(body);
         match questions.get(asked) {
             Some(q) => Reply::ToolCall {
                 name: "ask_user".into(),

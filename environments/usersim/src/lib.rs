@@ -19,7 +19,6 @@
 //! - **Per-turn rewards** go into the artifacts (`turn_rewards`), for exporters that want them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -159,7 +158,7 @@ impl EnvironmentConfig for UsersimConfig {
                 )
             })?;
             tasks.extend(
-                parse_tasks(&display(&path), &text)
+                parse_tasks(&path.display().to_string(), &text)
                     .map_err(|e| ComponentError::at(&format!("files.{i}"), e))?,
             );
         }
@@ -181,10 +180,6 @@ impl EnvironmentConfig for UsersimConfig {
             user,
         }))
     }
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }
 
 trawl_core::register!(

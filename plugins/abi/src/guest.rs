@@ -22,7 +22,9 @@ use crate::{
     WIRE_FORMAT,
 };
 
-/// A live object the host refers to by handle.
+/// A live object the host refers to by handle. Cloning clones the handle's `Arc`, so a call takes
+/// its own reference and the table's lock is not held while plugin code runs.
+#[derive(Clone)]
 enum Object {
     Environment(Arc<dyn Environment>),
     Evaluator(Arc<dyn Evaluator>),
@@ -182,28 +184,13 @@ fn call(request: u64) -> Result<Reply, WireError> {
     dispatch(rt, req)
 }
 
-fn object(handle: u64) -> Result<ObjectRef, WireError> {
-    let st = state();
-    let found = st.objects.get(&handle).ok_or_else(|| {
+fn object(handle: u64) -> Result<Object, WireError> {
+    state().objects.get(&handle).cloned().ok_or_else(|| {
         WireError::new(
             ErrorKind::Protocol,
             format!("no object with handle {handle}"),
         )
-    })?;
-    Ok(match found {
-        Object::Environment(e) => ObjectRef::Environment(e.clone()),
-        Object::Evaluator(e) => ObjectRef::Evaluator(e.clone()),
-        Object::Exporter(e) => ObjectRef::Exporter(e.clone()),
-        Object::Episode(e) => ObjectRef::Episode(e.clone()),
     })
-}
-
-/// A clone of an object's handle, so the table's lock is not held while plugin code runs.
-enum ObjectRef {
-    Environment(Arc<dyn Environment>),
-    Evaluator(Arc<dyn Evaluator>),
-    Exporter(Arc<dyn Exporter>),
-    Episode(Arc<Mutex<Box<dyn Episode>>>),
 }
 
 fn wrong(handle: u64, want: &str) -> WireError {
@@ -215,14 +202,14 @@ fn wrong(handle: u64, want: &str) -> WireError {
 
 fn environment(handle: u64) -> Result<Arc<dyn Environment>, WireError> {
     match object(handle)? {
-        ObjectRef::Environment(e) => Ok(e),
+        Object::Environment(e) => Ok(e),
         _ => Err(wrong(handle, "environment")),
     }
 }
 
 fn episode(handle: u64) -> Result<Arc<Mutex<Box<dyn Episode>>>, WireError> {
     match object(handle)? {
-        ObjectRef::Episode(e) => Ok(e),
+        Object::Episode(e) => Ok(e),
         _ => Err(wrong(handle, "episode")),
     }
 }
@@ -280,7 +267,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
             Ok(Reply::Done)
         }
         Request::Evaluate { handle, record } => match object(handle)? {
-            ObjectRef::Evaluator(e) => rt
+            Object::Evaluator(e) => rt
                 .block_on(e.evaluate(&record))
                 .map(|evaluation| Reply::Evaluation { evaluation })
                 .map_err(|err| match err {
@@ -294,7 +281,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
             _ => Err(wrong(handle, "evaluator")),
         },
         Request::ExportRecord { handle, record } => match object(handle)? {
-            ObjectRef::Exporter(e) => {
+            Object::Exporter(e) => {
                 let mut bytes = Vec::new();
                 let examples = e
                     .write(&record, &mut bytes)
@@ -304,7 +291,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
             _ => Err(wrong(handle, "exporter")),
         },
         Request::ExportFinish { handle } => match object(handle)? {
-            ObjectRef::Exporter(e) => {
+            Object::Exporter(e) => {
                 let mut bytes = Vec::new();
                 e.finish(&mut bytes)
                     .map_err(|err| WireError::new(ErrorKind::Export, err.to_string()))?;

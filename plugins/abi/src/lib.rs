@@ -48,15 +48,6 @@ pub const SYMBOL_CALL: &str = "trawl_plugin_call";
 /// `extern "C" fn(id: u64)`: frees a buffer the plugin handed out.
 pub const SYMBOL_FREE: &str = "trawl_plugin_free";
 
-/// Every symbol a plugin library must export, in the order the loader looks them up.
-pub const SYMBOLS: [&str; 5] = [
-    SYMBOL_ABI_VERSION,
-    SYMBOL_COMPAT,
-    SYMBOL_ALLOC,
-    SYMBOL_CALL,
-    SYMBOL_FREE,
-];
-
 /// A string with `'static` lifetime inside the plugin, as a pointer and a length in bytes (UTF-8,
 /// not NUL-terminated).
 #[repr(C)]

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use trawl_core::registry::{Entry, Origin, PluginLibrary, Registry, RegistryError};
-use trawl_core::Role;
 use trawl_plugin_abi::wire::{self, ErrorKind, KindInfo, Reply, Request, WireError};
 use trawl_plugin_abi::{
     role_bit, role_names, CompatRecord, RawBuffer, RawStr, ABI_VERSION, COMPAT_RECORD_SIZE,
@@ -288,15 +287,6 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
 }
 
 impl Plugin {
-    /// What runs record about this library.
-    pub fn info(&self) -> &PluginLibrary {
-        &self.info
-    }
-
-    pub fn kinds(&self) -> &[KindInfo] {
-        &self.kinds
-    }
-
     /// One blocking call across the boundary. Run it off the async workers.
     pub fn call(&self, request: &Request) -> Result<Reply, WireError> {
         let bytes = wire::encode(request);
@@ -421,11 +411,6 @@ pub fn from_plugin_path() -> Vec<PathBuf> {
 /// The roles this ABI lets plugins offer, by name.
 pub fn supported_roles() -> Vec<&'static str> {
     role_names(ROLES_SUPPORTED)
-}
-
-/// Whether `role` can come from a plugin.
-pub fn role_supported(role: Role) -> bool {
-    role_bit(role) & ROLES_SUPPORTED != 0
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl Episode for Game {
             .unwrap_or_default();
         self.history
             .push((guess.clone().unwrap_or_default(), marked.clone()));
-        let left = self.max_guesses as usize - self.history.len().min(self.max_guesses as usize);
+        let left = (self.max_guesses as usize).saturating_sub(self.history.len());
         if guess.as_deref() == Some(self.secret.as_str()) {
             self.solved = true;
             return Ok(Observation::finished(format!(
