@@ -30,6 +30,7 @@ use trawl_openai as _;
 use trawl_swe as _;
 use trawl_swe_tools as _;
 use trawl_tool_calling as _;
+use trawl_tools_env as _;
 use trawl_usersim as _;
 
 mod swe;

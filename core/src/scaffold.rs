@@ -47,10 +47,19 @@ impl Transcript {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Puts the scaffold's system prompt in front of the episode's opening messages.
+    /// Puts the scaffold's system prompt in front of the episode's opening messages. When the
+    /// episode opens with a system message of its own (a policy, say), the two become one
+    /// system message, the scaffold's first: some chat templates accept only one, at the start.
     pub fn set_system_prompt(&mut self, prompt: Option<&str>) {
-        if let Some(p) = prompt.filter(|p| !p.is_empty()) {
-            self.messages.insert(0, Message::system(p));
+        let Some(p) = prompt.filter(|p| !p.is_empty()) else {
+            return;
+        };
+        match self.messages.first_mut() {
+            Some(first) if first.role == crate::message::Role::System && first.agent.is_none() => {
+                let own = first.content.take().unwrap_or_default();
+                first.content = Some(format!("{p}\n\n{own}"));
+            }
+            _ => self.messages.insert(0, Message::system(p)),
         }
     }
 
@@ -279,5 +288,30 @@ pub fn context_overflow_or(err: ModelError) -> Result<ScaffoldOutcome, ScaffoldE
             submission: None,
         }),
         other => Err(ScaffoldError::Model(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scaffold_prompt_joins_an_episode_system_message() {
+        let mut t = Transcript::new();
+        t.messages = vec![Message::system("<policy>p</policy>"), Message::user("hi")];
+        t.set_system_prompt(Some("Be brief."));
+        assert_eq!(t.messages.len(), 2);
+        assert_eq!(
+            t.messages[0].content.as_deref(),
+            Some("Be brief.\n\n<policy>p</policy>")
+        );
+
+        let mut t = Transcript::new();
+        t.messages = vec![Message::user("hi")];
+        t.set_system_prompt(Some("Be brief."));
+        assert_eq!(t.messages[0].role, crate::message::Role::System);
+        assert_eq!(t.messages.len(), 2);
+        t.set_system_prompt(None);
+        assert_eq!(t.messages.len(), 2);
     }
 }

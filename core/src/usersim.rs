@@ -104,13 +104,15 @@ pub trait UserSimulator: Send + Sync {
     ) -> Result<UserTurn, UserSimError>;
 }
 
-/// How many times the user has already replied to the agent (the opening request excluded).
+/// How many times the user has already replied to the agent: the user messages after the
+/// agent's first message. An opening request made before the agent spoke is not a reply; in an
+/// environment where the agent (or its greeting) speaks first, the user's opening is reply 0.
 pub fn user_replies_so_far(conversation: &[Message]) -> usize {
     conversation
         .iter()
+        .skip_while(|m| m.role != Role::Assistant)
         .filter(|m| m.role == Role::User)
         .count()
-        .saturating_sub(1)
 }
 
 /// A user that follows a script: rules first (the first whose text appears in the agent's last
@@ -268,6 +270,16 @@ impl UserConfig {
         &self,
         cx: &crate::registry::BuildContext,
     ) -> Result<Arc<dyn UserSimulator>, crate::registry::ComponentError> {
+        self.build_with_prompt(cx, DEFAULT_USER_PROMPT)
+    }
+
+    /// Like [`UserConfig::build`], with an environment's own default prompt for an LLM user
+    /// whose table sets none.
+    pub fn build_with_prompt(
+        &self,
+        cx: &crate::registry::BuildContext,
+        default_prompt: &str,
+    ) -> Result<Arc<dyn UserSimulator>, crate::registry::ComponentError> {
         match self {
             UserConfig::Scripted(s) => Ok(Arc::new(s.clone())),
             UserConfig::Llm(c) => {
@@ -281,7 +293,7 @@ impl UserConfig {
                     prompt: c
                         .prompt
                         .clone()
-                        .unwrap_or_else(|| DEFAULT_USER_PROMPT.to_string()),
+                        .unwrap_or_else(|| default_prompt.to_string()),
                 }))
             }
         }

@@ -388,6 +388,38 @@ pub async fn run_experiment(
     .await
 }
 
+/// Exports `records` with the built-in exporter `format` (and its settings) in memory; returns
+/// the JSON lines it wrote.
+pub fn export_lines(
+    records: &[trawl_core::TrajectoryRecord],
+    format: &str,
+    settings: Value,
+    success_only: bool,
+) -> Vec<Value> {
+    let registry = trawl_core::Registry::builtin().expect("the built-in registry");
+    let trawl_core::registry::Factory::Exporter(f) = registry
+        .get(trawl_core::Role::Exporter, format)
+        .unwrap_or_else(|| panic!("no exporter `{format}`"))
+        .factory
+        .clone()
+    else {
+        panic!("`{format}` is not an exporter")
+    };
+    let exporter = f(&settings, &trawl_core::BuildContext::default()).expect("the exporter builds");
+    let selection = trawl_core::Selection {
+        success_only,
+        ..trawl_core::Selection::default()
+    };
+    let mut out = Vec::new();
+    trawl_core::export::export_records(records, &selection, exporter.as_ref(), format, &mut out)
+        .expect("the export succeeds");
+    String::from_utf8(out)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 /// The records of the run in `dir/run`.
 pub fn run_records(dir: &std::path::Path) -> Vec<trawl_core::TrajectoryRecord> {
     trawl_core::store::read_records(&dir.join("run").join(trawl_core::store::TRAJECTORIES))

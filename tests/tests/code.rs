@@ -9,9 +9,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use trawl_core::engine::{RunError, RunSummary, StopSignal};
-use trawl_core::export::{export_records, Selection};
-use trawl_core::registry::{BuildContext, Factory};
-use trawl_core::{ExitStatus, Registry, Role, TrajectoryRecord};
+
+use trawl_core::{ExitStatus, TrajectoryRecord};
 use trawl_tests::{coder_policy, ScriptedServer};
 
 use trawl_chat as _;
@@ -67,35 +66,6 @@ async fn run_code(env: &str, scaffold: &str) -> (tempfile::TempDir, Vec<Trajecto
     (dir, records)
 }
 
-fn export(
-    records: &[TrajectoryRecord],
-    format: &str,
-    settings: Value,
-    success_only: bool,
-) -> Vec<Value> {
-    let registry = Registry::builtin().unwrap();
-    let Factory::Exporter(f) = registry
-        .get(Role::Exporter, format)
-        .unwrap()
-        .factory
-        .clone()
-    else {
-        panic!("not an exporter")
-    };
-    let exporter = f(&settings, &BuildContext::default()).unwrap();
-    let mut out = Vec::new();
-    let selection = Selection {
-        success_only,
-        ..Selection::default()
-    };
-    export_records(records, &selection, exporter.as_ref(), format, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn chat_on_the_builtin_set_scores_by_tests_and_exports_only_passing_solutions() {
     let (dir, records) = run_code("", "type = \"chat\"").await;
@@ -123,7 +93,7 @@ async fn chat_on_the_builtin_set_scores_by_tests_and_exports_only_passing_soluti
     assert!(passing > 5 && passing < 30, "{passing}");
 
     // The SFT export holds the passing solutions and nothing else.
-    let lines = export(&records, "openai", serde_json::json!({}), true);
+    let lines = trawl_tests::export_lines(&records, "openai", serde_json::json!({}), true);
     assert_eq!(lines.len(), passing);
     for l in &lines {
         assert_eq!(l["success"], true);
@@ -221,14 +191,14 @@ async fn coder_and_tester_take_turns_and_export_separately() {
         );
     }
 
-    let all = export(&records, "turns", serde_json::json!({}), false);
-    let coder = export(
+    let all = trawl_tests::export_lines(&records, "turns", serde_json::json!({}), false);
+    let coder = trawl_tests::export_lines(
         &records,
         "turns",
         serde_json::json!({"agent": "coder"}),
         false,
     );
-    let tester = export(
+    let tester = trawl_tests::export_lines(
         &records,
         "turns",
         serde_json::json!({"agent": "tester"}),
@@ -251,7 +221,7 @@ async fn coder_and_tester_take_turns_and_export_separately() {
             .contains("assert "));
     }
     // The chat export of one agent is that agent's conversation alone.
-    let chats = export(
+    let chats = trawl_tests::export_lines(
         &records,
         "openai",
         serde_json::json!({"agent": "tester"}),
