@@ -386,6 +386,120 @@ async fn tool_calling_export_keeps_tool_schemas_and_calls() {
     }
 }
 
+/// The `tools` environment as a user runs it: an agent model and a user model on two
+/// OpenAI-compatible servers, `trawl stats` with pass^k and sub-rewards, and an SFT export of
+/// whole conversations with their tool calls and tool schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_run_with_an_llm_user_reports_pass_hat_k_and_exports_whole_conversations() {
+    // The user model plays whichever task its system prompt describes.
+    let user = ScriptedServer::start(Arc::new(|body: &Value| {
+        let system = body["messages"][0]["content"].as_str().unwrap_or("");
+        if trawl_tests::assistant_turns(body) > 0 {
+            return Reply::text("Thanks, that's all. ###STOP###");
+        }
+        Reply::text(if system.contains("'Dune' is due back") {
+            "When is my copy of Dune due? I'm Eli Haddad, eli.haddad@example.com."
+        } else {
+            "I'm Ben Okafor, account M001. Renew The Left Hand of Darkness."
+        })
+    }))
+    .await
+    .unwrap();
+    // The agent answers the due date properly, but renews for the impostor (against the policy).
+    let agent = ScriptedServer::start(Arc::new(|body: &Value| {
+        let dune = trawl_tests::first_user_message(body).contains("Dune");
+        let (name, args, text) = if dune {
+            (
+                "get_loan",
+                r#"{"loan_id":"L005"}"#,
+                "Your copy of Dune is due on 2026-03-22.",
+            )
+        } else {
+            ("renew_loan", r#"{"loan_id":"L001"}"#, "Renewed.")
+        };
+        if trawl_tests::assistant_turns(body) == 0 {
+            Reply::ToolCall {
+                name: name.into(),
+                arguments: args.into(),
+            }
+        } else {
+            Reply::text(text)
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"samples = 2
+[[environments]]
+type = "tools"
+tasks = ["lib-013", "lib-018"]
+user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user" }} }}
+
+[[scaffolds]]
+type = "tool_calling"
+"#,
+        user.base_url()
+    );
+    write_config(dir.path(), &agent.base_url(), &body);
+    let out = trawl(&["run", "exp.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = trawl(&["stats", "runs/cli"], dir.path());
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(stats.contains("tools × tool_calling × mock"), "{stats}");
+    assert!(
+        stats.contains("pass^k          ^1 0.500  ^2 0.500"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("tau.communicate 1.000, tau.db 0.500"),
+        "{stats}"
+    );
+
+    let out = trawl(
+        &[
+            "export",
+            "runs/cli",
+            "--format",
+            "openai",
+            "--success-only",
+            "-o",
+            "sft.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = jsonl(&dir.path().join("sft.jsonl"));
+    assert_eq!(lines.len(), 2, "the two successful rollouts");
+    for l in &lines {
+        assert_eq!(l["tools"].as_array().unwrap().len(), 14);
+        let roles: Vec<&str> = l["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant"]);
+        assert_eq!(
+            l["messages"][2]["tool_calls"][0]["function"]["name"],
+            "get_loan"
+        );
+        assert!(l["messages"][3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("2026-03-22"));
+    }
+}
+
 #[test]
 fn a_malformed_config_names_file_line_and_field_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
