@@ -150,6 +150,31 @@ async fn following_the_policy_succeeds_and_the_record_holds_the_whole_conversati
     assert_eq!(turns[0], 0.0);
 
     // The openai exporter writes the whole multi-turn conversation, tool calls and schemas.
+    let sharegpt = trawl_tests::export_lines(std::slice::from_ref(&r), "sharegpt", json!({}), true);
+    let froms: Vec<&str> = sharegpt[0]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["from"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "human",
+            "function_call",
+            "observation",
+            "function_call",
+            "observation",
+            "function_call",
+            "observation",
+            "gpt",
+            "human",
+            "function_call",
+            "observation",
+            "gpt"
+        ]
+    );
+    assert!(sharegpt[0]["system"].as_str().unwrap().contains("<policy>"));
     let lines = trawl_tests::export_lines(&[r], "openai", json!({}), true);
     assert_eq!(lines.len(), 1);
     let l = &lines[0];
@@ -463,4 +488,85 @@ model = "agent"
         err.contains("evaluation_criteria.actions[0] (renew_loan) fails on a fresh database: `L404` not found in loans"),
         "{err}"
     );
+}
+
+/// The four files of the bakery domain in `docs/tool-domains.md`, as the guide writes them.
+fn guide_domain(into: &std::path::Path) {
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tool-domains.md"),
+    )
+    .unwrap();
+    let mut written = 0;
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        let Some(file) = line
+            .strip_prefix("```")
+            .and_then(|info| info.split_whitespace().nth(1))
+        else {
+            continue;
+        };
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        std::fs::write(into.join(file), body.join("\n")).unwrap();
+        written += 1;
+    }
+    assert_eq!(
+        written, 4,
+        "the guide shows policy.md, db.json, tools.json, tasks.json"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_domain_loads_runs_and_its_error_example_is_real() {
+    let dir = tempfile::tempdir().unwrap();
+    let bakery = dir.path().join("bakery");
+    std::fs::create_dir(&bakery).unwrap();
+    guide_domain(&bakery);
+    let server = ScriptedServer::start(agent(vec![
+        call("get_item", json!({"item": "sourdough"})),
+        Reply::text("Two sourdough loaves for customer C1, shall I place the order?"),
+        call(
+            "place_order",
+            json!({"customer_id": "C1", "item": "sourdough", "quantity": 2}),
+        ),
+        Reply::text("Done: your total is $13.00."),
+    ]))
+    .await
+    .unwrap();
+    let config = format!(
+        r####"[[environments]]
+type = "tools"
+domain = "bakery"
+user = {{ type = "scripted", replies = ["Two sourdough please, I'm C1.", "Yes.", "Thanks! ###STOP###"] }}
+
+[[scaffolds]]
+type = "tool_calling"
+
+[[models]]
+type = "openai"
+base_url = "{}"
+model = "agent"
+"####,
+        server.base_url()
+    );
+    run_experiment(&config, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    let r = &run_records(dir.path())[0];
+    assert!(r.success, "{:?}", r.evaluations);
+    assert_eq!(r.tools.len(), 2);
+
+    // The guide's example of a load error is what trawl says.
+    let tools = std::fs::read_to_string(bakery.join("tools.json")).unwrap();
+    std::fs::write(
+        bakery.join("tools.json"),
+        tools.replacen("\"$quantity\"]}, \"else\"", "\"$qty\"]}, \"else\"", 1),
+    )
+    .unwrap();
+    let err = trawl_tools_env::Domain::load(&bakery).unwrap_err();
+    let err = err.replace(&format!("{}/", bakery.display()), "");
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tool-domains.md"),
+    )
+    .unwrap();
+    assert!(guide.contains(&format!("\n{err}\n")), "{err}");
 }
