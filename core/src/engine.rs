@@ -286,7 +286,7 @@ async fn build(
     map: &SourceMap,
     registry: &Registry,
 ) -> Result<(Shared, BTreeMap<String, String>), RunError> {
-    let cx = BuildContext {
+    let mut cx = BuildContext {
         base_dir: config.base_dir.clone(),
         seed: config.seed,
         run_name: config.name.clone(),
@@ -296,6 +296,33 @@ async fn build(
     let factory = |role: Role, kind: &str| registry.get(role, kind).map(|e| e.factory.clone());
     let as_value =
         |s: &serde_json::Map<String, serde_json::Value>| serde_json::Value::Object(s.clone());
+
+    let mut models = Vec::new();
+    for spec in &config.models {
+        let c = &spec.component;
+        let Some(Factory::Model(f)) = factory(Role::Model, &c.kind) else {
+            continue;
+        };
+        let raw = f(&as_value(&c.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
+        let live: Arc<dyn LanguageModel> =
+            Arc::new(ConcurrencyLimit::new(raw, spec.max_concurrency));
+        models.push(ModelSlot {
+            model: built(registry, &mut versions, Role::Model, c, live),
+            sampling: spec.sampling.clone(),
+        });
+    }
+
+    // Components with a model of their own (a simulated user) may name one of these, to share
+    // it rather than build another.
+    cx.models = Some(
+        crate::registry::ModelBuilder::from_registry(registry).with_named(
+            models
+                .iter()
+                .map(|m| (m.model.name.clone(), m.model.live.clone()))
+                .collect(),
+        ),
+    );
 
     let mut extra_evaluators: Vec<Arc<dyn Evaluator>> = Vec::new();
     for spec in &config.evaluators {
@@ -376,22 +403,6 @@ async fn build(
         let live = f(&as_value(&spec.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
         scaffolds.push(built(registry, &mut versions, Role::Scaffold, spec, live));
-    }
-
-    let mut models = Vec::new();
-    for spec in &config.models {
-        let c = &spec.component;
-        let Some(Factory::Model(f)) = factory(Role::Model, &c.kind) else {
-            continue;
-        };
-        let raw = f(&as_value(&c.settings), &cx)
-            .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
-        let live: Arc<dyn LanguageModel> =
-            Arc::new(ConcurrencyLimit::new(raw, spec.max_concurrency));
-        models.push(ModelSlot {
-            model: built(registry, &mut versions, Role::Model, c, live),
-            sampling: spec.sampling.clone(),
-        });
     }
 
     for s in &scaffolds {

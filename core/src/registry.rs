@@ -72,6 +72,21 @@ impl fmt::Debug for ModelBuilder {
 }
 
 impl ModelBuilder {
+    /// Like `self`, but a model given as a string names one of the run's `[[models]]` entries,
+    /// which is then shared (one instance, one batch queue) instead of built again.
+    pub fn with_named(self, named: BTreeMap<String, Arc<dyn LanguageModel>>) -> Self {
+        let inner = self.0;
+        ModelBuilder(Arc::new(move |table: &Value| match table {
+            Value::String(name) => named.get(name).cloned().ok_or_else(|| {
+                ComponentError::new(format!(
+                    "there is no [[models]] entry named `{name}` (names: {})",
+                    named.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            }),
+            other => inner(other),
+        }))
+    }
+
     /// A builder over the model kinds of `registry`; a table without `type` gets the default
     /// (embedded) model kind.
     pub fn from_registry(registry: &Registry) -> Self {
@@ -82,7 +97,7 @@ impl ModelBuilder {
                 Value::Null => serde_json::Map::new(),
                 _ => {
                     return Err(ComponentError::new(
-                        "a model is a table with `type` and its settings",
+                        "a model is a table with `type` and its settings, or the name of a [[models]] entry",
                     ))
                 }
             };

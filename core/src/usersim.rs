@@ -254,7 +254,8 @@ pub enum UserConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmUserConfig {
-    /// A `[[models]]`-shaped table: `type` and the backend's settings.
+    /// A `[[models]]`-shaped table (`type` and the backend's settings; the embedded model when
+    /// empty), or the name of one of the run's `[[models]]` entries, to share it.
     #[serde(default)]
     pub model: serde_json::Value,
     #[serde(default)]

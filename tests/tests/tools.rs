@@ -570,3 +570,44 @@ model = "agent"
     .unwrap();
     assert!(guide.contains(&format!("\n{err}\n")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_can_share_the_agents_model_entry() {
+    // One server plays both sides, told apart by the system prompt: the user's says it plays
+    // a customer.
+    let script = agent(renewing_agent());
+    let both: Handler = Arc::new(move |body: &Value| {
+        let system = body["messages"][0]["content"].as_str().unwrap_or("");
+        if !system.contains("You are playing a customer") {
+            return script(body);
+        }
+        Reply::text(match trawl_tests::assistant_turns(body) {
+            0 => "Renew The Left Hand of Darkness please; alice.moreau@example.com.",
+            1 => "Yes.",
+            _ => "Thanks! ###STOP###",
+        })
+    });
+    let r = tools_run(
+        "lib-001",
+        both,
+        r#"user = { type = "llm", model = "agent" }"#,
+    )
+    .await;
+    assert!(r.success, "{:?}", r.outcome);
+
+    let server = ScriptedServer::start(agent(vec![])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[environments]]\ntype = \"tools\"\nuser = {{ type = \"llm\", model = \"nope\" }}\n\n[[scaffolds]]\ntype = \"tool_calling\"\n\n[[models]]\ntype = \"openai\"\nname = \"agent\"\nbase_url = \"{}\"\nmodel = \"agent\"\n",
+        server.base_url()
+    );
+    let err = run_experiment(&config, dir.path(), StopSignal::default())
+        .await
+        .expect_err("an unknown model name is refused")
+        .to_string();
+    assert!(
+        err.contains("field `environments[0].user.model`")
+            && err.contains("there is no [[models]] entry named `nope` (names: agent)"),
+        "{err}"
+    );
+}

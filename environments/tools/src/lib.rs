@@ -362,7 +362,8 @@ impl ToolsEpisode {
             ok: result.is_ok(),
         });
         let text = match result {
-            Ok(v) => domain_text(&v),
+            // Strings bare, anything else as compact JSON.
+            Ok(v) => lang::text_of(&v),
             Err(e) => {
                 self.errors += 1;
                 format!("Error: {e}")
@@ -370,11 +371,6 @@ impl ToolsEpisode {
         };
         self.limits(text)
     }
-}
-
-/// A tool's result as the agent reads it: strings bare, anything else as compact JSON.
-fn domain_text(v: &Value) -> String {
-    lang::text_of(v)
 }
 
 #[async_trait]

@@ -122,6 +122,23 @@ struct Sequence {
     logits_at: Option<i32>,
 }
 
+impl Sequence {
+    /// The tokens in this sequence's KV cache: the prompt, then the completion tokens fed back.
+    fn in_cache(&self) -> Vec<LlamaToken> {
+        self.prompt
+            .iter()
+            .copied()
+            .chain(self.completion.iter().map(|&t| LlamaToken(t as i32)))
+            .take(self.n_past.max(0) as usize)
+            .collect()
+    }
+}
+
+/// How many leading tokens two sequences share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 fn run(
     backend: &'static LlamaBackend,
     cfg: WorkerConfig,
@@ -173,6 +190,11 @@ fn run(
 
     let mut batch = LlamaBatch::new(cfg.batch_size as usize, 1);
     let mut slots: Vec<Option<Sequence>> = (0..cfg.parallel).map(|_| None).collect();
+    // What each free slot's KV cache holds, position by position.
+    let mut cached: Vec<Vec<LlamaToken>> = (0..cfg.parallel).map(|_| Vec::new()).collect();
+    // When each slot last took a request.
+    let mut last_used: Vec<u64> = vec![0; cfg.parallel as usize];
+    let mut uses = 0u64;
     let mut queue: VecDeque<Request> = VecDeque::new();
     let ctx_limit = cfg.context_size as usize;
 
@@ -187,49 +209,87 @@ fn run(
             queue.push_back(r);
         }
         // Requests whose caller gave up (an episode cut short) free their slot.
-        for slot in slots.iter_mut() {
+        for (i, slot) in slots.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|s| s.request.reply.is_closed()) {
-                *slot = None;
+                if let Some(s) = slot.take() {
+                    cached[i] = s.in_cache();
+                }
             }
         }
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if slot.is_some() {
+        // Each queued request takes the free slot whose cached tokens share the longest prefix
+        // with its prompt: a multi-turn episode re-sends its whole conversation every turn, and
+        // only what follows the shared prefix (the system prompt, the tools, earlier turns) is
+        // decoded again.
+        while slots.iter().any(Option::is_none) {
+            let Some(request) = queue.pop_front() else {
+                break;
+            };
+            if request.reply.is_closed() {
                 continue;
             }
-            while let Some(request) = queue.pop_front() {
-                if request.reply.is_closed() {
-                    continue;
-                }
-                let prompt = vocab.tokenize(request.prompt.as_bytes(), false, true);
-                if prompt.is_empty() {
-                    let _ = request
-                        .reply
-                        .send(Err(ModelError::Backend("the prompt is empty".into())));
-                    continue;
-                }
-                if prompt.len() >= ctx_limit {
-                    let _ = request.reply.send(Err(ModelError::ContextLength(format!(
-                        "the prompt has {} tokens; the context holds {ctx_limit} per sequence",
-                        prompt.len()
-                    ))));
-                    continue;
-                }
-                let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-                let rng = Rng::new(request.params.seed);
-                *slot = Some(Sequence {
-                    request,
-                    prompt,
-                    prefilled: 0,
-                    n_past: 0,
-                    next: None,
-                    completion: Vec::new(),
-                    logprobs: Vec::new(),
-                    bytes: Vec::new(),
-                    rng,
-                    logits_at: None,
-                });
-                break;
+            let prompt = vocab.tokenize(request.prompt.as_bytes(), false, true);
+            if prompt.is_empty() {
+                let _ = request
+                    .reply
+                    .send(Err(ModelError::Backend("the prompt is empty".into())));
+                continue;
             }
+            if prompt.len() >= ctx_limit {
+                let _ = request.reply.send(Err(ModelError::ContextLength(format!(
+                    "the prompt has {} tokens; the context holds {ctx_limit} per sequence",
+                    prompt.len()
+                ))));
+                continue;
+            }
+            let free = || {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(i, _)| (i, common_prefix(&cached[i], &prompt)))
+            };
+            // The slot sharing the longest prefix, if it covers at least half the prompt (as
+            // llama-server's default slot similarity); otherwise the slot used longest ago, so
+            // that an unrelated request does not evict a cache a conversation is about to use.
+            let best = free()
+                .max_by_key(|(i, n)| (*n, std::cmp::Reverse(last_used[*i])))
+                .filter(|(_, n)| 2 * n >= prompt.len());
+            let Some((i, shared)) = best.or_else(|| free().min_by_key(|(i, _)| last_used[*i]))
+            else {
+                queue.push_front(request);
+                break;
+            };
+            // The last prompt token is always decoded again: its logits start the completion.
+            let mut reuse = shared.min(prompt.len() - 1);
+            let trimmed = ctx
+                .clear_kv_cache_seq(Some(i as u32), Some(reuse as u32), None)
+                .unwrap_or(false);
+            if !trimmed {
+                let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                reuse = 0;
+            }
+            tracing::debug!(
+                slot = i,
+                prompt = prompt.len(),
+                reused = reuse,
+                "llama.cpp: prompt prefix reused from the slot's cache"
+            );
+            cached[i].clear();
+            uses += 1;
+            last_used[i] = uses;
+            let rng = Rng::new(request.params.seed);
+            slots[i] = Some(Sequence {
+                request,
+                prompt,
+                prefilled: reuse,
+                n_past: reuse as i32,
+                next: None,
+                completion: Vec::new(),
+                logprobs: Vec::new(),
+                bytes: Vec::new(),
+                rng,
+                logits_at: None,
+            });
         }
 
         // One decode step: every generating sequence's next token first, then prompt chunks.
@@ -281,6 +341,7 @@ fn run(
             for (i, slot) in slots.iter_mut().enumerate() {
                 if let Some(s) = slot.take() {
                     let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    cached[i].clear();
                     let _ = s.request.reply.send(Err(ModelError::Backend(format!(
                         "llama.cpp decode failed: {e}"
                     ))));
@@ -315,7 +376,8 @@ fn run(
             };
             if let Some(finish) = finish {
                 if let Some(s) = slot.take() {
-                    let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    // The sequence's tokens stay in its KV cache for the next request's prefix.
+                    cached[i] = s.in_cache();
                     let mut text = String::from_utf8_lossy(&s.bytes).into_owned();
                     if let Some(cut) = stop_hit(&s.bytes, &s.request.stop) {
                         text.truncate(cut);

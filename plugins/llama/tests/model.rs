@@ -83,6 +83,27 @@ async fn greedy_decoding_is_deterministic_and_reports_tokens() {
     assert!(!a.message.text().is_empty());
 }
 
+/// A follow-up turn re-sends the conversation; the worker decodes only what follows the prefix
+/// still in a slot's cache. The answer must be the one a fresh model gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_turn_reuses_the_cached_prefix_and_answers_as_a_fresh_model_would() {
+    let warm = model(2, 1024);
+    let first = warm.complete(&ask(QUESTIONS[2], greedy(24))).await.unwrap();
+    let mut follow = ask(QUESTIONS[2], greedy(24));
+    follow.messages.push(first.message.clone());
+    follow
+        .messages
+        .push(Message::user("Now add 2 more. How many?"));
+    let again = warm.complete(&follow).await.unwrap();
+    let cold = model(2, 1024).complete(&follow).await.unwrap();
+    assert_eq!(again.message.content, cold.message.content);
+    let (a, c) = (again.tokens.unwrap(), cold.tokens.unwrap());
+    assert_eq!(a.completion_ids, c.completion_ids);
+    // Usage still counts the whole prompt.
+    assert_eq!(a.prompt_ids, c.prompt_ids);
+    assert_eq!(again.usage.prompt_tokens, cold.usage.prompt_tokens);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_output_equals_sequential_output_at_temperature_zero() {
     let m = model(8, 1024);
