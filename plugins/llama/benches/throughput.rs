@@ -1,5 +1,6 @@
 //! Aggregate generation throughput of the embedded model at 1, 4, 8 and 16 concurrent
-//! sequences (continuous batching), on the default model. `cargo bench -p trawl-llama --bench
+//! sequences (continuous batching), on the default model; then multi-turn conversations with a
+//! long system prompt, with and without the prefix cache. `cargo bench -p trawl-llama --bench
 //! throughput`; TRAWL_BENCH_MAX_TOKENS sets the completion length (default 128).
 
 #![allow(clippy::unwrap_used)] // a benchmark harness: a failed unwrap is a failed run
@@ -96,6 +97,74 @@ fn main() {
         println!(
             "{concurrency:>11} {requests:>10} {tokens:>9} {rate:>14.1} {:>9.2}x",
             rate / single
+        );
+    }
+    multi_turn(&runtime, smoke);
+}
+
+/// 4 conversations of 6 turns each, every request re-sending a ~1,900-token system prompt and
+/// the conversation so far (as an agent scaffold does), on a fresh model with the prefix cache
+/// on and off.
+fn multi_turn(runtime: &tokio::runtime::Runtime, smoke: bool) {
+    let turns = if smoke { 2 } else { 6 };
+    let system = "You are a help desk agent. Follow the policy exactly. ".repeat(150);
+    println!("\nmulti-turn: 4 conversations x {turns} turns, 32 tokens per reply");
+    println!(
+        "{:>13} {:>14} {:>12}",
+        "prefix cache", "prompt tokens", "wall s"
+    );
+    for prefix_cache in [false, true] {
+        let model = Arc::new(
+            LlamaConfig {
+                parallel: 4,
+                context_size: 4096,
+                prefix_cache,
+                ..LlamaConfig::default()
+            }
+            .load(&BuildContext::default())
+            .unwrap(),
+        );
+        let t = Instant::now();
+        let prompt_tokens: u64 = runtime.block_on(async {
+            let handles: Vec<_> = (0..4usize)
+                .map(|c| {
+                    let m = model.clone();
+                    let system = system.clone();
+                    tokio::spawn(async move {
+                        let mut messages = vec![Message::system(system)];
+                        let mut prompt_tokens = 0;
+                        for turn in 0..turns {
+                            messages.push(Message::user(format!(
+                                "Question {turn} about {}.",
+                                TOPICS[(c * 3 + turn) % TOPICS.len()]
+                            )));
+                            let req = CompletionRequest {
+                                messages: messages.clone(),
+                                tools: vec![],
+                                sampling: Sampling {
+                                    temperature: Some(0.0),
+                                    max_tokens: Some(32),
+                                    ..Sampling::default()
+                                },
+                            };
+                            let done = m.complete(&req).await.unwrap();
+                            prompt_tokens += done.usage.prompt_tokens;
+                            messages.push(done.message);
+                        }
+                        prompt_tokens
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for h in handles {
+                total += h.await.unwrap();
+            }
+            total
+        });
+        println!(
+            "{:>13} {prompt_tokens:>14} {:>12.1}",
+            if prefix_cache { "on" } else { "off" },
+            t.elapsed().as_secs_f64()
         );
     }
 }

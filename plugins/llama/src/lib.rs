@@ -59,6 +59,14 @@ pub struct LlamaConfig {
     /// Completion cap when the sampling settings give none.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Keep each finished sequence in its slot's KV cache, so that a request sharing its prompt
+    /// prefix (the next turn of a conversation, the same system prompt) decodes only the rest.
+    #[serde(default = "default_prefix_cache")]
+    pub prefix_cache: bool,
+}
+
+fn default_prefix_cache() -> bool {
+    true
 }
 
 fn default_parallel() -> u32 {
@@ -85,6 +93,7 @@ impl Default for LlamaConfig {
             gpu_layers: None,
             chat_template: None,
             default_max_tokens: default_max_tokens(),
+            prefix_cache: default_prefix_cache(),
         }
     }
 }
@@ -139,6 +148,7 @@ impl LlamaConfig {
             batch_size: self.batch_size.max(self.parallel),
             threads,
             gpu_layers,
+            prefix_cache: self.prefix_cache,
         };
         let worker = {
             let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());

@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     pub batch_size: u32,
     pub threads: i32,
     pub gpu_layers: u32,
+    /// Reuse a free slot's cached prefix (see `LlamaConfig::prefix_cache`).
+    pub prefix_cache: bool,
 }
 
 /// What the thread learned from the model file.
@@ -246,7 +248,14 @@ fn run(
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| s.is_none())
-                    .map(|(i, _)| (i, common_prefix(&cached[i], &prompt)))
+                    .map(|(i, _)| {
+                        let shared = if cfg.prefix_cache {
+                            common_prefix(&cached[i], &prompt)
+                        } else {
+                            0
+                        };
+                        (i, shared)
+                    })
             };
             // The slot sharing the longest prefix, if it covers at least half the prompt (as
             // llama-server's default slot similarity); otherwise the slot used longest ago, so
