@@ -420,6 +420,24 @@ pub fn export_lines(
         .collect()
 }
 
+/// Runs `config` (which must produce exactly one rollout) in `dir`; returns that record.
+pub async fn single_record(config: &str, dir: &std::path::Path) -> trawl_core::TrajectoryRecord {
+    run_experiment(config, dir, trawl_core::engine::StopSignal::default())
+        .await
+        .expect("the run succeeds");
+    let mut records = run_records(dir);
+    assert_eq!(records.len(), 1, "one rollout");
+    records.remove(0)
+}
+
+/// The `user = {...}` line of an LLM user on the OpenAI-compatible server at `base_url`
+/// (model `user`, no retries).
+pub fn llm_user_table(base_url: &str) -> String {
+    format!(
+        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{base_url}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#
+    )
+}
+
 /// The records of the run in `dir/run`.
 pub fn run_records(dir: &std::path::Path) -> Vec<trawl_core::TrajectoryRecord> {
     trawl_core::store::read_records(&dir.join("run").join(trawl_core::store::TRAJECTORIES))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use trawl_core::engine::StopSignal;
 use trawl_core::{ExitStatus, MessageRole, TrajectoryRecord};
-use trawl_tests::{run_experiment, run_records, Handler, Reply, ScriptedServer};
+use trawl_tests::{run_experiment, Handler, Reply, ScriptedServer};
 
 use trawl_exporters as _;
 use trawl_openai as _;
@@ -76,12 +76,7 @@ retry = {{ max_attempts = 1 }}
 "#,
         server.base_url()
     );
-    run_experiment(&config, dir.path(), StopSignal::default())
-        .await
-        .unwrap();
-    let mut records = run_records(dir.path());
-    assert_eq!(records.len(), 1);
-    records.remove(0)
+    trawl_tests::single_record(&config, dir.path()).await
 }
 
 fn scripted(replies: &str) -> String {
@@ -363,10 +358,7 @@ async fn a_failing_simulator_is_an_infrastructure_error() {
     let r = tools_run(
         "lib-001",
         agent(renewing_agent()),
-        &format!(
-            r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
-            broken.base_url()
-        ),
+        &trawl_tests::llm_user_table(&broken.base_url()),
     )
     .await;
     assert_eq!(r.outcome.exit_status, ExitStatus::InfraError);
@@ -384,10 +376,7 @@ async fn an_llm_user_sees_its_scenario_and_the_agent_text_only() {
     }))
     .await
     .unwrap();
-    let user = format!(
-        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
-        user_server.base_url()
-    );
+    let user = trawl_tests::llm_user_table(&user_server.base_url());
     let r = tools_run("lib-001", agent(renewing_agent()), &user).await;
     assert!(r.success, "{:?}", r.outcome);
     let requests = user_server.requests();
@@ -462,13 +451,9 @@ model = "agent"
         domain.display(),
         server.base_url()
     );
-    run_experiment(&config, dir.path(), StopSignal::default())
-        .await
-        .unwrap();
-    let records = run_records(dir.path());
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].task.id, "mini-1");
-    assert!(records[0].success);
+    let r = trawl_tests::single_record(&config, dir.path()).await;
+    assert_eq!(r.task.id, "mini-1");
+    assert!(r.success);
 
     // A task whose expected action cannot run on the database: refused at load, with the file,
     // line and task named.
@@ -548,10 +533,7 @@ model = "agent"
 "####,
         server.base_url()
     );
-    run_experiment(&config, dir.path(), StopSignal::default())
-        .await
-        .unwrap();
-    let r = &run_records(dir.path())[0];
+    let r = trawl_tests::single_record(&config, dir.path()).await;
     assert!(r.success, "{:?}", r.evaluations);
     assert_eq!(r.tools.len(), 2);
 

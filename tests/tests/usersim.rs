@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use trawl_core::engine::StopSignal;
+
 use trawl_core::registry::{ModelBuilder, Registry};
 use trawl_core::usersim::{LlmUser, UserScenario, UserSimulator, UserStop, DEFAULT_USER_PROMPT};
 use trawl_core::ExitStatus;
 use trawl_core::{Message, Sampling};
-use trawl_tests::{run_experiment, run_records, Reply, ScriptedServer};
+use trawl_tests::{Reply, ScriptedServer};
 
 use trawl_chat as _;
 use trawl_openai as _;
@@ -174,12 +174,7 @@ retry = {{ max_attempts = 1 }}
 "#,
         server.base_url()
     );
-    run_experiment(&config, dir.path(), StopSignal::default())
-        .await
-        .unwrap();
-    let mut records = run_records(dir.path());
-    assert_eq!(records.len(), 1);
-    records.remove(0)
+    trawl_tests::single_record(&config, dir.path()).await
 }
 
 fn ended(r: &trawl_core::TrajectoryRecord) -> Value {
@@ -278,10 +273,7 @@ async fn an_llm_user_plays_the_task_and_its_failure_is_an_infrastructure_error()
     }))
     .await
     .unwrap();
-    let user = format!(
-        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
-        user_server.base_url()
-    );
+    let user = trawl_tests::llm_user_table(&user_server.base_url());
     let r = intention_run(asker(ALL_FOUR), &user).await;
     assert_eq!(ended(&r), json!({ "user": "stop" }));
     assert_eq!(
@@ -299,10 +291,7 @@ async fn an_llm_user_plays_the_task_and_its_failure_is_an_infrastructure_error()
     let broken = ScriptedServer::scripted(vec![Reply::status(400, "no")])
         .await
         .unwrap();
-    let user = format!(
-        r#"user = {{ type = "llm", model = {{ type = "openai", base_url = "{}", model = "user", retry = {{ max_attempts = 1 }} }} }}"#,
-        broken.base_url()
-    );
+    let user = trawl_tests::llm_user_table(&broken.base_url());
     let r = intention_run(asker(ALL_FOUR), &user).await;
     assert_eq!(r.outcome.exit_status, ExitStatus::InfraError);
     let msg = &r.outcome.error.as_ref().unwrap().message;

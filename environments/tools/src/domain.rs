@@ -12,7 +12,10 @@ use serde_json::{Map, Value};
 
 use crate::lang::{self, Scope, Step};
 
-/// The built-in domain, written for trawl: a small public library.
+/// The files of a domain folder, in the order [`Domain::parse`] takes them.
+pub const FILES: [&str; 4] = ["policy.md", "db.json", "tools.json", "tasks.json"];
+
+/// The built-in domain, written for trawl: a small public library (its [`FILES`] in order).
 pub const LIBRARY: [(&str, &str); 4] = [
     ("policy.md", include_str!("../domains/library/policy.md")),
     ("db.json", include_str!("../domains/library/db.json")),
@@ -269,25 +272,11 @@ fn line_of(text: &str, key: &str, value: &str) -> usize {
 impl Domain {
     /// The built-in domain by name.
     pub fn builtin(name: &str) -> Option<Domain> {
-        match name {
-            "library" => {
-                let file = |n: &str| LIBRARY.iter().find(|(f, _)| *f == n).map(|(_, t)| *t);
-                let origin = |f: &str| format!("(built-in library)/{f}");
-                Some(
-                    Domain::parse(
-                        "library",
-                        [
-                            (origin("policy.md"), file("policy.md")?),
-                            (origin("db.json"), file("db.json")?),
-                            (origin("tools.json"), file("tools.json")?),
-                            (origin("tasks.json"), file("tasks.json")?),
-                        ],
-                    )
-                    .unwrap_or_else(|e| panic!("the built-in library domain is broken: {e}")),
-                )
-            }
-            _ => None,
-        }
+        (name == "library").then(|| {
+            let files = LIBRARY.map(|(file, text)| (format!("(built-in library)/{file}"), text));
+            Domain::parse("library", files)
+                .unwrap_or_else(|e| panic!("the built-in library domain is broken: {e}"))
+        })
     }
 
     /// Names of the built-in domains.
@@ -295,36 +284,25 @@ impl Domain {
 
     /// Loads a domain folder: `policy.md`, `db.json`, `tools.json`, `tasks.json`.
     pub fn load(dir: &Path) -> Result<Domain, String> {
-        let read = |f: &str| {
-            let p = dir.join(f);
-            std::fs::read_to_string(&p)
-                .map(|t| (p.display().to_string(), t))
-                .map_err(|e| {
-                    format!(
-                        "cannot read {}: {e} (a domain folder holds policy.md, db.json, tools.json and tasks.json)",
-                        p.display()
-                    )
-                })
-        };
-        let files = [
-            read("policy.md")?,
-            read("db.json")?,
-            read("tools.json")?,
-            read("tasks.json")?,
-        ];
+        let mut read = Vec::with_capacity(FILES.len());
+        for file in FILES {
+            let p = dir.join(file);
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                format!(
+                    "cannot read {}: {e} (a domain folder holds {})",
+                    p.display(),
+                    FILES.join(", ")
+                )
+            })?;
+            read.push((p.display().to_string(), text));
+        }
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "domain".into());
-        Domain::parse(
-            &name,
-            [
-                (files[0].0.clone(), files[0].1.as_str()),
-                (files[1].0.clone(), files[1].1.as_str()),
-                (files[2].0.clone(), files[2].1.as_str()),
-                (files[3].0.clone(), files[3].1.as_str()),
-            ],
-        )
+        let files: [(String, &str); 4] =
+            std::array::from_fn(|i| (read[i].0.clone(), read[i].1.as_str()));
+        Domain::parse(&name, files)
     }
 
     /// Parses and checks a domain from (origin, text) of its policy, database, tools and tasks.

@@ -20,7 +20,6 @@ pub mod domain;
 pub mod lang;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -117,7 +116,7 @@ impl EnvironmentConfig for ToolsEnvConfig {
                         ),
                     ));
                 }
-                Domain::load(Path::new(&dir)).map_err(|e| ComponentError::at("domain", e))?
+                Domain::load(&dir).map_err(|e| ComponentError::at("domain", e))?
             }
         };
         if !self.tasks.is_empty() {
@@ -196,11 +195,7 @@ impl Environment for ToolsEnv {
         self.domain
             .tasks
             .iter()
-            .map(|t| {
-                serde_json::to_value(t)
-                    .map(|data| Task::new(&t.id, data))
-                    .map_err(|e| EnvironmentError::Tasks(e.to_string()))
-            })
+            .map(|t| Task::from_payload(&t.id, t))
             .collect()
     }
 
@@ -209,8 +204,7 @@ impl Environment for ToolsEnv {
             task: task.id.clone(),
             message,
         };
-        let t: ToolTask = serde_json::from_value(task.data.clone())
-            .map_err(|e| start_error(format!("not a tools task: {e}")))?;
+        let t: ToolTask = task.payload("tools")?;
         let db = self.domain.initial_db(&t).map_err(start_error)?;
         let scenario = UserScenario {
             persona: t

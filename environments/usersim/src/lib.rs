@@ -211,20 +211,12 @@ impl Environment for Usersim {
     async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
         self.tasks
             .iter()
-            .map(|t| {
-                serde_json::to_value(t)
-                    .map(|data| Task::new(&t.id, data))
-                    .map_err(|e| EnvironmentError::Tasks(e.to_string()))
-            })
+            .map(|t| Task::from_payload(&t.id, t))
             .collect()
     }
 
     async fn start(&self, task: &Task) -> Result<Box<dyn Episode>, EnvironmentError> {
-        let t: IntentionTask =
-            serde_json::from_value(task.data.clone()).map_err(|e| EnvironmentError::Start {
-                task: task.id.clone(),
-                message: format!("not a usersim task: {e}"),
-            })?;
+        let t: IntentionTask = task.payload("usersim")?;
         let scenario = UserScenario {
             persona: t
                 .persona
