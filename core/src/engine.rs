@@ -290,7 +290,8 @@ async fn build(
         base_dir: config.base_dir.clone(),
         seed: config.seed,
         run_name: config.name.clone(),
-        models: Some(crate::registry::ModelBuilder::from_registry(registry)),
+        // Set once the run's own models are built (below), so that components can share them.
+        models: None,
     };
     let mut versions = BTreeMap::new();
     let factory = |role: Role, kind: &str| registry.get(role, kind).map(|e| e.factory.clone());

@@ -243,27 +243,30 @@ fn run(
                 ))));
                 continue;
             }
-            let free = || {
-                slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.is_none())
-                    .map(|(i, _)| {
-                        let shared = if cfg.prefix_cache {
-                            common_prefix(&cached[i], &prompt)
-                        } else {
-                            0
-                        };
-                        (i, shared)
-                    })
-            };
+            // Free slots, with how many leading tokens each one's cache shares with the prompt.
+            let free: Vec<(usize, usize)> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_none())
+                .map(|(i, _)| {
+                    let shared = if cfg.prefix_cache {
+                        common_prefix(&cached[i], &prompt)
+                    } else {
+                        0
+                    };
+                    (i, shared)
+                })
+                .collect();
             // The slot sharing the longest prefix, if it covers at least half the prompt (as
             // llama-server's default slot similarity); otherwise the slot used longest ago, so
             // that an unrelated request does not evict a cache a conversation is about to use.
-            let best = free()
+            let best = free
+                .iter()
+                .copied()
                 .max_by_key(|(i, n)| (*n, std::cmp::Reverse(last_used[*i])))
                 .filter(|(_, n)| 2 * n >= prompt.len());
-            let Some((i, shared)) = best.or_else(|| free().min_by_key(|(i, _)| last_used[*i]))
+            let Some((i, shared)) =
+                best.or_else(|| free.iter().copied().min_by_key(|(i, _)| last_used[*i]))
             else {
                 queue.push_front(request);
                 break;
