@@ -152,6 +152,10 @@ struct ExportArgs {
     /// For `--format swe_smith`: xml, ticks or tool.
     #[arg(long, value_name = "STYLE")]
     style: Option<String>,
+    /// Replace the output (and its stats file) if they exist. A run's own files are never
+    /// replaced.
+    #[arg(long)]
+    force: bool,
 }
 
 /// An error that is the user's input, not trawl's fault: exit code 2.
@@ -422,9 +426,13 @@ async fn quickstart(registry: Registry, out: PathBuf) -> anyhow::Result<ExitCode
         &records,
         "openai",
         &serde_json::json!({}),
-        Some(&out.join("sft.jsonl")),
-        &out,
         &selection,
+        Destination {
+            output: Some(&out.join("sft.jsonl")),
+            run: &out,
+            // The quickstart's own export, re-made from the whole run each time it is run.
+            force: true,
+        },
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -437,6 +445,8 @@ async fn run(
     out: PathBuf,
     args: &RunArgs,
 ) -> anyhow::Result<(ExitCode, engine::RunSummary)> {
+    trawl_core::config::check_secs(args.grace_secs, true)
+        .map_err(|m| input(format!("--grace-secs {m}")))?;
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -456,10 +466,7 @@ async fn run(
         infra: AtomicU64::new(0),
     });
     let stop = StopSignal::default();
-    spawn_signal_handler(
-        stop.clone(),
-        Duration::from_secs_f64(args.grace_secs.max(0.0)),
-    );
+    spawn_signal_handler(stop.clone(), trawl_core::config::secs(args.grace_secs));
 
     eprintln!("trawl: running `{}` into {}", config.name, out.display());
     let summary = engine::run(
@@ -594,24 +601,34 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         &records,
         &args.format,
         &settings,
-        args.output.as_deref(),
-        &args.run,
         &selection,
+        Destination {
+            output: args.output.as_deref(),
+            run: &args.run,
+            force: args.force,
+        },
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Selects and writes `records` in `format` to `output` (default: the format's own file name,
-/// else `export-<format>.<ext>`, in `run`) through a temporary file, with the counts beside it
-/// in `<output>_stats.json`.
+/// Where an export goes.
+struct Destination<'a> {
+    /// The file; default: the format's own file name, else `export-<format>.<ext>`, in `run`.
+    output: Option<&'a Path>,
+    run: &'a Path,
+    /// Replace an existing output (never a run's own file).
+    force: bool,
+}
+
+/// Selects and writes `records` in `format` to its destination through a temporary file, with
+/// the counts beside it in `<output>_stats.json`.
 fn export_run(
     registry: &Registry,
     records: &[TrajectoryRecord],
     format: &str,
     settings: &serde_json::Value,
-    output: Option<&Path>,
-    run: &Path,
     selection: &Selection,
+    Destination { output, run, force }: Destination<'_>,
 ) -> anyhow::Result<()> {
     let Some(entry) = registry.get(Role::Exporter, format) else {
         bail!(input(format!(
@@ -634,21 +651,35 @@ fn export_run(
         ),
     };
     let output = output.as_path();
-    let tmp = output.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut writer = BufWriter::new(file);
-    let stats = export_records(records, selection, exporter.as_ref(), format, &mut writer)?;
-    writer.flush()?;
-    writer.get_ref().sync_all()?;
-    drop(writer);
-    std::fs::rename(&tmp, output)
-        .with_context(|| format!("cannot move the export into place at {}", output.display()))?;
     let stem = output
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "export".into());
     let stats_path = output.with_file_name(format!("{stem}_stats.json"));
+    // Both files are checked before anything is written: a refusal leaves everything as it was.
+    for path in [output, stats_path.as_path()] {
+        store::check_output(path, force).map_err(input)?;
+    }
+    // Written beside the output under a unique name and renamed into place: a failed export
+    // leaves no half file, and the temporary file is removed when it fails.
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut writer = BufWriter::new(tmp);
+    let stats = export_records(records, selection, exporter.as_ref(), format, &mut writer)?;
+    writer.flush()?;
+    let tmp = writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot finish the export: {}", e.error()))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(output)
+        .with_context(|| format!("cannot move the export into place at {}", output.display()))?;
     store::write_atomic(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;
     let dropped: Vec<String> = stats
         .dropped

@@ -21,6 +21,9 @@ pub enum SweCommand {
         /// Where `logs/` goes; the run directory when unset.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace report files that exist.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -46,7 +49,7 @@ pub struct BuildImagesArgs {
 pub async fn dispatch(command: SweCommand) -> anyhow::Result<ExitCode> {
     match command {
         SweCommand::BuildImages(args) => build_images(args).await,
-        SweCommand::Reports { run, out } => reports(&run, out.as_deref()),
+        SweCommand::Reports { run, out, force } => reports(&run, out.as_deref(), force),
     }
 }
 
@@ -107,14 +110,18 @@ async fn build_images(args: BuildImagesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn reports(run: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+fn reports(
+    run: &std::path::Path,
+    out: Option<&std::path::Path>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let records = crate::load_run(run)?;
     let name = run
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let root = out.unwrap_or(run).join("logs").join("run_evaluation");
-    let mut written = 0;
+    let mut files = Vec::new();
     for r in records.iter().filter(|r| r.is_final()) {
         let Some(report) = r
             .evaluations
@@ -129,6 +136,14 @@ fn reports(run: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Resu
             .join(format!("{name}__{}__s{}", r.key.scaffold, r.key.sample))
             .join(&r.key.model)
             .join(&r.key.task);
+        files.push((dir, report));
+    }
+    // Every file is checked before any is written: a refusal leaves everything as it was.
+    for (dir, _) in &files {
+        trawl_core::store::check_output(&dir.join("report.json"), force).map_err(crate::input)?;
+    }
+    let mut written = 0;
+    for (dir, report) in files {
         std::fs::create_dir_all(&dir)?;
         trawl_core::store::write_atomic(
             &dir.join("report.json"),

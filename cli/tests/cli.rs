@@ -680,3 +680,144 @@ fn the_humaneval_example_runs_on_the_embedded_model() {
         assert_eq!(v["success"], true);
     }
 }
+
+/// No command writes over a run's own files; exports refuse an existing file unless `--force`,
+/// and a refused or failed export leaves nothing half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_never_overwrite_a_run_and_refuse_existing_files() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.base_url(),
+        &MATH_CHAT.replace("count = 60", "count = 10"),
+    );
+    let out = trawl(
+        &["run", config.to_str().unwrap(), "--out", "run", "--quiet"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("run");
+    let snapshot = |name: &str| std::fs::read(run.join(name)).unwrap();
+    let own = ["trajectories.jsonl", "manifest.json", "config.toml"];
+    let before: Vec<Vec<u8>> = own.iter().map(|f| snapshot(f)).collect();
+
+    // Aimed at the run's own files, by path and through a symbolic link, with --force too.
+    std::os::unix::fs::symlink(
+        run.join("trajectories.jsonl"),
+        dir.path().join("link.jsonl"),
+    )
+    .unwrap();
+    for target in [
+        "run/trajectories.jsonl",
+        "run/manifest.json",
+        "run/config.toml",
+        "run/attempts.jsonl",
+        "./run/../run/trajectories.jsonl",
+        "link.jsonl",
+    ] {
+        for force in [false, true] {
+            let mut args = vec!["export", "run", "-o", target];
+            if force {
+                args.push("--force");
+            }
+            let out = trawl(&args, dir.path());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{target} force={force}: {err}");
+            assert!(err.contains("refusing to write"), "{err}");
+        }
+    }
+    for (f, b) in own.iter().zip(&before) {
+        assert_eq!(&snapshot(f), b, "{f} changed");
+    }
+    assert!(!run.join("attempts.jsonl").exists());
+
+    // A new file is written; the same again is refused unless --force.
+    let out = trawl(&["export", "run", "-o", "sft.jsonl"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read(dir.path().join("sft.jsonl")).unwrap();
+    let out = trawl(
+        &["export", "run", "-o", "sft.jsonl", "--success-only"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(dir.path().join("sft.jsonl")).unwrap(), first);
+    let out = trawl(
+        &[
+            "export",
+            "run",
+            "-o",
+            "sft.jsonl",
+            "--success-only",
+            "--force",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A failed export (unwritable folder) leaves no half file and no temporary file behind.
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let listing = names(dir.path());
+    let out = trawl(
+        &["export", "run", "-o", "no/such/folder/x.jsonl"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert_eq!(names(dir.path()), listing);
+    assert_eq!(
+        names(&run).iter().filter(|n| n.contains("partial")).count(),
+        0
+    );
+}
+
+/// A model server that never answers ends the run with exit code 3, and no rollout is scored
+/// as the model's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_for_the_whole_run_exits_3() {
+    let server = ScriptedServer::scripted(vec![Reply::Hang]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.base_url(),
+        &format!(
+            "episode_timeout_secs = 0.5\n{}",
+            MATH_CHAT.replace("count = 60", "count = 3")
+        ),
+    );
+    let out = trawl(
+        &["run", config.to_str().unwrap(), "--out", "run", "--quiet"],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = jsonl(&dir.path().join("run/trajectories.jsonl"));
+    assert_eq!(records.len(), 6);
+    assert!(records
+        .iter()
+        .all(|r| r["outcome"]["exit_status"] == "InfraError"
+            && r["outcome"]["error"]["kind"] == "model_timeout"));
+}

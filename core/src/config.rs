@@ -396,11 +396,14 @@ impl ExperimentConfig {
         if top.concurrency == 0 {
             return Err(map.error(&root(&["concurrency"]), "must be at least 1", None));
         }
-        if top.episode_timeout_secs.is_nan() || top.episode_timeout_secs <= 0.0 {
+        if let Err(message) = check_secs(top.episode_timeout_secs, false) {
+            return Err(map.error(&root(&["episode_timeout_secs"]), message, None));
+        }
+        if let Err(message) = check_fraction(top.max_infra_error_rate) {
             return Err(map.error(
-                &root(&["episode_timeout_secs"]),
-                "must be a positive number of seconds",
-                None,
+                &root(&["max_infra_error_rate"]),
+                message,
+                Some("the share of recent rollouts that may fail on infrastructure before the run stops itself".into()),
             ));
         }
         let environments = components(
@@ -446,6 +449,11 @@ impl ExperimentConfig {
                     )
                 })?,
             };
+            if let Err((field, message)) = sampling.validate() {
+                let mut p = at("sampling");
+                p.push(field.to_string());
+                return Err(map.error(&p, message, None));
+            }
             models.push(ModelSpec {
                 component: spec,
                 max_concurrency,
@@ -599,6 +607,42 @@ fn components(
         });
     }
     Ok(out)
+}
+
+/// The longest time any setting may ask for: a year. Longer is a typo, and `inf` would overflow
+/// the clock.
+pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Seconds from a setting as a `Duration`, never panicking: NaN and negatives are zero, and
+/// anything past [`MAX_SECS`] (`inf` included) is `MAX_SECS`. Settings are checked with
+/// [`check_secs`] when they load; this keeps a value that slipped past from crashing a run.
+pub fn secs(value: f64) -> std::time::Duration {
+    if value.is_nan() {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs_f64(value.clamp(0.0, MAX_SECS))
+}
+
+/// Checks a number of seconds from a setting: finite, at most [`MAX_SECS`], not negative, and
+/// above zero unless `zero_ok`. The error says what is allowed.
+pub fn check_secs(value: f64, zero_ok: bool) -> Result<(), String> {
+    let low_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
+    if value.is_finite() && low_ok && value <= MAX_SECS {
+        return Ok(());
+    }
+    let low = if zero_ok { "0" } else { "above 0" };
+    Err(format!(
+        "must be a number of seconds from {low} to {MAX_SECS} (a year); got {value}"
+    ))
+}
+
+/// Checks a fraction from a setting: finite and within `[0, 1]`.
+pub fn check_fraction(value: f64) -> Result<(), String> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("must be a number from 0 to 1; got {value}"))
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, ExperimentConfig, SourceMap};
 use crate::environment::{Environment, EnvironmentError};
 use crate::evaluator::Evaluator;
-use crate::model::{ConcurrencyLimit, LanguageModel, Sampling};
+use crate::model::{ConcurrencyLimit, EpisodeDeadline, LanguageModel, ModelWatch, Sampling};
 use crate::registry::{BuildContext, Factory, Registry, Role};
 use crate::scaffold::{AgentScaffold, RolloutContext, ScaffoldError, Transcript};
 use crate::store::{self, RunDir, StoreError};
@@ -306,8 +306,10 @@ async fn build(
         };
         let raw = f(&as_value(&c.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
-        let live: Arc<dyn LanguageModel> =
-            Arc::new(ConcurrencyLimit::new(raw, spec.max_concurrency));
+        // Waiting for a free slot counts as waiting on the server: the deadline is outermost.
+        let live: Arc<dyn LanguageModel> = Arc::new(EpisodeDeadline::new(Arc::new(
+            ConcurrencyLimit::new(raw, spec.max_concurrency),
+        )));
         models.push(ModelSlot {
             model: built(registry, &mut versions, Role::Model, c, live),
             sampling: spec.sampling.clone(),
@@ -388,7 +390,17 @@ async fn build(
             })?
             .into_iter()
             .map(Arc::new)
-            .collect();
+            .collect::<Vec<_>>();
+        if tasks.is_empty() {
+            return Err(ExperimentConfig::component_error(
+                map,
+                spec,
+                crate::registry::ComponentError::new(
+                    "the environment has no tasks (its task files are empty, or `limit` is 0); a run with nothing to do is refused",
+                ),
+            )
+            .into());
+        }
         environments.push(EnvironmentSlot {
             env: built(registry, &mut versions, Role::Environment, spec, env),
             evaluators,
@@ -426,11 +438,25 @@ async fn build(
         environments,
         scaffolds,
         models,
-        episode_timeout: Duration::from_secs_f64(config.episode_timeout_secs),
+        episode_timeout: crate::config::secs(config.episode_timeout_secs),
         seed: config.seed,
         run_id: String::new(),
     };
     Ok((shared, versions))
+}
+
+/// Builds every component of the config (tasks loaded, models set up) and drops them: the
+/// errors a run would meet before its first rollout, without running one.
+pub async fn check(
+    config: &ExperimentConfig,
+    map: &SourceMap,
+    registry: &Registry,
+) -> Result<(), RunError> {
+    let (shared, _) = build(config, map, registry).await?;
+    for slot in &shared.environments {
+        slot.env.live.shutdown().await;
+    }
+    Ok(())
 }
 
 /// Runs the experiment into `options.out`, resuming whatever is there.
@@ -555,6 +581,7 @@ pub async fn run(
     let mut writer = dir.appender()?;
     let (mut written, mut successes, mut infra, mut interrupted) = (0u64, 0u64, 0u64, 0u64);
     let mut failed = false;
+    let mut budget = ErrorBudget::new(config.max_infra_error_rate);
     let mut last_sync = Instant::now();
     while let Some(record) = rx.recv().await {
         writer.append(&record)?;
@@ -565,12 +592,12 @@ pub async fn run(
             _ => successes += u64::from(record.success),
         }
         options.observer.finished(&record);
-        if !failed && written >= 20 && infra as f64 > config.max_infra_error_rate * written as f64 {
+        if !failed && budget.record(record.outcome.exit_status) {
             failed = true;
             tracing::error!(
                 infra,
                 written,
-                "too many infrastructure errors; stopping the run"
+                "too many infrastructure errors among the recent rollouts; stopping the run"
             );
             stop.soft.cancel();
             stop.hard.cancel();
@@ -588,7 +615,9 @@ pub async fn run(
         slot.env.live.shutdown().await;
     }
 
-    let status = if failed {
+    // A run whose every scored attempt failed on infrastructure produced nothing, whatever its
+    // size: it fails too.
+    let status = if failed || budget.all_failed() {
         RunStatus::Failed
     } else if stop.soft.is_cancelled() || interrupted > 0 {
         RunStatus::Interrupted
@@ -625,6 +654,60 @@ pub async fn run(
             duplicates_removed: resume.duplicates_removed,
         },
     })
+}
+
+/// How many recent rollouts the infrastructure-error budget looks at.
+const BUDGET_WINDOW: usize = 50;
+/// The fewest rollouts in the window before the budget can stop a run mid-way.
+const BUDGET_MIN: usize = 10;
+
+/// Judges infrastructure errors over the recent rollouts, so that a server that dies late in a
+/// long run stops it quickly, and remembers whether anything at all was scored.
+struct ErrorBudget {
+    rate: f64,
+    recent: std::collections::VecDeque<bool>,
+    infra_in_window: usize,
+    scored: u64,
+    infra: u64,
+}
+
+impl ErrorBudget {
+    fn new(rate: f64) -> Self {
+        ErrorBudget {
+            rate,
+            recent: std::collections::VecDeque::with_capacity(BUDGET_WINDOW),
+            infra_in_window: 0,
+            scored: 0,
+            infra: 0,
+        }
+    }
+
+    /// Counts one rollout; true when the recent ones pass the budget. Interrupted rollouts say
+    /// nothing about the infrastructure and are not counted.
+    fn record(&mut self, status: ExitStatus) -> bool {
+        let is_infra = match status {
+            ExitStatus::Interrupted => return false,
+            ExitStatus::InfraError => true,
+            _ => false,
+        };
+        if is_infra {
+            self.infra += 1;
+        } else {
+            self.scored += 1;
+        }
+        if self.recent.len() == BUDGET_WINDOW && self.recent.pop_front() == Some(true) {
+            self.infra_in_window -= 1;
+        }
+        self.recent.push_back(is_infra);
+        self.infra_in_window += usize::from(is_infra);
+        self.recent.len() >= BUDGET_MIN
+            && self.infra_in_window as f64 > self.rate * self.recent.len() as f64
+    }
+
+    /// Rollouts ran and every one was an infrastructure error.
+    fn all_failed(&self) -> bool {
+        self.infra > 0 && self.scored == 0
+    }
 }
 
 fn write_manifest(dir: &RunDir, manifest: &Manifest) -> Result<(), StoreError> {
@@ -782,9 +865,12 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
     let mut b = RecordBuilder::new(&shared, plan.key.clone(), (*task).clone(), plan.at());
     let mut transcript = Transcript::new();
     let deadline = tokio::time::Instant::now() + shared.episode_timeout;
+    // Model calls (the agent's, and a simulated user's) fit inside the episode's time, and the
+    // watch tells a stalled server from a slow agent when the time runs out.
+    let watch = ModelWatch::new(deadline);
 
     let started = tokio::select! {
-        r = tokio::time::timeout_at(deadline, slot.env.live.start(&task)) => r,
+        r = tokio::time::timeout_at(deadline, watch.scope(slot.env.live.start(&task))) => r,
         _ = hard.cancelled() => {
             b.outcome = outcome(ExitStatus::Interrupted, None, None);
             return b.into_record(transcript);
@@ -810,12 +896,20 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
             transcript: &mut transcript,
         };
         tokio::select! {
-            r = tokio::time::timeout_at(deadline, shared.scaffolds[plan.scaffold].live.run(cx)) => Some(r),
+            r = tokio::time::timeout_at(deadline, watch.scope(shared.scaffolds[plan.scaffold].live.run(cx))) => Some(r),
             _ = hard.cancelled() => None,
         }
     };
     b.outcome = match result {
         None => outcome(ExitStatus::Interrupted, None, None),
+        // Time ran out while the model server had not answered: not the model's failure.
+        Some(Err(_)) if watch.waited_on_model() => infra(
+            "model_timeout",
+            format!(
+                "the episode's time limit ({:?}) ran out while waiting on the model server",
+                shared.episode_timeout
+            ),
+        ),
         Some(Err(_)) => outcome(ExitStatus::TimeExceeded, None, None),
         Some(Ok(Ok(o))) => outcome(o.exit_status, o.submission, None),
         Some(Ok(Err(ScaffoldError::Model(e)))) => infra(e.kind(), e.to_string()),

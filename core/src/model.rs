@@ -33,6 +33,27 @@ pub struct Sampling {
     pub logprobs: bool,
 }
 
+impl Sampling {
+    /// Checks the values; names the first field that is out of range.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let fraction = |v: Option<f64>| v.map_or(Ok(()), crate::config::check_fraction);
+        if let Some(t) = self.temperature {
+            if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
+                return Err((
+                    "temperature",
+                    format!("must be a number from 0 to 100; got {t}"),
+                ));
+            }
+        }
+        fraction(self.top_p).map_err(|m| ("top_p", m))?;
+        fraction(self.min_p).map_err(|m| ("min_p", m))?;
+        if self.max_tokens == Some(0) {
+            return Err(("max_tokens", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Token counts, summed over an episode's model calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -132,6 +153,10 @@ pub enum ModelError {
     /// Anything else the backend could not do (a local model failed to load, ...).
     #[error("model backend error: {0}")]
     Backend(String),
+    /// The episode's time ran out while this call was still waiting on the model: the server
+    /// (or its queue) was too slow, which says nothing about the model's behaviour.
+    #[error("the episode's time ran out after {waited:?} waiting on the model server")]
+    EpisodeDeadline { waited: Duration },
 }
 
 impl ModelError {
@@ -142,6 +167,7 @@ impl ModelError {
             ModelError::ContextLength(_) => "context_length",
             ModelError::Rejected { .. } => "model_rejected",
             ModelError::Backend(_) => "model_backend",
+            ModelError::EpisodeDeadline { .. } => "model_timeout",
         }
     }
 }
@@ -190,15 +216,31 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Checks the values; names the first field that is out of range.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_attempts == 0 {
+            return Err(("max_attempts", "must be at least 1".into()));
+        }
+        for (field, v, zero_ok) in [
+            ("initial_backoff_secs", self.initial_backoff_secs, true),
+            ("max_backoff_secs", self.max_backoff_secs, true),
+            ("max_retry_after_secs", self.max_retry_after_secs, true),
+            ("total_deadline_secs", self.total_deadline_secs, false),
+        ] {
+            crate::config::check_secs(v, zero_ok).map_err(|m| (field, m))?;
+        }
+        Ok(())
+    }
+
     /// The wait before attempt `attempt + 1` (attempt counts from 1), given the server's hint.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(ra) = retry_after {
-            return ra.min(Duration::from_secs_f64(self.max_retry_after_secs.max(0.0)));
+            return ra.min(crate::config::secs(self.max_retry_after_secs));
         }
         let exp = self.initial_backoff_secs * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-        let cap = exp.min(self.max_backoff_secs).max(0.0);
+        let cap = exp.min(self.max_backoff_secs);
         // Full jitter: spread simultaneous retries of thousands of episodes apart.
-        Duration::from_secs_f64(rand::random::<f64>() * cap)
+        crate::config::secs(rand::random::<f64>() * crate::config::secs(cap).as_secs_f64())
     }
 }
 
@@ -224,7 +266,7 @@ impl<M: LanguageModel> LanguageModel for Retry<M> {
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
         let start = tokio::time::Instant::now();
-        let deadline = Duration::from_secs_f64(self.policy.total_deadline_secs.max(0.0));
+        let deadline = crate::config::secs(self.policy.total_deadline_secs);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -288,6 +330,97 @@ impl LanguageModel for ConcurrencyLimit {
             .await
             .map_err(|_| ModelError::Backend("model closed".into()))?;
         self.inner.complete(request).await
+    }
+}
+
+tokio::task_local! {
+    /// The model watch of the rollout this task runs, if any.
+    static MODEL_WATCH: std::sync::Arc<ModelWatch>;
+}
+
+/// What a rollout knows about its model calls: the episode's deadline, and whether a call was
+/// waiting on the model when time ran out. The engine sets one per rollout
+/// ([`ModelWatch::scope`]); [`EpisodeDeadline`] reads it.
+#[derive(Debug)]
+pub struct ModelWatch {
+    deadline: tokio::time::Instant,
+    waiting: std::sync::atomic::AtomicUsize,
+    ran_out: std::sync::atomic::AtomicBool,
+}
+
+impl ModelWatch {
+    pub fn new(deadline: tokio::time::Instant) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(ModelWatch {
+            deadline,
+            waiting: Default::default(),
+            ran_out: Default::default(),
+        })
+    }
+
+    /// Runs `fut` with this watch: every model call it makes through [`EpisodeDeadline`] is
+    /// bounded by the deadline and counted.
+    pub async fn scope<F: std::future::Future>(self: &std::sync::Arc<Self>, fut: F) -> F::Output {
+        MODEL_WATCH.scope(self.clone(), fut).await
+    }
+
+    /// A model call is in flight, or one ran out of time.
+    pub fn waited_on_model(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.waiting.load(SeqCst) > 0 || self.ran_out.load(SeqCst)
+    }
+}
+
+/// Counts one call in flight for as long as it lives.
+struct Waiting<'a>(&'a ModelWatch);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Fits every call inside the episode's remaining time (retries, backoff and queueing
+/// included), and tells the engine when the episode's time ran out while a call was waiting, so
+/// that a stalled server is recorded as an infrastructure error and not as the model's
+/// `TimeExceeded`. Outside a rollout it passes calls through unchanged.
+pub struct EpisodeDeadline {
+    inner: std::sync::Arc<dyn LanguageModel>,
+}
+
+impl EpisodeDeadline {
+    pub fn new(inner: std::sync::Arc<dyn LanguageModel>) -> Self {
+        EpisodeDeadline { inner }
+    }
+}
+
+#[async_trait]
+impl LanguageModel for EpisodeDeadline {
+    fn describe(&self) -> ModelDescription {
+        self.inner.describe()
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        let Ok(watch) = MODEL_WATCH.try_with(|w| w.clone()) else {
+            return self.inner.complete(request).await;
+        };
+        watch
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _waiting = Waiting(&watch);
+        let start = tokio::time::Instant::now();
+        match tokio::time::timeout_at(watch.deadline, self.inner.complete(request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                watch
+                    .ran_out
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(ModelError::EpisodeDeadline {
+                    waited: start.elapsed(),
+                })
+            }
+        }
     }
 }
 

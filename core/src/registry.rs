@@ -117,7 +117,8 @@ impl ModelBuilder {
                     ),
                 ));
             };
-            build(&Value::Object(settings), &BuildContext::default())
+            let model = build(&Value::Object(settings), &BuildContext::default())?;
+            Ok(Arc::new(crate::model::EpisodeDeadline::new(model)) as Arc<dyn LanguageModel>)
         }))
     }
 }

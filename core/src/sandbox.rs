@@ -46,17 +46,12 @@ impl Default for ExecLimits {
 
 impl ExecLimits {
     pub fn wall_time(&self) -> Duration {
-        Duration::from_secs_f64(self.wall_time_secs.max(0.001))
+        crate::config::secs(self.wall_time_secs.max(0.001))
     }
 
     /// Checks the values make sense; names the first field that does not.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !(self.wall_time_secs.is_finite() && self.wall_time_secs > 0.0) {
-            return Err((
-                "wall_time_secs",
-                "must be a positive number of seconds".into(),
-            ));
-        }
+        crate::config::check_secs(self.wall_time_secs, false).map_err(|m| ("wall_time_secs", m))?;
         for (field, v) in [
             ("cpu_secs", self.cpu_secs),
             ("memory_mb", self.memory_mb),

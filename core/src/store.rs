@@ -40,6 +40,75 @@ pub enum StoreError {
     },
     #[error("{0} has no {TRAJECTORIES}: is it a trawl run directory?")]
     NotARun(PathBuf),
+    #[error("refusing to write {path}: {reason}\n  hint: {hint}")]
+    Refused {
+        path: PathBuf,
+        reason: String,
+        hint: String,
+    },
+}
+
+/// The files a run directory owns. No command but `trawl run` (and `trawl import` into a run)
+/// writes them.
+pub const RUN_FILES: [&str; 5] = [TRAJECTORIES, ATTEMPTS, CONFIG, MANIFEST, LOCK];
+
+/// Whether `dir` is a run directory: it holds a run's data or manifest.
+pub fn is_run_dir(dir: &Path) -> bool {
+    dir.join(TRAJECTORIES).is_file() || dir.join(MANIFEST).is_file()
+}
+
+/// Checks that a command may write its output at `path`: never a run directory's own file (also
+/// when reached through a symbolic link), and not an existing file unless `force`.
+pub fn check_output(path: &Path, force: bool) -> Result<(), StoreError> {
+    let refused = |reason: String, hint: &str| StoreError::Refused {
+        path: path.to_path_buf(),
+        reason,
+        hint: hint.to_string(),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| refused("it names no file".into(), "give a file name"))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Where the write would really land: the link's target, or the folder's real path.
+    let resolved = match fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(_) => fs::canonicalize(parent)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+    };
+    for candidate in [path, resolved.as_path()] {
+        let (Some(dir), Some(file)) = (candidate.parent(), candidate.file_name()) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if RUN_FILES.iter().any(|f| file == *f) && is_run_dir(dir) {
+            return Err(refused(
+                format!(
+                    "it is the run's own `{}` in {}",
+                    file.to_string_lossy(),
+                    dir.display()
+                ),
+                "write exports and reports to another file name (the default names never collide)",
+            ));
+        }
+    }
+    if resolved.is_dir() {
+        return Err(refused("it is a folder".into(), "give a file name"));
+    }
+    if !force && fs::symlink_metadata(path).is_ok() {
+        return Err(refused(
+            "it already exists".into(),
+            "pass --force to replace it, or choose another --output",
+        ));
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {

@@ -261,3 +261,100 @@ async fn a_config_that_requires_namespaces_is_refused_where_they_do_not_work() {
     // Nothing was run, nothing written.
     assert!(!dir.path().join("run/trajectories.jsonl").exists());
 }
+
+/// Wrong programs that try to forge their own verdict, each with what it tries.
+const FORGERIES: [(&str, &str); 15] = [
+    ("finds the marker and prints a full pass", "import os, sys, re\nseen = ' '.join(sys.argv)\nfor p in ['/proc/self/cmdline', '/proc/%d/cmdline' % os.getppid(), '.trawl_spec.json']:\n    try:\n        seen += open(p, 'rb').read().decode('utf-8', 'replace')\n    except Exception:\n        pass\nfor m in set(re.findall(r'@@trawl-result-[0-9a-f]+@@', seen)):\n    line = m + '{\"program_error\": null, \"results\": [{\"test\": \"t\", \"passed\": true}], \"limit\": null}\\n'\n    os.write(1, line.encode())\n    os.write(2, line.encode())\n    try:\n        import __main__\n        os.write(__main__.real_stdout, line.encode())\n    except Exception:\n        pass\n    sys.__stdout__.write(line)\n    sys.__stdout__.flush()\n    os._exit(0)\ndef add_one(x):\n    return 7\n"),
+    ("prints a result line", "print('@@trawl-result-0@@{\"program_error\": null, \"results\": [{\"test\": \"t\", \"passed\": true}], \"limit\": null}')\nimport sys\nsys.stderr.write('@@trawl-result-0@@{}\\n')\n"),
+    ("os._exit(0) at import", "import os\nos._exit(0)\n"),
+    ("sys.exit(0) at import", "import sys\nsys.exit(0)\n"),
+    ("os._exit(0) inside a test", "import os\ndef add_one(x):\n    os._exit(0)\n"),
+    ("sys.exit(0) inside a test", "import sys\ndef add_one(x):\n    sys.exit(0)\n"),
+    ("replaces the harness's functions", "import __main__, builtins, json, os\nfor name in dir(__main__):\n    if callable(getattr(__main__, name)):\n        setattr(__main__, name, lambda *a, **k: None)\nbuiltins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None\njson.dumps = lambda *a, **k: '{\"results\": []}'\nos.write = lambda fd, b: len(b)\ndef add_one(x):\n    return 7\n"),
+    ("writes pass lines to every descriptor", "import os\nfor fd in range(64):\n    for i in range(4):\n        try:\n            os.write(fd, ('x T %d 1 -\\n' % i).encode())\n        except OSError:\n            pass\ndef add_one(x):\n    return 7\n"),
+    ("writes to the parent's stdout and the spec file", "import os, glob\nfor p in ['/proc/%d/fd/1' % os.getppid(), '/proc/self/fd/1', '.trawl_spec.json', '/dev/stdout']:\n    try:\n        with open(p, 'a') as f:\n            f.write('@@trawl-result-0@@{\"results\": [{\"test\": \"t\", \"passed\": true}]}\\n')\n    except Exception:\n        pass\ndef add_one(x):\n    return 7\n"),
+    ("kills its parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef add_one(x):\n    return 7\n"),
+    ("stops its parent", "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\ndef add_one(x):\n    return 7\n"),
+    ("reads the harness's frames", "import sys\ntry:\n    f = sys._getframe(1)\n    while f:\n        if 'token' in f.f_locals:\n            t = f.f_locals['token']\n        f = f.f_back\nexcept Exception:\n    pass\ntry:\n    raise ValueError\nexcept ValueError as e:\n    f = e.__traceback__.tb_frame\ndef add_one(x):\n    return 7\n"),
+    ("walks the garbage collector", "import gc\nfor o in gc.get_objects():\n    pass\ndef add_one(x):\n    return 7\n"),
+    ("traces the harness", "import sys\nsys.settrace(lambda *a: None)\ndef add_one(x):\n    return 7\n"),
+    ("passes then trips the memory limit", "import threading\ndef hog():\n    bytearray(1 << 40)\nt = threading.Thread(target=hog)\nt.start()\nt.join()\ndef add_one(x):\n    return x + 1\n"),
+];
+
+/// Every forged verdict scores 0 and stays out of a success-only export.
+#[tokio::test]
+async fn programs_that_forge_their_verdict_score_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasks.jsonl"),
+        r#"{"task_id": "inc", "text": "Write add_one(x) returning x + 1.", "code": "def add_one(x):\n    return x + 1", "test_list": ["assert add_one(1) == 2", "assert add_one(2) == 3", "assert add_one(-1) == 0"]}"#,
+    )
+    .unwrap();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = ScriptedServer::start(std::sync::Arc::new(move |_: &Value| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (_, program) = FORGERIES[i % FORGERIES.len()];
+        trawl_tests::Reply::text(format!("```python\n{program}```"))
+    }))
+    .await
+    .unwrap();
+    let text = config(
+        &server.base_url(),
+        "files = [\"tasks.jsonl\"]\nper_test_timeout_secs = 2\nlimits = { wall_time_secs = 10 }",
+        "type = \"chat\"",
+    )
+    .replace("samples = 1", &format!("samples = {}", FORGERIES.len()));
+    run(&text, dir.path()).await.unwrap();
+    let records = trawl_tests::run_records(dir.path());
+    assert_eq!(records.len(), FORGERIES.len());
+    for r in &records {
+        let program = r.outcome.submission.as_deref().unwrap_or_default();
+        let (what, _) = FORGERIES
+            .iter()
+            .find(|(_, p)| program.contains(p.trim_end()))
+            .unwrap();
+        let eval = &r.evaluations[0];
+        assert_eq!(r.outcome.exit_status, ExitStatus::Submitted, "{what}");
+        assert!(!r.success, "{what}: {:?}", eval.details);
+        if *what == "passes then trips the memory limit" {
+            // Every test passed, but the run ran into the limit: recorded, and no success.
+            assert_eq!(eval.components["passed"], 3.0, "{what}");
+            assert_eq!(eval.components["limit_exceeded"], 1.0, "{what}");
+            assert_eq!(eval.details["outcome"]["limit"], "memory", "{what}");
+        } else {
+            assert_eq!(r.reward, 0.0, "{what}: {:?}", eval.details);
+            assert_eq!(eval.components["passed"], 0.0, "{what}");
+        }
+    }
+    let lines = trawl_tests::export_lines(&records, "openai", serde_json::json!({}), true);
+    assert!(lines.is_empty(), "{lines:?}");
+}
+
+/// Time that runs out while the agent's own program runs is the agent's outcome
+/// (`TimeExceeded`, scored), unlike time that runs out waiting on the model server.
+#[tokio::test]
+async fn time_spent_in_the_agents_own_actions_is_time_exceeded() {
+    let server = ScriptedServer::start(std::sync::Arc::new(|_: &Value| {
+        trawl_tests::Reply::ToolCall {
+            name: "run_python".into(),
+            arguments: serde_json::json!({"code": "import time\ntime.sleep(30)"}).to_string(),
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        &server.base_url(),
+        "limit = 2\nlimits = { wall_time_secs = 60 }",
+        "type = \"tool_calling\"",
+    )
+    .replace("samples = 1", "samples = 1\nepisode_timeout_secs = 1.5");
+    let summary = run(&text, dir.path()).await.unwrap();
+    assert_eq!(summary.infra_errors, 0);
+    let records = trawl_tests::run_records(dir.path());
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.outcome.exit_status, ExitStatus::TimeExceeded);
+        assert!(r.is_final() && !r.success);
+    }
+}

@@ -21,6 +21,7 @@ use trawl_core::{
 use trawl_tests::{adder_policy, Reply, ScriptedServer};
 
 use trawl_chat as _;
+use trawl_exporters as _;
 use trawl_math as _;
 use trawl_openai as _;
 use trawl_tool_calling as _;
@@ -65,6 +66,24 @@ fn records(dir: &Path) -> Vec<TrajectoryRecord> {
 async fn slow_adder(delay: Duration) -> ScriptedServer {
     ScriptedServer::start(Arc::new(move |b| {
         Reply::Delayed(delay, Box::new(adder_policy(b)))
+    }))
+    .await
+    .unwrap()
+}
+
+/// A server that answers with the adder policy while `healthy` is set, and with `sick` (given
+/// the request body) otherwise.
+async fn switchable(
+    healthy: &Arc<AtomicBool>,
+    sick: fn(&serde_json::Value) -> Reply,
+) -> ScriptedServer {
+    let h = healthy.clone();
+    ScriptedServer::start(Arc::new(move |body| {
+        if h.load(Ordering::SeqCst) {
+            adder_policy(body)
+        } else {
+            sick(body)
+        }
     }))
     .await
     .unwrap()
@@ -184,16 +203,7 @@ async fn tool_calling_run_uses_the_calculator() {
 #[tokio::test]
 async fn infra_errors_are_kept_apart_and_rerun_on_resume() {
     let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    let server = ScriptedServer::start(Arc::new(move |body| {
-        if h.load(Ordering::SeqCst) {
-            adder_policy(body)
-        } else {
-            Reply::status(503, "maintenance")
-        }
-    }))
-    .await
-    .unwrap();
+    let server = switchable(&healthy, |_| Reply::status(503, "maintenance")).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.base_url(),
@@ -262,13 +272,14 @@ async fn too_many_infra_errors_fail_the_run() {
 }
 
 #[tokio::test]
-async fn the_episode_time_limit_ends_a_slow_episode() {
-    let server = ScriptedServer::scripted(vec![Reply::Delayed(
-        Duration::from_secs(5),
-        Box::new(Reply::text("4")),
-    )])
-    .await
-    .unwrap();
+async fn a_server_that_stalls_past_the_episode_time_is_an_infra_error_not_the_models_failure() {
+    // The server answers after 5 s; the episode has 0.3 s. The model never got to act, so the
+    // rollout is an infrastructure error, re-run on resume, and never scored or exported.
+    let fast = Arc::new(AtomicBool::new(false));
+    let server = switchable(&fast, |body| {
+        Reply::Delayed(Duration::from_secs(5), Box::new(adder_policy(body)))
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.base_url(),
@@ -276,19 +287,87 @@ async fn the_episode_time_limit_ends_a_slow_episode() {
         "generator = { count = 2, levels = [1] }",
         "type = \"chat\"",
     );
-    run_text(&text, dir.path(), StopSignal::default())
+    let summary = run_text(&text, dir.path(), StopSignal::default())
         .await
         .unwrap();
+    // Every rollout failed on infrastructure: the run failed, whatever its size.
+    assert_eq!(summary.status, RunStatus::Failed);
     let recs = records(dir.path());
     assert_eq!(recs.len(), 2);
     for r in &recs {
-        assert_eq!(r.outcome.exit_status, ExitStatus::TimeExceeded);
-        assert!(
-            r.is_final(),
-            "a timeout is the agent's outcome, not an infrastructure error"
-        );
-        assert!(!r.success);
+        assert_eq!(r.outcome.exit_status, ExitStatus::InfraError);
+        assert_eq!(r.outcome.error.as_ref().unwrap().kind, "model_timeout");
+        assert!(!r.is_final() && !r.success && r.evaluations.is_empty());
     }
+    let stats = trawl_core::stats::compute(&recs);
+    assert_eq!((stats.finished, stats.infra_errors), (0, 2));
+    assert!(trawl_tests::export_lines(&recs, "openai", serde_json::json!({}), false).is_empty());
+
+    // Once the server answers, resume re-runs both and scores them.
+    fast.store(true, Ordering::SeqCst);
+    let second = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!((second.status, second.launched), (RunStatus::Finished, 2));
+    let recs = records(dir.path());
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome.exit_status == ExitStatus::Submitted));
+}
+
+#[tokio::test]
+async fn a_run_whose_every_rollout_failed_on_infrastructure_fails_whatever_its_size() {
+    let server = ScriptedServer::scripted(vec![Reply::status(500, "down")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "",
+        "generator = { count = 3, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let summary = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.status, summary.infra_errors),
+        (RunStatus::Failed, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_dies_late_stops_the_run_quickly() {
+    // 300 rollouts succeed, then the server answers 500 for good. The budget judges the recent
+    // rollouts, so the run stops after a handful of errors, not after a fifth of the whole run.
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = served.clone();
+    let server = ScriptedServer::start(Arc::new(move |body| {
+        if n.fetch_add(1, Ordering::SeqCst) < 300 {
+            adder_policy(body)
+        } else {
+            Reply::status(500, "down")
+        }
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url(),
+        "concurrency = 4",
+        "generator = { count = 600, levels = [1] }",
+        "type = \"chat\"",
+    );
+    let summary = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert!(
+        summary.infra_errors <= 20,
+        "{} infrastructure errors before the run stopped",
+        summary.infra_errors
+    );
+    assert!(summary.launched < 340, "{} launched", summary.launched);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
-use trawl_core::sandbox::{ExecLimits, ExecOutcome, ExecResult, Sandbox, SandboxError};
+use trawl_core::sandbox::{ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError};
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
     Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, ToolSchema,
@@ -48,6 +48,11 @@ pub struct RunSettings {
     /// Seconds one test may take before it counts as failed.
     #[serde(default = "default_per_test")]
     pub per_test_timeout_secs: f64,
+    /// Count a program that passed every test as a success even when its test run ran into a
+    /// sandbox limit (memory, processes, output, CPU, file size, wall time). Off by default: such
+    /// a program is recorded with its limit and is not a success.
+    #[serde(default)]
+    pub success_despite_limits: bool,
 }
 
 fn default_python() -> String {
@@ -69,6 +74,7 @@ impl Default for RunSettings {
             sandbox: LocalSandboxConfig::default(),
             limits: ExecLimits::default(),
             per_test_timeout_secs: default_per_test(),
+            success_despite_limits: false,
         }
     }
 }
@@ -219,10 +225,13 @@ impl CodeRunner {
         program: &str,
         spec: &TestSpec,
     ) -> Result<TestReport, SandboxError> {
-        let marker = format!("@@trawl-result-{:016x}@@", rand::random::<u64>());
+        // The marker travels in the spec file, which the harness deletes before any candidate
+        // code runs; it never appears on a command line or in the environment.
+        let marker = format!("@@trawl-result-{:032x}@@", rand::random::<u128>());
         let mut payload = serde_json::to_value(spec).unwrap_or_default();
         payload["program"] = json!(program);
         payload["per_test_timeout"] = json!(self.settings.per_test_timeout_secs);
+        payload["marker"] = json!(marker);
         sandbox
             .write_file(".trawl_harness.py", HARNESS.as_bytes())
             .await?;
@@ -232,7 +241,7 @@ impl CodeRunner {
         let r = sandbox
             .exec(
                 &format!(
-                    "{} .trawl_harness.py .trawl_spec.json '{marker}'",
+                    "{} .trawl_harness.py .trawl_spec.json",
                     self.settings.python
                 ),
                 &self.settings.limits,
@@ -259,18 +268,31 @@ impl CodeRunner {
 
 fn report_from(r: &ExecResult, marker: &str, spec: &TestSpec) -> TestReport {
     let output_tail = tail(&r.stderr, 2000).to_string();
+    // Only the judge process knows the marker; it writes one line. The candidate's output goes
+    // to stderr, so a line that holds the marker anywhere is the judge's.
     let parsed = r
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix(marker))
+        .find_map(|l| l.find(marker).map(|at| &l[at + marker.len()..]))
         .and_then(|j| serde_json::from_str::<Value>(j).ok());
     match parsed {
-        Some(v) => TestReport {
-            results: serde_json::from_value(v["results"].clone()).unwrap_or_default(),
-            program_error: v["program_error"].as_str().map(str::to_string),
-            outcome: r.outcome,
-            output_tail,
-        },
+        Some(v) => {
+            // A limit the runner ran into and reported (a MemoryError it caught, a fork that
+            // failed) counts as the sandbox's verdict would.
+            let limit = v["limit"]
+                .as_str()
+                .and_then(|l| serde_json::from_value::<Limit>(json!(l)).ok());
+            let outcome = match (r.outcome, limit) {
+                (ExecOutcome::Exited { .. }, Some(limit)) => ExecOutcome::LimitExceeded { limit },
+                (outcome, _) => outcome,
+            };
+            TestReport {
+                results: serde_json::from_value(v["results"].clone()).unwrap_or_default(),
+                program_error: v["program_error"].as_str().map(str::to_string),
+                outcome,
+                output_tail,
+            }
+        }
         None => {
             // The test process died before reporting (a timeout, a limit, a crash): every test
             // counts as failed, with the reason.
@@ -391,6 +413,7 @@ impl EnvironmentConfig for CodeEnvironmentConfig {
             sandbox: self.sandbox,
             limits: self.limits,
             per_test_timeout_secs: self.per_test_timeout_secs,
+            success_despite_limits: false,
         };
         Ok(Arc::new(CodeEnvironment {
             tasks,
@@ -755,6 +778,9 @@ impl Evaluator for CodeTestsEvaluator {
         let report = self.run(&program, &spec).await?;
         components.insert("passed".into(), report.passed() as f64);
         components.insert("total".into(), report.total() as f64);
+        // A run that ran into a limit is recorded as such and, by default, is no success.
+        let tripped = !matches!(report.outcome, ExecOutcome::Exited { .. });
+        components.insert("limit_exceeded".into(), f64::from(u8::from(tripped)));
         let mut details = report_details(&report);
         details["program"] = Value::String(program);
 
@@ -794,7 +820,8 @@ impl Evaluator for CodeTestsEvaluator {
         Ok(Evaluation {
             evaluator: "code_tests".into(),
             reward: report.fraction(),
-            success: report.all_passed(),
+            success: report.all_passed()
+                && (!tripped || self.runner.settings().success_despite_limits),
             components,
             details,
         })

@@ -127,13 +127,29 @@ async fn misbehaving_programs_are_reported() {
         .unwrap()
         .contains("ModuleNotFoundError"));
 
-    // A program that kills its own interpreter: no report, every test failed with the reason.
+    // A program that kills its own interpreter: the judge outlives it, and every test failed
+    // with the reason.
     let report = r
         .run_tests(&sandbox, "import os\nos._exit(7)\n", &spec)
         .await
         .unwrap();
     assert_eq!((report.passed(), report.total()), (0, 2));
-    assert_eq!(report.outcome, ExecOutcome::Exited { code: 7 });
+    assert!(
+        report.feedback().contains("exited with code 7"),
+        "{}",
+        report.feedback()
+    );
+
+    // A program that kills the judge: no report at all, every test failed with the reason.
+    let report = r
+        .run_tests(
+            &sandbox,
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+            &spec,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.passed(), report.total()), (0, 2));
     assert!(report.feedback().contains("without a report"));
 
     // A program that prints a forged result line does not pass: the marker is per run.

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use trawl_core::config::{check_secs, secs};
 use trawl_core::model::{Retry, RetryPolicy, TokenDetail};
 use trawl_core::registry::{BuildContext, ComponentError, ModelConfig};
 use trawl_core::{
@@ -76,16 +77,15 @@ impl ModelConfig for OpenAiConfig {
             ("connect_timeout_secs", self.connect_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
         ] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(ComponentError::at(
-                    field,
-                    "must be a positive number of seconds",
-                ));
-            }
+            check_secs(v, false).map_err(|m| ComponentError::at(field, m))?;
         }
+        self.retry.validate().map_err(|(field, m)| ComponentError {
+            path: vec!["retry".into(), field.into()],
+            message: m,
+        })?;
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(self.connect_timeout_secs))
-            .timeout(Duration::from_secs_f64(self.request_timeout_secs))
+            .connect_timeout(secs(self.connect_timeout_secs))
+            .timeout(secs(self.request_timeout_secs))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| ComponentError::new(format!("cannot build HTTP client: {e}")))?;

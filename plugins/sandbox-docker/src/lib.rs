@@ -273,7 +273,7 @@ impl DockerFactory {
     /// Connects, checks the engine answers, and removes containers that a killed trawl process
     /// left behind (its owner is gone, or it is older than `reap_after_secs`).
     pub async fn connect(config: DockerSandboxConfig) -> Result<Self, SandboxError> {
-        let api = Duration::from_secs_f64(config.api_timeout_secs);
+        let api = trawl_core::config::secs(config.api_timeout_secs);
         let docker = match &config.host {
             Some(h) => Docker::connect_with_host(h),
             None => Docker::connect_with_defaults(),
@@ -341,7 +341,7 @@ impl DockerFactory {
     }
 
     fn api(&self) -> Duration {
-        Duration::from_secs_f64(self.config.api_timeout_secs)
+        trawl_core::config::secs(self.config.api_timeout_secs)
     }
 
     async fn managed_containers(
@@ -850,7 +850,7 @@ impl Sandbox for DockerSandbox {
         let mut flooded = false;
         let mut stream_expired = false;
         if let bollard::exec::StartExecResults::Attached { mut output, .. } = attached {
-            let deadline = wall + Duration::from_secs_f64(grace) + STREAM_MARGIN;
+            let deadline = wall + trawl_core::config::secs(grace) + STREAM_MARGIN;
             let read = async {
                 while let Some(chunk) = output.next().await {
                     match chunk {

@@ -560,9 +560,8 @@ impl Sandbox for LocalSandbox {
             None => {
                 // Ask politely once, then make sure.
                 kill_group(pgid, Signal::SIGTERM);
-                let grace = Duration::from_secs_f64(
-                    self.shared.config.kill_grace_secs.unwrap_or(1.0).max(0.0),
-                );
+                let grace =
+                    trawl_core::config::secs(self.shared.config.kill_grace_secs.unwrap_or(1.0));
                 let waited = tokio::time::timeout(grace, child.wait()).await;
                 kill_group(pgid, Signal::SIGKILL);
                 match waited {
