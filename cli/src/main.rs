@@ -152,6 +152,9 @@ struct ExportArgs {
     /// For `--format swe_smith`: xml, ticks or tool.
     #[arg(long, value_name = "STYLE")]
     style: Option<String>,
+    /// With --success-only, keep rollouts whose reply was cut off by max_tokens too.
+    #[arg(long)]
+    include_truncated: bool,
     /// Replace the output (and its stats file) if they exist. A run's own files are never
     /// replaced.
     #[arg(long)]
@@ -587,6 +590,7 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         best_of_n: args.best_of_n,
         max_per_task: args.max_per_task,
         exclude_tasks: exclude,
+        include_truncated: args.include_truncated,
     };
     let mut settings = serde_json::Map::new();
     if let Some(a) = &args.agent {

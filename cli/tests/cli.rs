@@ -821,3 +821,60 @@ async fn a_server_that_hangs_for_the_whole_run_exits_3() {
         .all(|r| r["outcome"]["exit_status"] == "InfraError"
             && r["outcome"]["error"]["kind"] == "model_timeout"));
 }
+
+/// A model table without `base_url` and `api_key_env` takes `OPENAI_BASE_URL` and
+/// `OPENAI_API_KEY`, as the OpenAI SDKs do; without either, the error names the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_base_url_and_api_key_come_from_the_environment() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("env.toml");
+    std::fs::write(
+        &config,
+        r#"name = "env"
+[[environments]]
+type = "math"
+generator = { count = 2, levels = [1] }
+[[scaffolds]]
+type = "chat"
+[[models]]
+type = "openai"
+model = "m"
+"#,
+    )
+    .unwrap();
+    let run = |vars: &[(&str, String)]| {
+        let mut cmd = Command::new(TRAWL);
+        cmd.args(["run", "env.toml", "--out", "run", "--quiet"])
+            .current_dir(dir.path())
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .stdin(Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("models[0].base_url") && err.contains("OPENAI_BASE_URL"),
+        "{err}"
+    );
+
+    let out = run(&[
+        ("OPENAI_BASE_URL", server.base_url()),
+        ("OPENAI_API_KEY", "sk-from-env".into()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests
+        .iter()
+        .all(|r| r["_authorization"] == "Bearer sk-from-env"));
+}

@@ -839,6 +839,7 @@ impl<'a> RecordBuilder<'a> {
             success: false,
             usage: transcript.usage,
             tokens: transcript.tokens,
+            finish_reasons: transcript.finish_reasons,
             timing: Timing {
                 started_at: self.started_at,
                 duration_ms: self.t0.elapsed().as_millis() as u64,

@@ -51,6 +51,9 @@ pub struct Selection {
     pub max_per_task: Option<usize>,
     /// Task ids (`task` or `environment/task`) never exported (held out for evaluation).
     pub exclude_tasks: HashSet<String>,
+    /// With `success_only`, keep rollouts whose reply was cut off by `max_tokens` too.
+    #[serde(default)]
+    pub include_truncated: bool,
 }
 
 /// Why a rollout was left out.
@@ -61,6 +64,8 @@ pub enum DropReason {
     NotFinal,
     ExcludedTask,
     NotSuccessful,
+    /// A reply was cut off by `max_tokens` (left out of success-only exports by default).
+    Truncated,
     BelowMinReward,
     NotBestOfN,
     OverMaxPerTask,
@@ -94,6 +99,8 @@ pub fn select<'a>(records: &'a [TrajectoryRecord], sel: &Selection) -> Selected<
             count(&mut out, DropReason::ExcludedTask);
         } else if sel.success_only && !r.success {
             count(&mut out, DropReason::NotSuccessful);
+        } else if sel.success_only && !sel.include_truncated && r.truncated() {
+            count(&mut out, DropReason::Truncated);
         } else if sel.min_reward.is_some_and(|m| r.reward < m) {
             count(&mut out, DropReason::BelowMinReward);
         } else {

@@ -34,7 +34,8 @@ pub use environment::{
 pub use evaluator::{Evaluation, Evaluator, EvaluatorError};
 pub use export::{ExportError, Exporter, Selection};
 pub use message::{
-    agent_view, agents, FunctionCall, Message, Role as MessageRole, ToolCall, ToolSchema,
+    agent_view, agents, wire_messages, FunctionCall, Message, Role as MessageRole, ToolCall,
+    ToolSchema,
 };
 pub use model::{
     Completion, CompletionRequest, FinishReason, LanguageModel, ModelDescription, ModelError,

@@ -80,6 +80,28 @@ impl Message {
     }
 }
 
+/// `messages` as chat-completions servers and trainers read them. An assistant turn that only
+/// calls tools carries `content: ""`, never `null`: llama.cpp's server answers 500 to a null
+/// content and many chat templates (SmolLM2's among them) fail on it. trawl's own `agent` mark
+/// is left out.
+pub fn wire_messages(messages: &[Message]) -> Value {
+    Value::Array(
+        messages
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut v {
+                    if o.get("content").is_none_or(Value::is_null) {
+                        o.insert("content".into(), Value::String(String::new()));
+                    }
+                    o.remove("agent");
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 /// The agents that speak in `messages`, in order of first appearance; empty when the rollout
 /// had a single agent (no message carries an `agent`).
 pub fn agents(messages: &[Message]) -> Vec<String> {

@@ -23,6 +23,8 @@ pub struct Transcript {
     pub model_ms: u64,
     /// Token ids and logprobs per assistant turn, when the sampling asked for them.
     pub tokens: Vec<TokenDetail>,
+    /// Why each model call stopped, in order.
+    pub finish_reasons: Vec<crate::model::FinishReason>,
     /// What the scaffold itself leaves for the evaluators (tests another agent wrote, ...);
     /// merged into the record's `outcome.artifacts` beside the environment's.
     pub artifacts: serde_json::Map<String, serde_json::Value>,
@@ -38,6 +40,7 @@ impl Transcript {
             usage: Usage::default(),
             model_ms: 0,
             tokens: Vec::new(),
+            finish_reasons: Vec::new(),
             artifacts: serde_json::Map::new(),
             started: Instant::now(),
         }
@@ -123,6 +126,7 @@ impl Transcript {
         if let Some(tokens) = &completion.tokens {
             self.tokens.push(tokens.clone());
         }
+        self.finish_reasons.push(completion.finish_reason.clone());
         let mut reply = completion.message.clone();
         reply.agent = agent.map(str::to_string);
         self.messages.push(reply);

@@ -54,21 +54,16 @@ pub fn wilson_interval(successes: u64, n: u64) -> (f64, f64) {
 
 /// Two-sided 95% Student t critical value for `df` degrees of freedom.
 fn t_critical(df: u64) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => TABLE[df as usize - 1],
-        31..=60 => 2.000,
-        61..=120 => 1.980,
-        _ => 1.960,
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    match StudentsT::new(0.0, 1.0, df as f64) {
+        Ok(t) => t.inverse_cdf(0.975),
+        Err(_) => f64::NAN,
     }
 }
 
-/// Mean with a 95% t interval.
+/// Mean with a 95% t interval, kept inside the range the values span: a mean of values within
+/// `[lo, hi]` lies within it, so an interval reaching past it (as the t interval does for a
+/// few values near a bound) is cut there.
 pub fn mean_interval(values: &[f64]) -> (f64, (f64, f64)) {
     let n = values.len();
     if n == 0 {
@@ -78,9 +73,14 @@ pub fn mean_interval(values: &[f64]) -> (f64, (f64, f64)) {
     if n == 1 {
         return (mean, (mean, mean));
     }
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let half = t_critical(n as u64 - 1) * (var / n as f64).sqrt();
-    (mean, (mean - half, mean + half))
+    (mean, ((mean - half).max(lo), (mean + half).min(hi)))
 }
 
 /// Metrics of one (environment, scaffold, model) cell.
@@ -419,13 +419,20 @@ mod tests {
     }
 
     #[test]
-    fn mean_interval_uses_t_for_small_samples() {
-        let (m, (lo, hi)) = mean_interval(&[0.0, 1.0]);
-        assert_eq!(m, 0.5);
-        // s = 0.7071, se = 0.5, t(1) = 12.706
+    fn mean_interval_uses_t_and_stays_inside_the_values_range() {
+        // s = 0.5164, se = 0.1633, t(14) = 2.1448
+        let v: Vec<f64> = (0..15).map(|i| f64::from(u8::from(i % 3 == 0))).collect();
+        let (m, (lo, hi)) = mean_interval(&v);
+        let half =
+            2.144_786_7 * (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 14.0 / 15.0).sqrt();
         assert!(
-            (hi - (0.5 + 12.706 * 0.5)).abs() < 1e-9 && (lo - (0.5 - 12.706 * 0.5)).abs() < 1e-9
+            (lo - (m - half)).abs() < 1e-6 && (hi - (m + half)).abs() < 1e-6,
+            "{lo} {hi}"
         );
+        // Two values 0 and 1: t(1) = 12.706 would reach -5.85..6.85; the interval is cut to [0, 1].
+        assert_eq!(mean_interval(&[0.0, 1.0]), (0.5, (0.0, 1.0)));
+        assert!((t_critical(1) - 12.706_204).abs() < 1e-5);
+        assert!((t_critical(1000) - 1.962_339).abs() < 1e-5);
     }
 
     proptest! {

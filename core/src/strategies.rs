@@ -167,6 +167,7 @@ prop_compose! {
             success,
             usage: Usage { prompt_tokens: tokens.0, completion_tokens: tokens.1, model_calls: 1 },
             tokens: vec![TokenDetail { prompt_ids: vec![1, 2], completion_ids: vec![3], logprobs: vec![-0.25] }],
+            finish_reasons: vec![crate::model::FinishReason::Stop, crate::model::FinishReason::Length, crate::model::FinishReason::Other("eos_token".into())],
             timing: Timing { started_at: "2026-01-01T00:00:00.000Z".into(), duration_ms: 5, model_ms: 3 },
             provenance: Provenance {
                 trawl_version: "0.1.0".into(),

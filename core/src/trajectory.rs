@@ -191,6 +191,10 @@ pub struct TrajectoryRecord {
     /// sampling asked for them (`logprobs = true`) and the backend gives them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenDetail>,
+    /// Why each model call stopped, in order (`stop`, `length`, `tool_calls`, ...), as the
+    /// server said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_reasons: Vec<crate::model::FinishReason>,
     pub timing: Timing,
     pub provenance: Provenance,
 }
@@ -200,6 +204,13 @@ impl TrajectoryRecord {
     /// kept out of metrics and exports and re-run on resume.
     pub fn is_final(&self) -> bool {
         self.outcome.exit_status.is_final()
+    }
+
+    /// Whether a reply was cut off by `max_tokens`: such a rollout is no success-only training
+    /// example unless asked for (`--include-truncated`).
+    pub fn truncated(&self) -> bool {
+        self.finish_reasons
+            .contains(&crate::model::FinishReason::Length)
     }
 
     /// Number of assistant turns.

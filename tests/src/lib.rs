@@ -182,10 +182,21 @@ async fn serve_connection(
         }
         let body: Value =
             serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
+        let buf_head = buf[..header_end].to_vec();
         buf.drain(..header_end + length);
-        log.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(body.clone());
+        // The log keeps the Authorization header beside the body, for tests of API keys.
+        let mut logged = body.clone();
+        if let (Some(auth), Value::Object(o)) = (
+            String::from_utf8_lossy(&buf_head).lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("authorization")
+                    .then(|| v.trim().to_string())
+            }),
+            &mut logged,
+        ) {
+            o.insert("_authorization".into(), Value::String(auth));
+        }
+        log.lock().unwrap_or_else(|p| p.into_inner()).push(logged);
         let mut reply = handler(&body);
         while let Reply::Delayed(d, inner) = reply {
             tokio::time::sleep(d).await;

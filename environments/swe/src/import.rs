@@ -369,6 +369,7 @@ pub fn import_file(path: &Path, extra: &Extra<'_>) -> Result<TrajectoryRecord, S
             model_calls: stats["api_calls"].as_u64().unwrap_or(0),
         },
         tokens: Vec::new(),
+        finish_reasons: Vec::new(),
         timing: Timing {
             started_at: String::new(),
             duration_ms: 0,

@@ -123,7 +123,7 @@ impl Exporter for OpenAiExporter {
         let mut written = 0;
         for (agent, messages) in conversations(r, self.agent.as_deref()) {
             let mut line = serde_json::Map::new();
-            line.insert("messages".into(), json!(messages));
+            line.insert("messages".into(), trawl_core::wire_messages(&messages));
             line.insert("tools".into(), json!(r.tools));
             line.extend(agent_metadata(r, agent.as_deref()));
             write_line(out, &Value::Object(line))?;

@@ -25,13 +25,20 @@ use trawl_core::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiConfig {
-    /// The server's API root, for example `http://127.0.0.1:8000/v1`.
-    pub base_url: String,
+    /// The server's API root, for example `http://127.0.0.1:8000/v1`; `OPENAI_BASE_URL` when
+    /// unset, as the OpenAI SDKs do.
+    #[serde(default)]
+    pub base_url: Option<String>,
     /// The model name the server expects.
     pub model: String,
-    /// The environment variable that holds the API key; no `Authorization` header when unset.
+    /// The environment variable that holds the API key; when unset, `OPENAI_API_KEY` if it is
+    /// set (as the OpenAI SDKs do), else no `Authorization` header.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// `tool_choice` sent when tools are offered: `auto` (the default; llama.cpp's server calls
+    /// no tool without it), `required`, `none`, or `omit` to send none.
+    #[serde(default = "default_tool_choice")]
+    pub tool_choice: String,
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: f64,
     /// Limit on one attempt, response body included.
@@ -44,6 +51,12 @@ pub struct OpenAiConfig {
     pub extra_body: Map<String, Value>,
 }
 
+fn default_tool_choice() -> String {
+    "auto".into()
+}
+
+const TOOL_CHOICES: [&str; 4] = ["auto", "required", "none", "omit"];
+
 fn default_connect() -> f64 {
     10.0
 }
@@ -53,9 +66,28 @@ fn default_request() -> f64 {
 
 impl ModelConfig for OpenAiConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError> {
-        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
-            ComponentError::at("base_url", format!("`{}` is not a URL: {e}", self.base_url))
+        let base_url = match self.base_url.clone() {
+            Some(u) => u,
+            None => std::env::var("OPENAI_BASE_URL").map_err(|_| {
+                ComponentError::at(
+                    "base_url",
+                    "missing: set base_url (for example http://127.0.0.1:8000/v1) or export OPENAI_BASE_URL",
+                )
+            })?,
+        };
+        let url = reqwest::Url::parse(&base_url).map_err(|e| {
+            ComponentError::at("base_url", format!("`{base_url}` is not a URL: {e}"))
         })?;
+        if !TOOL_CHOICES.contains(&self.tool_choice.as_str()) {
+            return Err(ComponentError::at(
+                "tool_choice",
+                format!(
+                    "`{}` is not one of {}",
+                    self.tool_choice,
+                    TOOL_CHOICES.join(", ")
+                ),
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ComponentError::at(
                 "base_url",
@@ -63,7 +95,9 @@ impl ModelConfig for OpenAiConfig {
             ));
         }
         let api_key = match &self.api_key_env {
-            None => None,
+            None => std::env::var("OPENAI_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 ComponentError::at(
                     "api_key_env",
@@ -89,7 +123,7 @@ impl ModelConfig for OpenAiConfig {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| ComponentError::new(format!("cannot build HTTP client: {e}")))?;
-        let base = self.base_url.trim_end_matches('/');
+        let base = base_url.trim_end_matches('/');
         let endpoint = if base.ends_with("/chat/completions") {
             base.to_string()
         } else {
@@ -101,6 +135,7 @@ impl ModelConfig for OpenAiConfig {
             endpoint,
             api_key,
             model: self.model,
+            tool_choice: (self.tool_choice != "omit").then_some(self.tool_choice),
             extra_body: self.extra_body,
         };
         Ok(Arc::new(Retry::new(model, retry)))
@@ -120,17 +155,25 @@ pub struct OpenAiModel {
     endpoint: String,
     api_key: Option<String>,
     model: String,
+    tool_choice: Option<String>,
     extra_body: Map<String, Value>,
 }
 
 impl OpenAiModel {
     /// The JSON body of a chat-completions request.
     pub fn request_body(&self, request: &CompletionRequest) -> Value {
-        let mut body = json!({"model": self.model, "messages": request.messages});
+        let mut b = Map::new();
+        b.insert("model".into(), json!(self.model));
+        b.insert(
+            "messages".into(),
+            trawl_core::wire_messages(&request.messages),
+        );
         let s = &request.sampling;
-        let b = body.as_object_mut().expect("json! object");
         if !request.tools.is_empty() {
             b.insert("tools".into(), json!(request.tools));
+            if let Some(choice) = &self.tool_choice {
+                b.insert("tool_choice".into(), json!(choice));
+            }
         }
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
@@ -148,7 +191,7 @@ impl OpenAiModel {
         for (k, v) in &self.extra_body {
             b.insert(k.clone(), v.clone());
         }
-        body
+        Value::Object(b)
     }
 }
 
@@ -361,6 +404,7 @@ mod tests {
             endpoint: String::new(),
             api_key: None,
             model: "m".into(),
+            tool_choice: Some("auto".into()),
             extra_body: [("repetition_penalty".to_string(), json!(1.1))]
                 .into_iter()
                 .collect(),
