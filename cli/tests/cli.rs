@@ -878,3 +878,68 @@ model = "m"
         .iter()
         .all(|r| r["_authorization"] == "Bearer sk-from-env"));
 }
+
+/// Peak resident memory of a process (VmHWM), polled until it exits; with its exit status.
+fn run_measuring_peak(mut cmd: Command) -> (std::process::ExitStatus, u64) {
+    let mut child = cmd.spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak_kib * 1024);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Four 1 GiB response bodies (one with its length declared, one chunked) are refused at the
+/// cap: trawl's memory stays bounded, the run stays small, and the rollouts are infrastructure
+/// errors, so the run fails with exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_response_bodies_are_refused_at_the_cap() {
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = calls.clone();
+    let server = ScriptedServer::start(Arc::new(move |_| Reply::Flood {
+        bytes: 1 << 30,
+        declare_length: c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0,
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.base_url(),
+        &MATH_CHAT.replace("count = 60", "count = 2").replace(
+            "concurrency = 4",
+            "concurrency = 4\nmax_infra_error_rate = 1.0",
+        ),
+    );
+    let mut cmd = Command::new(TRAWL);
+    cmd.args(["run", config.to_str().unwrap(), "--out", "run", "--quiet"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (status, peak) = run_measuring_peak(cmd);
+    eprintln!("peak RSS under 1 GiB bodies: {} MiB", peak >> 20);
+    assert_eq!(status.code(), Some(3));
+    assert!(peak < 512 << 20, "peak RSS {} MiB", peak >> 20);
+    let data = dir.path().join("run/trajectories.jsonl");
+    assert!(std::fs::metadata(&data).unwrap().len() < 1 << 20);
+    let records = jsonl(&data);
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        assert_eq!(r["outcome"]["exit_status"], "InfraError");
+        let message = r["outcome"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains("max_response_bytes"), "{message}");
+    }
+}

@@ -32,6 +32,10 @@ pub enum Reply {
     CutBody,
     /// Wait, then do the inner reply.
     Delayed(Duration, Box<Reply>),
+    /// A 200 whose body is `bytes` long (the start of a completion, then filler), streamed in
+    /// chunks and never held whole; with `declare_length` the size is in Content-Length, else
+    /// it is sent chunked.
+    Flood { bytes: u64, declare_length: bool },
 }
 
 impl Reply {
@@ -227,6 +231,44 @@ async fn serve_connection(
             Reply::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Ok(());
+            }
+            Reply::Flood {
+                bytes,
+                declare_length,
+            } => {
+                let framing = if declare_length {
+                    format!("Content-Length: {bytes}")
+                } else {
+                    "Transfer-Encoding: chunked".to_string()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+                );
+                stream.write_all(head.as_bytes()).await?;
+                let start = br#"{"choices": [{"message": {"role": "assistant", "content": ""#;
+                let filler = vec![b'a'; 64 << 10];
+                let mut sent = 0u64;
+                while sent < bytes {
+                    let piece: &[u8] = if sent == 0 { start } else { &filler };
+                    let piece = &piece[..piece.len().min((bytes - sent) as usize)];
+                    let written = if declare_length {
+                        stream.write_all(piece).await
+                    } else {
+                        let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                        framed.extend_from_slice(piece);
+                        framed.extend_from_slice(b"\r\n");
+                        stream.write_all(&framed).await
+                    };
+                    if written.is_err() {
+                        // The client stopped reading: what a capped reader does.
+                        return Ok(());
+                    }
+                    sent += piece.len() as u64;
+                }
+                if !declare_length {
+                    stream.write_all(b"0\r\n\r\n").await?;
+                }
+                continue;
             }
             Reply::CutBody => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"choices\": [";

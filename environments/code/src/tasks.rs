@@ -4,7 +4,7 @@
 //! becomes the same normalized data, so the episode and the evaluator see one shape:
 //! `{source, prompt, entry_point, tests, check, setup, canonical_solution}`.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
@@ -46,18 +46,19 @@ pub fn reference_solutions(tasks: &[Task]) -> std::collections::HashMap<String, 
 
 /// Reads a task file (`.jsonl` or `.jsonl.gz`). Errors name the file, line and field.
 pub fn load_file(path: &Path) -> Result<Vec<Task>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read task file {}: {e}", path.display()))?;
-    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut s)
-            .map_err(|e| format!("{}: not a readable gzip file: {e}", path.display()))?;
-        s
+    let origin = path.display().to_string();
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read task file {origin}: {e}"))?;
+    let mut magic = [0u8; 2];
+    let gzipped = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| format!("cannot read task file {origin}: {e}"))?;
+    let text = if gzipped {
+        trawl_core::task::read_task_text(flate2::read::GzDecoder::new(file), &origin)
     } else {
-        String::from_utf8(bytes).map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?
-    };
-    parse(&text, &path.display().to_string())
+        trawl_core::task::read_task_text(file, &origin)
+    }?;
+    parse(&text, &origin)
 }
 
 /// Parses JSONL task text; `origin` names it in errors.

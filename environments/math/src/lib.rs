@@ -140,8 +140,7 @@ trawl_core::register!(
 
 /// Reads a JSONL file of GSM8K- or MATH-shaped tasks. Errors name the file, line and field.
 pub fn load_tasks(path: &Path) -> Result<Vec<Task>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read task file {}: {e}", path.display()))?;
+    let text = trawl_core::task::read_task_file(path)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

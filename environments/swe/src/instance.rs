@@ -176,8 +176,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SweInstance>, String> {
 }
 
 pub fn load_file(path: &Path) -> Result<Vec<SweInstance>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read instance file {}: {e}", path.display()))?;
+    let text = trawl_core::task::read_task_file(path)?;
     parse(&text, &path.display().to_string())
 }
 

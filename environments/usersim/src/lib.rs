@@ -151,12 +151,8 @@ impl EnvironmentConfig for UsersimConfig {
         }
         for (i, f) in self.files.iter().enumerate() {
             let path = cx.resolve(f);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ComponentError::at(
-                    &format!("files.{i}"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
+            let text = trawl_core::task::read_task_file(&path)
+                .map_err(|e| ComponentError::at(&format!("files.{i}"), e))?;
             tasks.extend(
                 parse_tasks(&path.display().to_string(), &text)
                     .map_err(|e| ComponentError::at(&format!("files.{i}"), e))?,

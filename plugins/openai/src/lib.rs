@@ -46,9 +46,18 @@ pub struct OpenAiConfig {
     pub request_timeout_secs: f64,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// The largest response body read, in bytes (default 16 MiB). A longer one is an
+    /// infrastructure error, not retried: trawl's memory and the run's files stay bounded
+    /// whatever a server sends.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
     /// Extra fields merged into every request body (`chat_template_kwargs`, `repetition_penalty`, ...).
     #[serde(default)]
     pub extra_body: Map<String, Value>,
+}
+
+fn default_max_response_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_tool_choice() -> String {
@@ -78,6 +87,12 @@ impl ModelConfig for OpenAiConfig {
         let url = reqwest::Url::parse(&base_url).map_err(|e| {
             ComponentError::at("base_url", format!("`{base_url}` is not a URL: {e}"))
         })?;
+        if self.max_response_bytes < 1024 {
+            return Err(ComponentError::at(
+                "max_response_bytes",
+                "must be at least 1024 bytes",
+            ));
+        }
         if !TOOL_CHOICES.contains(&self.tool_choice.as_str()) {
             return Err(ComponentError::at(
                 "tool_choice",
@@ -136,6 +151,7 @@ impl ModelConfig for OpenAiConfig {
             api_key,
             model: self.model,
             tool_choice: (self.tool_choice != "omit").then_some(self.tool_choice),
+            max_response_bytes: self.max_response_bytes,
             extra_body: self.extra_body,
         };
         Ok(Arc::new(Retry::new(model, retry)))
@@ -156,6 +172,7 @@ pub struct OpenAiModel {
     api_key: Option<String>,
     model: String,
     tool_choice: Option<String>,
+    max_response_bytes: u64,
     extra_body: Map<String, Value>,
 }
 
@@ -300,6 +317,46 @@ pub fn parse_completion(body: &str) -> Result<Completion, ModelError> {
     })
 }
 
+impl OpenAiModel {
+    /// Reads the body up to `max_response_bytes`, chunk by chunk: a larger one is refused as
+    /// soon as it is known to be larger, never read whole.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, ModelError> {
+        let cap = self.max_response_bytes;
+        let too_large = |what: String| {
+            ModelError::Backend(format!(
+                "the response from {} is {what}, over max_response_bytes ({cap}); raise it in the model table if such replies are expected",
+                self.endpoint
+            ))
+        };
+        if let Some(len) = response.content_length().filter(|l| *l > cap) {
+            return Err(too_large(format!("{len} bytes")));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > cap {
+                        return Err(too_large("longer".into()));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ModelError::Transient {
+                        message: format!(
+                            "response body from {} was cut off: {}",
+                            self.endpoint,
+                            error_chain(&e)
+                        ),
+                        retry_after: None,
+                    })
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 #[async_trait]
 impl LanguageModel for OpenAiModel {
     fn describe(&self) -> ModelDescription {
@@ -323,14 +380,7 @@ impl LanguageModel for OpenAiModel {
         })?;
         let status = response.status();
         let wait = retry_after(response.headers());
-        let body = response.text().await.map_err(|e| ModelError::Transient {
-            message: format!(
-                "response body from {} was cut off: {}",
-                self.endpoint,
-                error_chain(&e)
-            ),
-            retry_after: None,
-        })?;
+        let body = self.read_body(response).await?;
         match status.as_u16() {
             200..=299 => parse_completion(&body),
             408 | 409 | 429 | 500..=599 => Err(ModelError::Transient {
@@ -405,6 +455,7 @@ mod tests {
             api_key: None,
             model: "m".into(),
             tool_choice: Some("auto".into()),
+            max_response_bytes: 1 << 20,
             extra_body: [("repetition_penalty".to_string(), json!(1.1))]
                 .into_iter()
                 .collect(),
