@@ -910,7 +910,9 @@ async fn one_gib_response_bodies_are_refused_at_the_cap() {
     let c = calls.clone();
     let server = ScriptedServer::start(Arc::new(move |_| Reply::Flood {
         bytes: 1 << 30,
-        declare_length: c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0,
+        declare_length: c
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .is_multiple_of(2),
     }))
     .await
     .unwrap();
