@@ -86,6 +86,9 @@ enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
+        #[arg(long)]
+        skip_bad_lines: bool,
     },
     /// Select trajectories and write a training file.
     Export(ExportArgs),
@@ -114,7 +117,7 @@ struct RunArgs {
     #[arg(long)]
     force: bool,
     /// After Ctrl-C, seconds in-flight episodes get to finish before they are cut short.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     grace_secs: f64,
     /// No progress bar.
     #[arg(long, short)]
@@ -155,6 +158,9 @@ struct ExportArgs {
     /// With --success-only, keep rollouts whose reply was cut off by max_tokens too.
     #[arg(long)]
     include_truncated: bool,
+    /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
+    #[arg(long)]
+    skip_bad_lines: bool,
     /// Replace the output (and its stats file) if they exist. A run's own files are never
     /// replaced.
     #[arg(long)]
@@ -263,8 +269,12 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stats { run, json } => {
-            let records = load_run(&run)?;
+        Command::Stats {
+            run,
+            json,
+            skip_bad_lines,
+        } => {
+            let records = load_run_with(&run, skip_bad_lines)?;
             let stats = trawl_core::stats::compute(&records);
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -328,6 +338,12 @@ fn plugins_listing(registry: &Registry) -> String {
 
 /// Reads a run's records, warning about a torn last line (a crash mid-write).
 fn load_run(run: &Path) -> anyhow::Result<Vec<TrajectoryRecord>> {
+    load_run_with(run, false)
+}
+
+/// Reads a run's records strictly: a damaged line is an error naming file and line, unless
+/// `skip_bad` (the user's explicit `--skip-bad-lines`), when each is listed and left out.
+fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRecord>> {
     let path = run.join(store::TRAJECTORIES);
     if !path.exists() {
         return Err(input(format!(
@@ -336,7 +352,26 @@ fn load_run(run: &Path) -> anyhow::Result<Vec<TrajectoryRecord>> {
             store::TRAJECTORIES
         )));
     }
-    let (records, report) = store::read_records(&path).map_err(input)?;
+    let (records, report) = if skip_bad {
+        store::read_records_skipping(&path)
+    } else {
+        store::read_records(&path)
+    }
+    .map_err(|e| {
+        input(format!(
+            "{e}\n  hint: `--skip-bad-lines` leaves damaged lines out and lists them"
+        ))
+    })?;
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "warning: left out {} damaged line(s) of {}:",
+            report.skipped.len(),
+            path.display()
+        );
+        for e in &report.skipped {
+            eprintln!("  {}", e.to_string().lines().next().unwrap_or_default());
+        }
+    }
     if report.torn_tail.is_some() {
         eprintln!("warning: {}: the last line was cut off mid-write and is ignored; `trawl run` resumes it", path.display());
     }
@@ -565,7 +600,7 @@ async fn wait_for_signal(term: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let records = load_run(&args.run)?;
+    let records = load_run_with(&args.run, args.skip_bad_lines)?;
     let mut exclude = HashSet::new();
     if let Some(file) = &args.exclude_tasks {
         let text = std::fs::read_to_string(file).map_err(|e| {

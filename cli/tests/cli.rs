@@ -945,3 +945,128 @@ async fn one_gib_response_bodies_are_refused_at_the_cap() {
         assert!(message.contains("max_response_bytes"), "{message}");
     }
 }
+
+/// Damaged data files are never silently counted: glued records, trailing garbage, bytes that
+/// are not UTF-8 and a repeated rollout are refused by `stats`, `export` and resume with file
+/// and line, or left out and listed under `--skip-bad-lines`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_trajectory_lines_are_reported_with_file_and_line() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.base_url(),
+        &MATH_CHAT.replace("count = 60", "count = 5"),
+    );
+    let out = trawl(
+        &["run", config.to_str().unwrap(), "--out", "run", "--quiet"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let data = dir.path().join("run/trajectories.jsonl");
+    let good = std::fs::read(&data).unwrap();
+    let lines: Vec<&[u8]> = good
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 10);
+    let join = |ls: &[Vec<u8>]| -> Vec<u8> {
+        let mut v = ls.join(&b'\n');
+        v.push(b'\n');
+        v
+    };
+    let owned: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
+    let mut cases: Vec<(&str, Vec<u8>, usize, &str)> = Vec::new();
+    // Lines 1 and 2 glued into one.
+    let mut glued = owned.clone();
+    let second = glued.remove(1);
+    glued[0].extend_from_slice(&second);
+    cases.push(("glued", join(&glued), 1, "glued"));
+    // Garbage after the record on line 3.
+    let mut garbage = owned.clone();
+    garbage[2].extend_from_slice(b" xyz");
+    cases.push(("garbage", join(&garbage), 3, "trailing garbage"));
+    // A byte that is not UTF-8 inside a string on line 2.
+    let mut bytes = owned.clone();
+    let at = bytes[1]
+        .windows(9)
+        .position(|w| w == b"\"schema\":")
+        .unwrap()
+        + 11;
+    bytes[1].insert(at, 0xff);
+    cases.push(("not utf-8", join(&bytes), 2, "not UTF-8"));
+    // Line 1 repeated at the end.
+    let mut dup = owned.clone();
+    dup.push(owned[0].clone());
+    cases.push((
+        "duplicate",
+        join(&dup),
+        11,
+        "already has a record, on line 1",
+    ));
+
+    for (what, content, line, needle) in cases {
+        std::fs::write(&data, &content).unwrap();
+        let at = format!("trajectories.jsonl:{line}:");
+        for args in [vec!["stats", "run"], vec!["export", "run", "-o", "x.jsonl"]] {
+            let out = trawl(&args, dir.path());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what} {args:?}: {err}");
+            assert!(
+                err.contains(&at) && err.contains(needle),
+                "{what} {args:?}: {err}"
+            );
+        }
+        assert!(!dir.path().join("x.jsonl").exists());
+        let out = trawl(&["stats", "run", "--json", "--skip-bad-lines"], dir.path());
+        assert!(out.status.success(), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("left out 1 damaged line") && err.contains(&at),
+            "{what}: {err}"
+        );
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // What is left once the damaged line is out.
+        let expected = match what {
+            "glued" => 8,
+            "duplicate" => 10,
+            _ => 9,
+        };
+        assert_eq!(stats["finished"], expected, "{what}");
+        if what != "duplicate" {
+            // Resume refuses too, and leaves the file as it was.
+            let out = trawl(
+                &["run", config.to_str().unwrap(), "--out", "run", "--quiet"],
+                dir.path(),
+            );
+            assert_eq!(out.status.code(), Some(2), "{what}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains(&at));
+            assert_eq!(std::fs::read(&data).unwrap(), content);
+        }
+    }
+}
+
+#[test]
+fn grace_secs_out_of_range_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/v1", MATH_CHAT);
+    for bad in ["inf", "nan", "-1", "1e300"] {
+        let out = trawl(
+            &[
+                "run",
+                config.to_str().unwrap(),
+                "--grace-secs",
+                bad,
+                "--quiet",
+            ],
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains("--grace-secs must be a number of seconds"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -393,8 +393,12 @@ impl ExperimentConfig {
         if top.samples == 0 {
             return Err(map.error(&root(&["samples"]), "must be at least 1", None));
         }
-        if top.concurrency == 0 {
-            return Err(map.error(&root(&["concurrency"]), "must be at least 1", None));
+        if top.concurrency == 0 || top.concurrency > MAX_CONCURRENCY {
+            return Err(map.error(
+                &root(&["concurrency"]),
+                format!("must be from 1 to {MAX_CONCURRENCY}"),
+                None,
+            ));
         }
         if let Err(message) = check_secs(top.episode_timeout_secs, false) {
             return Err(map.error(&root(&["episode_timeout_secs"]), message, None));
@@ -429,13 +433,16 @@ impl ExperimentConfig {
             let at = |field: &str| vec!["models".to_string(), i.to_string(), field.to_string()];
             let max_concurrency = match spec.settings.remove("max_concurrency") {
                 None => top.concurrency,
-                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                    map.error(
-                        &at("max_concurrency"),
-                        "must be a whole number of at least 1",
-                        None,
-                    )
-                })? as usize,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=MAX_CONCURRENCY as u64).contains(n))
+                    .ok_or_else(|| {
+                        map.error(
+                            &at("max_concurrency"),
+                            format!("must be a whole number from 1 to {MAX_CONCURRENCY}"),
+                            None,
+                        )
+                    })? as usize,
             };
             let sampling = match spec.settings.remove("sampling") {
                 None => Sampling::default(),
@@ -608,6 +615,9 @@ fn components(
     }
     Ok(out)
 }
+
+/// The most episodes (or requests to one model) in flight at once.
+pub const MAX_CONCURRENCY: usize = 1 << 20;
 
 /// The longest time any setting may ask for: a year. Longer is a typo, and `inf` would overflow
 /// the clock.

@@ -123,6 +123,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct ReadReport {
     /// Raw text of a last line cut off mid-write (no newline, not valid JSON), if any.
     pub torn_tail: Option<String>,
+    /// Lines left out under [`read_records_skipping`]: each error names its file and line.
+    pub skipped: Vec<StoreError>,
 }
 
 /// Parses one line of `trajectories.jsonl`, naming the field that is wrong.
@@ -132,7 +134,7 @@ pub fn parse_record(
     line: &str,
 ) -> Result<TrajectoryRecord, StoreError> {
     let de = &mut serde_json::Deserializer::from_str(line);
-    let rec: TrajectoryRecord = serde_path_to_error::deserialize(de).map_err(|e| {
+    let rec: TrajectoryRecord = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
         StoreError::BadRecord {
             path: path.to_path_buf(),
@@ -141,6 +143,18 @@ pub fn parse_record(
             message: e.inner().to_string(),
             hint: "this line is not a trawl.trajectory/1 record; restore it from a backup or delete the line, then run again".into(),
         }
+    })?;
+    // One line is one record: anything after it (a second record glued on, garbage) is an
+    // error, never silently dropped.
+    de.end().map_err(|e| StoreError::BadRecord {
+        path: path.to_path_buf(),
+        line: line_no,
+        field: String::new(),
+        message: format!(
+            "text after the record ({e}): two records glued on one line, or trailing garbage"
+        ),
+        hint: "each line must hold exactly one record; split or delete the line, then run again"
+            .into(),
     })?;
     if rec.schema != TRAJECTORY_SCHEMA {
         return Err(StoreError::BadRecord {
@@ -157,14 +171,48 @@ pub fn parse_record(
 }
 
 /// Reads every record of a trajectories file. A last line cut off by a crash is reported in the
-/// `ReadReport` and skipped; a bad line anywhere else is an error naming its line and field.
+/// `ReadReport` and skipped; a bad line anywhere else (not UTF-8, not a record, two records
+/// glued together, a rollout key that an earlier line already has) is an error naming its file,
+/// line and field.
 pub fn read_records(path: &Path) -> Result<(Vec<TrajectoryRecord>, ReadReport), StoreError> {
+    read_all(path, false)
+}
+
+/// Like [`read_records`], but bad lines are left out and listed in `ReadReport::skipped`, for a
+/// user who asked for that explicitly.
+pub fn read_records_skipping(
+    path: &Path,
+) -> Result<(Vec<TrajectoryRecord>, ReadReport), StoreError> {
+    read_all(path, true)
+}
+
+fn read_all(path: &Path, skip: bool) -> Result<(Vec<TrajectoryRecord>, ReadReport), StoreError> {
     let mut records = Vec::new();
     let mut report = ReadReport::default();
+    let mut seen: std::collections::HashMap<RolloutKey, usize> = std::collections::HashMap::new();
     for_each_line(path, |line_no, line, is_last_unterminated| {
-        match parse_record(path, line_no, line) {
+        let raw = line.raw();
+        let parsed = line
+            .and_then(|l| parse_record(path, line_no, l))
+            .and_then(|r| match seen.get(&r.key) {
+                Some(first) => Err(StoreError::BadRecord {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    field: "field `key`: ".into(),
+                    message: format!("rollout {} already has a record, on line {first}", r.key),
+                    hint: "a run holds one record per rollout; delete one of the two lines (`trawl run` keeps the first and moves the other to attempts.jsonl)".into(),
+                }),
+                None => {
+                    seen.insert(r.key.clone(), line_no);
+                    Ok(r)
+                }
+            });
+        match parsed {
             Ok(r) => records.push(r),
-            Err(_) if is_last_unterminated => report.torn_tail = Some(line.to_string()),
+            Err(_) if is_last_unterminated => {
+                report.torn_tail = Some(String::from_utf8_lossy(raw).into_owned())
+            }
+            Err(e) if skip => report.skipped.push(e),
             Err(e) => return Err(e),
         }
         Ok(())
@@ -172,10 +220,30 @@ pub fn read_records(path: &Path) -> Result<(Vec<TrajectoryRecord>, ReadReport), 
     Ok((records, report))
 }
 
-/// Calls `f(line_number, line, is_last_line_without_newline)` for every non-empty line.
+/// One line of a trajectories file: its text, or why it is not text.
+struct Line<'a> {
+    raw: &'a [u8],
+    text: Result<&'a str, StoreError>,
+}
+
+impl<'a> Line<'a> {
+    fn and_then<T>(
+        self,
+        f: impl FnOnce(&'a str) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.text.and_then(f)
+    }
+
+    fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+/// Calls `f(line_number, line, is_last_line_without_newline)` for every non-empty line. A line
+/// that is not UTF-8 comes with its error (naming file and line) instead of its text.
 fn for_each_line(
     path: &Path,
-    mut f: impl FnMut(usize, &str, bool) -> Result<(), StoreError>,
+    mut f: impl FnMut(usize, Line<'_>, bool) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -189,12 +257,22 @@ fn for_each_line(
         }
         line_no += 1;
         let terminated = buf.last() == Some(&b'\n');
-        let text = String::from_utf8_lossy(&buf);
-        let line = text.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
+        let mut end = buf.len();
+        while end > 0 && matches!(buf[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let raw = &buf[..end];
+        if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        f(line_no, line, !terminated)?;
+        let text = std::str::from_utf8(raw).map_err(|e| StoreError::BadRecord {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: String::new(),
+            message: format!("not UTF-8 text ({e})"),
+            hint: "records are UTF-8 JSON; the line was damaged: restore it from a backup or delete it, then run again".into(),
+        });
+        f(line_no, Line { raw, text }, !terminated)?;
     }
 }
 
@@ -264,22 +342,23 @@ impl RunDir {
         let mut keep: Vec<String> = Vec::new();
         let mut aside: Vec<String> = Vec::new();
         for_each_line(&path, |line_no, line, unterminated| {
-            match parse_record(&path, line_no, line) {
+            let raw = String::from_utf8_lossy(line.raw()).into_owned();
+            match line.and_then(|l| parse_record(&path, line_no, l)) {
                 Ok(rec) if rec.is_final() => {
                     if state.completed.insert(rec.key.clone()) {
-                        keep.push(line.to_string());
+                        keep.push(raw);
                     } else {
                         state.duplicates_removed += 1;
-                        aside.push(line.to_string());
+                        aside.push(raw);
                     }
                 }
                 Ok(_) => {
                     state.moved_aside += 1;
-                    aside.push(line.to_string());
+                    aside.push(raw);
                 }
                 Err(_) if unterminated => {
                     state.dropped_torn_tail = true;
-                    aside.push(line.to_string());
+                    aside.push(raw);
                 }
                 Err(e) => return Err(e),
             }

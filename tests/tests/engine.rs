@@ -613,6 +613,57 @@ async fn config_errors_name_file_line_and_field() {
         err.contains("unknown field `generatr`") && err.contains("`generator`"),
         "{err}"
     );
+
+    // Numbers out of range, `inf` included, are refused with the field named, never a panic.
+    for (edit, field) in [
+        ("episode_timeout_secs = inf", "field `episode_timeout_secs`"),
+        ("episode_timeout_secs = nan", "field `episode_timeout_secs`"),
+        (
+            "max_infra_error_rate = -0.1",
+            "field `max_infra_error_rate`",
+        ),
+        ("max_infra_error_rate = 1.5", "field `max_infra_error_rate`"),
+        ("concurrency = 9223372036854775807", "field `concurrency`"),
+    ] {
+        let err = config_error(&format!("{edit}\n{good}"));
+        assert!(
+            err.starts_with("exp.toml:1:") && err.contains(field),
+            "{edit}: {err}"
+        );
+    }
+    let inf_temp = good.replace("temperature = 0.5", "temperature = inf");
+    assert!(config_error(&inf_temp).contains("field `models[0].sampling.temperature`"));
+    let dir = tempfile::tempdir().unwrap();
+    let inf_deadline = good.replace(
+        "max_backoff_secs = 0.02 }",
+        "max_backoff_secs = 0.02, total_deadline_secs = inf }",
+    );
+    let err = run_text(&inf_deadline, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("models[0].retry.total_deadline_secs"), "{err}");
+}
+
+#[tokio::test]
+async fn an_empty_task_file_is_refused_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.jsonl"), "\n").unwrap();
+    let text = config_text(
+        "http://127.0.0.1:9/v1",
+        "",
+        &format!("files = [\"{}\"]", dir.path().join("empty.jsonl").display()),
+        "type = \"chat\"",
+    );
+    let err = run_text(&text, dir.path(), StopSignal::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("environments[0]") && err.contains("has no tasks"),
+        "{err}"
+    );
+    assert!(!dir.path().join("run/trajectories.jsonl").exists());
 }
 
 #[tokio::test]
