@@ -196,6 +196,17 @@ max_words = 40
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["trawl-keyword-rubric", "trawl-word-game"]);
+    // Each with the SHA-256 of the file that was loaded.
+    for p in manifest["plugins"].as_array().unwrap() {
+        let path = p["path"].as_str().unwrap();
+        let out = Command::new("sha256sum").arg(path).output().unwrap();
+        let expected = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(p["sha256"], expected.as_str(), "{path}");
+    }
 
     // The plugin's exporter writes the review sheet; a built-in one the SFT file.
     let o = trawl(
@@ -377,6 +388,37 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
             "{libm}: not a trawl plugin: it exports no `trawl_plugin_abi_version` symbol"
         )),
         "{out}"
+    );
+
+    // A library that is not a trawl plugin and whose constructor writes a file: refused from its
+    // symbol table alone, so the constructor never runs.
+    let marker = dir.path().join("constructor-ran");
+    let source = dir.path().join("ctor.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void ran(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\nint answer(void) {{ return 42; }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let ctor = dir.path().join("libctor.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&ctor)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let out = refused(
+        &["plugins", "--plugin", ctor.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert!(out.contains("not a trawl plugin"), "{out}");
+    assert!(
+        !marker.exists(),
+        "the library's constructor ran before the refusal"
     );
 
     // A file that is no library at all, named in a config: the error points at the line.

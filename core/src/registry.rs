@@ -421,6 +421,9 @@ pub struct PluginLibrary {
     pub core_version: String,
     /// `role/kind` of everything it registered.
     pub kinds: Vec<String>,
+    /// SHA-256 of the library file, as it was read before loading.
+    #[serde(default)]
+    pub sha256: String,
 }
 
 /// All known kinds, by role and name, and the plugin libraries some of them came from.

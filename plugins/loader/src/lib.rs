@@ -183,6 +183,9 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
 fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
     let path = canonical;
     let owned = || shown.to_path_buf();
+    // Stage 0, before any code of the library runs (its constructors included): read the file
+    // and check that its dynamic symbol table exports trawl's ABI version symbol.
+    let sha256 = inspect(path, shown)?;
     // SAFETY: loading a library runs its static initialisers; for a Rust plugin those are
     // inventory's constructors, which only link static list nodes. No entry point of trawl's
     // ABI runs until the checks below pass. The user named this file to be loaded.
@@ -251,6 +254,7 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
             abi_version: record.abi_version,
             core_version,
             kinds: Vec::new(),
+            sha256,
         },
         kinds: Vec::new(),
         alloc,
@@ -284,6 +288,50 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
         .collect();
     plugin.kinds = kinds;
     Ok(plugin)
+}
+
+/// Reads the library file without loading it: it must be a shared library whose dynamic symbol
+/// table exports trawl's ABI version symbol, which every plugin ABI has. Returns the file's
+/// SHA-256 (hex).
+fn inspect(path: &Path, shown: &Path) -> Result<String, LoadError> {
+    use object::{Object, ObjectKind};
+    use sha2::Digest;
+
+    let not_loadable = |message: String| LoadError::Open {
+        path: shown.to_path_buf(),
+        message,
+    };
+    let data = std::fs::read(path).map_err(|e| not_loadable(e.to_string()))?;
+    let sha256: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let file = object::File::parse(&*data)
+        .map_err(|e| not_loadable(format!("not a shared library ({e}); it was not loaded")))?;
+    if file.kind() != ObjectKind::Dynamic {
+        return Err(not_loadable(format!(
+            "not a shared library (a {:?} object file); it was not loaded",
+            file.kind()
+        )));
+    }
+    let exports = file
+        .exports()
+        .map_err(|e| not_loadable(format!("unreadable symbol table ({e}); it was not loaded")))?;
+    // Mach-O prefixes C names with an underscore.
+    let exported = |name: &str| {
+        exports.iter().any(|e| {
+            let n = e.name();
+            n == name.as_bytes() || n.strip_prefix(b"_") == Some(name.as_bytes())
+        })
+    };
+    if !exported(SYMBOL_ABI_VERSION) {
+        return Err(LoadError::NotAPlugin {
+            path: shown.to_path_buf(),
+        });
+    }
+    // The other entry points are checked after the version (stage 1), so that a plugin built
+    // for another ABI is told so, whatever that ABI's symbols are.
+    Ok(sha256)
 }
 
 impl Plugin {
