@@ -552,6 +552,11 @@ async fn run(
         summary.infra_errors,
         summary.interrupted,
     );
+    for (env, facts) in &summary.environments {
+        if let Some(sandbox) = facts.get("sandbox") {
+            eprintln!("sandbox of `{env}`: {}", describe_isolation(sandbox));
+        }
+    }
     eprintln!(
         "next: trawl stats {0}   |   trawl export {0} --format openai --success-only",
         summary.dir.display()
@@ -561,7 +566,7 @@ async fn run(
         RunStatus::Interrupted => ExitCode::from(code::INTERRUPTED),
         RunStatus::Failed => {
             eprintln!(
-                "the run stopped itself: more than {:.0}% of rollouts were infrastructure errors (see `trawl stats {}`)",
+                "the run failed: every rollout, or more than {:.0}% of the recent ones, ended in an infrastructure error (see `trawl stats {}`)",
                 100.0 * config.max_infra_error_rate,
                 summary.dir.display()
             );
@@ -569,6 +574,30 @@ async fn run(
         }
     };
     Ok((code, summary))
+}
+
+/// One line on a sandbox's isolation, from the facts its environment reported.
+fn describe_isolation(sandbox: &serde_json::Value) -> String {
+    let mode = sandbox["mode"].as_str().unwrap_or("unknown");
+    let yes = |k: &str| sandbox[k].as_bool() == Some(true);
+    let mut parts = vec![mode.to_string()];
+    for (key, what) in [
+        ("network_isolated", "network"),
+        ("filesystem_isolated", "filesystem"),
+        ("pid_namespace", "processes"),
+    ] {
+        parts.push(format!(
+            "{what} {}",
+            if yes(key) { "isolated" } else { "SHARED" }
+        ));
+    }
+    if yes("uid_per_sandbox") {
+        parts.push("a user per sandbox".into());
+    }
+    if let Some(mb) = sandbox["tmp_mb"].as_u64() {
+        parts.push(format!("/tmp capped at {mb} MiB"));
+    }
+    parts.join(", ")
 }
 
 /// First Ctrl-C or SIGTERM: stop launching, give in-flight episodes `grace`. Second: stop now.

@@ -190,6 +190,9 @@ pub struct RunSummary {
     pub infra_errors: u64,
     pub interrupted: u64,
     pub resume: ResumeSummary,
+    /// What each environment reported about how it runs (its sandbox's isolation, ...), as in
+    /// the manifest.
+    pub environments: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -653,6 +656,7 @@ pub async fn run(
             dropped_torn_tail: resume.dropped_torn_tail,
             duplicates_removed: resume.duplicates_removed,
         },
+        environments: manifest.environments,
     })
 }
 

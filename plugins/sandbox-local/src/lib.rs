@@ -4,8 +4,13 @@
 //! their parent).
 //!
 //! Limits are set by util-linux's `prlimit` in the child before the command starts, so trawl
-//! needs no `unsafe` code. When trawl runs as root, commands run as `nobody` (uid 65534): root
-//! ignores the process-count limit and may write anywhere. Which isolation is in force is
+//! needs no `unsafe` code. When trawl runs as root, each sandbox runs as a user of its own (a uid
+//! from a range no account uses, leased while the sandbox lives): root ignores the process-count
+//! limit and may write anywhere, and one shared user would let concurrent sandboxes signal,
+//! trace and write into each other. Without namespaces, closing a sandbox kills every process of
+//! its user (a `setsid` daemon included) and removes what it left in the shared temporary
+//! folders. The fallback without namespaces cannot isolate the network or the filesystem, so it
+//! runs only when a config asks for it (`isolation = "process"`). Which isolation is in force is
 //! detected once and reported by [`LocalSandboxFactory::isolation`], so a run can record it.
 //!
 //! A command that hits its wall-clock limit gets SIGTERM for its whole process group, then SIGKILL
@@ -14,6 +19,8 @@
 //! keep the call waiting.
 
 #![forbid(unsafe_code)]
+
+mod teardown;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -43,12 +50,14 @@ const NOBODY: u32 = 65534;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IsolationMode {
-    /// Namespaces when bubblewrap works here, else the process-group fallback (with a warning).
+    /// Namespaces when bubblewrap works here; otherwise refused with a hint, since the fallback
+    /// cannot keep the network or the filesystem from the program.
     #[default]
     Auto,
     /// Namespaces or nothing: refuse to run without them.
     Namespaces,
-    /// The process-group fallback only (own group, rlimits, unprivileged user).
+    /// The process-group fallback, accepted explicitly: own group, rlimits, a user of its own
+    /// per sandbox when trawl runs as root; shared network and filesystem.
     Process,
 }
 
@@ -75,6 +84,14 @@ pub struct LocalSandboxConfig {
     /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
     #[serde(default)]
     pub kill_grace_secs: Option<f64>,
+    /// Size of the private `/tmp` inside namespaces, in MiB (a tmpfs; writes past it fail with
+    /// "No space left on device").
+    #[serde(default = "default_tmp_mb")]
+    pub tmp_mb: u64,
+}
+
+fn default_tmp_mb() -> u64 {
+    256
 }
 
 fn local() -> String {
@@ -90,6 +107,7 @@ impl Default for LocalSandboxConfig {
             bwrap: None,
             ro_binds: Vec::new(),
             kill_grace_secs: None,
+            tmp_mb: default_tmp_mb(),
         }
     }
 }
@@ -104,8 +122,15 @@ pub struct Isolation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     pub bwrap_version: Option<String>,
-    /// The uid commands run as.
+    /// The uid commands run as (the first of the range when each sandbox has its own).
     pub uid: u32,
+    /// Each sandbox runs as a user of its own, so concurrent sandboxes cannot signal, trace or
+    /// write into each other, and teardown kills everything that user left.
+    #[serde(default)]
+    pub uid_per_sandbox: bool,
+    /// The size cap of the private `/tmp`, in MiB (namespaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_mb: Option<u64>,
     pub network_isolated: bool,
     /// System folders read-only, private /tmp, nothing else of the host writable.
     pub filesystem_isolated: bool,
@@ -187,14 +212,23 @@ impl LocalSandboxFactory {
 
     /// A fresh sandbox: its own empty working folder, removed when it is closed or dropped.
     pub fn create(&self) -> Result<LocalSandbox, SandboxError> {
+        let lease = match self.inner.run_as {
+            Some(_) => Some(UidLease::take().ok_or_else(|| {
+                SandboxError::Infra(format!(
+                    "all {UID_COUNT} sandbox users are in use; lower the run's concurrency"
+                ))
+            })?),
+            None => None,
+        };
         let dir = self
             .inner
-            .make_workdir()
+            .make_workdir_for(lease.as_ref().map(UidLease::uid))
             .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
         Ok(LocalSandbox {
             shared: self.inner.clone(),
             workdir: dir.path().to_path_buf(),
             dir: Mutex::new(Some(dir)),
+            lease: Mutex::new(lease),
         })
     }
 }
@@ -205,6 +239,9 @@ impl Detected {
             "`prlimit` (util-linux) is not installed; trawl sets sandbox limits with it\n  hint: apt-get install -y util-linux",
         )?;
         let run_as = nix::unistd::geteuid().is_root().then_some(NOBODY);
+        if config.tmp_mb == 0 {
+            return Err("tmp_mb must be at least 1".into());
+        }
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
@@ -215,7 +252,9 @@ impl Detected {
                 requested: config.isolation,
                 fallback_reason: None,
                 bwrap_version: None,
-                uid: run_as.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+                uid: run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |_| UID_BASE),
+                uid_per_sandbox: run_as.is_some(),
+                tmp_mb: None,
                 network_isolated: false,
                 filesystem_isolated: false,
                 pid_namespace: false,
@@ -227,7 +266,10 @@ impl Detected {
             run_as,
             root,
         };
-        if config.isolation != IsolationMode::Process {
+        if config.isolation == IsolationMode::Process {
+            factory.isolation.fallback_reason =
+                Some("isolation = \"process\" in the config".into());
+        } else {
             match factory.probe_bwrap(config) {
                 Ok((bwrap, version)) => {
                     factory.bwrap = Some(bwrap);
@@ -238,6 +280,7 @@ impl Detected {
                     iso.filesystem_isolated = true;
                     iso.pid_namespace = true;
                     iso.process_limit = true;
+                    iso.tmp_mb = Some(config.tmp_mb);
                 }
                 Err(why) if config.isolation == IsolationMode::Namespaces => {
                     return Err(format!(
@@ -245,10 +288,10 @@ impl Detected {
                     ));
                 }
                 Err(why) => {
-                    tracing::warn!(
-                        "sandbox: bubblewrap does not work here ({why}); commands run in their own process group with limits, but share the network and filesystem"
-                    );
-                    factory.isolation.fallback_reason = Some(why);
+                    return Err(format!(
+                        "bubblewrap does not work here ({why}); without namespaces a sandbox cannot keep the network or the host's files from the program, which this config asks for by default\n  hint: apt-get install -y bubblewrap, or set sandbox = {{ isolation = \"process\" }} to accept the weaker mode (own process group, limits{}; shared network and filesystem)",
+                        if run_as.is_some() { ", a user per sandbox" } else { "" }
+                    ));
                 }
             }
         }
@@ -273,7 +316,12 @@ impl Detected {
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
         let dir = self.make_workdir().map_err(|e| e.to_string())?;
         let mut cmd = std::process::Command::new(&bwrap);
-        cmd.args(bwrap_args(dir.path(), &config.ro_binds, false));
+        cmd.args(bwrap_args(
+            dir.path(),
+            &config.ro_binds,
+            false,
+            config.tmp_mb,
+        ));
         cmd.args(["--", "/bin/true"]);
         cmd.env_clear().stdin(Stdio::null());
         if let Some(uid) = self.run_as {
@@ -293,11 +341,16 @@ impl Detected {
     }
 
     fn make_workdir(&self) -> std::io::Result<tempfile::TempDir> {
+        self.make_workdir_for(self.run_as)
+    }
+
+    /// A fresh working folder only `uid` (when set) may enter.
+    fn make_workdir_for(&self, uid: Option<u32>) -> std::io::Result<tempfile::TempDir> {
         let dir = tempfile::Builder::new()
             .prefix("trawl-sbx-")
             .tempdir_in(&self.root)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        if let Some(uid) = self.run_as {
+        if let Some(uid) = uid {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid))?;
         }
         Ok(dir)
@@ -306,7 +359,7 @@ impl Detected {
 
 /// The bubblewrap arguments: all namespaces, the system read-only, a private /tmp, the working
 /// folder writable at its own path.
-fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool) -> Vec<OsString> {
+fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool, tmp_mb: u64) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--unshare-all".into(),
         "--die-with-parent".into(),
@@ -320,11 +373,14 @@ fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool) -> Vec<OsStri
     for extra in ro_binds {
         push(&["--ro-bind".as_ref(), extra.as_os_str(), extra.as_os_str()]);
     }
+    let tmp_size = OsString::from((tmp_mb.min(1 << 30) << 20).to_string());
     push(&[
         "--proc".as_ref(),
         "/proc".as_ref(),
         "--dev".as_ref(),
         "/dev".as_ref(),
+        "--size".as_ref(),
+        tmp_size.as_os_str(),
         "--tmpfs".as_ref(),
         "/tmp".as_ref(),
         "--bind".as_ref(),
@@ -383,6 +439,8 @@ pub struct LocalSandbox {
     dir: Mutex<Option<tempfile::TempDir>>,
     /// The folder's path, kept apart so that reading it needs no lock.
     workdir: PathBuf,
+    /// The user this sandbox runs as, when it has its own; given back at teardown.
+    lease: Mutex<Option<UidLease>>,
 }
 
 impl LocalSandbox {
@@ -412,6 +470,32 @@ impl LocalSandbox {
         Ok(self.workdir.join(rel))
     }
 
+    /// The uid commands run as: the sandbox's own, else the shared one (or none, as trawl).
+    fn uid(&self) -> Option<u32> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(UidLease::uid)
+            .or(self.shared.run_as)
+    }
+
+    /// Kills every process of the sandbox's own user and removes what it left in the shared
+    /// temporary folders, then gives the user back. Without namespaces a `setsid` daemon
+    /// escapes the process group; with them nothing outlives the pid namespace, and `/tmp` is
+    /// private, so there is nothing to do.
+    fn teardown(&self) {
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(lease) = lease else {
+            return;
+        };
+        if self.shared.bwrap.is_none() {
+            teardown::kill_user(lease.uid());
+            teardown::remove_files_of(lease.uid(), &self.workdir);
+        }
+        drop(lease);
+    }
+
     fn command(&self, command: &str, limits: &ExecLimits) -> tokio::process::Command {
         let f = &self.shared;
         let cpu = limits.cpu_secs;
@@ -433,6 +517,7 @@ impl LocalSandbox {
                     &self.workdir,
                     &f.config.ro_binds,
                     limits.network,
+                    f.config.tmp_mb,
                 ));
                 cmd.arg("--").arg(&f.prlimit).args(&prlimit_args);
                 cmd.env_clear();
@@ -451,7 +536,7 @@ impl LocalSandbox {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(uid) = f.run_as {
+        if let Some(uid) = self.uid() {
             cmd.uid(uid).gid(uid);
         }
         cmd
@@ -627,7 +712,7 @@ impl Sandbox for LocalSandbox {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
         tokio::fs::write(&p, contents).await.map_err(io)?;
-        if let Some(uid) = self.shared.run_as {
+        if let Some(uid) = self.uid() {
             // The sandbox user must be able to change what it was given.
             let mut at = p.as_path();
             while at.starts_with(&self.workdir) && at != self.workdir {
@@ -642,6 +727,8 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn close(&self) -> Result<(), SandboxError> {
+        // Processes first: nothing of the sandbox's user may write while its files go.
+        self.teardown();
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(dir) = dir {
             let path = dir.path().to_path_buf();
@@ -653,6 +740,49 @@ impl Sandbox for LocalSandbox {
                 })?;
         }
         Ok(())
+    }
+}
+
+impl Drop for LocalSandbox {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// The first uid of the range sandboxes run as (when trawl is root); no account uses it.
+const UID_BASE: u32 = 0x7472_0000;
+/// How many sandboxes may live at once, each with its own user.
+const UID_COUNT: u32 = 4096;
+
+/// One uid of the range, held by one sandbox until it is dropped.
+#[derive(Debug)]
+struct UidLease(u32);
+
+fn uids_in_use() -> &'static Mutex<std::collections::BTreeSet<u32>> {
+    static IN_USE: OnceLock<Mutex<std::collections::BTreeSet<u32>>> = OnceLock::new();
+    IN_USE.get_or_init(Default::default)
+}
+
+impl UidLease {
+    /// The lowest free uid of the range; none when every one is taken.
+    fn take() -> Option<Self> {
+        let mut in_use = uids_in_use().lock().unwrap_or_else(|p| p.into_inner());
+        let uid = (UID_BASE..UID_BASE + UID_COUNT).find(|u| !in_use.contains(u))?;
+        in_use.insert(uid);
+        Some(UidLease(uid))
+    }
+
+    fn uid(&self) -> u32 {
+        self.0
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        uids_in_use()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
     }
 }
 

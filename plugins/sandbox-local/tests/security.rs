@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use trawl_core::sandbox::{ExecLimits, ExecOutcome, Limit, Sandbox};
@@ -471,13 +472,149 @@ fn requiring_namespaces_without_bubblewrap_is_refused_with_a_hint() {
     let msg = err.to_string();
     assert!(msg.contains("requires namespaces"), "{msg}");
     assert!(msg.contains("apt-get install -y bubblewrap"), "{msg}");
-    // `auto` falls back instead, and says why.
-    let f = LocalSandboxFactory::new(LocalSandboxConfig {
+    // `auto` refuses too: the fallback cannot keep the network or the files from the program,
+    // so it runs only when a config accepts it explicitly.
+    let err = LocalSandboxFactory::new(LocalSandboxConfig {
         isolation: IsolationMode::Auto,
+        bwrap: Some("/nonexistent/bwrap".into()),
+        ..LocalSandboxConfig::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("cannot keep the network") && err.contains("isolation = \"process\""),
+        "{err}"
+    );
+    let f = LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation: IsolationMode::Process,
         bwrap: Some("/nonexistent/bwrap".into()),
         ..LocalSandboxConfig::default()
     })
     .unwrap();
     assert_eq!(f.isolation().mode, "process");
+    assert!(!f.isolation().network_isolated);
     assert!(f.isolation().fallback_reason.is_some());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Without namespaces, concurrent sandboxes are kept apart by users of their own: one cannot
+/// write into another's folder or signal its processes, and closing a sandbox kills what it
+/// left running (a `setsid` daemon too) and removes its files from the shared /tmp.
+#[tokio::test]
+async fn fallback_sandboxes_are_kept_apart_and_leave_nothing() {
+    if !is_root() {
+        eprintln!("skipped: users per sandbox need root");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let f = factory(IsolationMode::Process).unwrap();
+    assert!(f.isolation().uid_per_sandbox);
+    let a = f.create().unwrap();
+    let b = f.create().unwrap();
+    let limits = ExecLimits {
+        wall_time_secs: 10.0,
+        ..ExecLimits::default()
+    };
+    let ua = a
+        .exec("id -u", &limits)
+        .await
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string();
+    let ub = b
+        .exec("id -u", &limits)
+        .await
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string();
+    assert_ne!(ua, ub, "two sandboxes share a user");
+    assert_ne!(ua, "0");
+
+    // B starts a long process; A tries to kill it, write into B's folder and read it.
+    let m = marker("victim");
+    b.exec(
+        &format!("setsid python3 -c 'import time; time.sleep(60)' {m} >/dev/null 2>&1 & sleep 0.5"),
+        &limits,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!live_with(&m).is_empty(), "the daemon did not start");
+    let bdir = b.workdir().display().to_string();
+    let attack = format!(
+        "pkill -KILL -f '[{}]{}'; echo x > {bdir}/planted; ls {bdir}; touch /tmp/trawl-left-{ua}; echo done; kill -9 -1",
+        &m[..1],
+        &m[1..]
+    );
+    let r = a.exec(&attack, &limits).await.unwrap();
+    assert!(r.stdout.contains("done"), "{r:?}");
+    assert!(!live_with(&m).is_empty(), "sandbox A killed B's process");
+    assert!(
+        !b.workdir().join("planted").exists(),
+        "A wrote into B's folder"
+    );
+
+    // A leaves a daemon and a file in /tmp; closing A removes both.
+    let left = marker("left");
+    a.exec(
+        &format!(
+            "setsid python3 -c 'import time; time.sleep(60)' {left} >/dev/null 2>&1 & sleep 0.5"
+        ),
+        &limits,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!live_with(&left).is_empty());
+    assert!(Path::new(&format!("/tmp/trawl-left-{ua}")).exists());
+    a.close().await.unwrap();
+    assert!(
+        live_with(&left).is_empty(),
+        "a setsid daemon outlived its sandbox"
+    );
+    assert!(!Path::new(&format!("/tmp/trawl-left-{ua}")).exists());
+    b.close().await.unwrap();
+    assert!(live_with(&m).is_empty());
+}
+
+/// With namespaces, the private /tmp has a size cap.
+#[tokio::test]
+async fn the_private_tmp_is_capped() {
+    let Some(f) = factory(IsolationMode::Namespaces) else {
+        eprintln!("skipped: namespaces do not work here");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    assert_eq!(f.isolation().tmp_mb, Some(256));
+    let s = f.create().unwrap();
+    let limits = ExecLimits {
+        wall_time_secs: 30.0,
+        file_size_mb: 1024,
+        ..ExecLimits::default()
+    };
+    let r = s
+        .exec(
+            "dd if=/dev/zero of=/tmp/fill bs=1M count=400 2>&1; du -m /tmp/fill",
+            &limits,
+        )
+        .await
+        .unwrap();
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("No space left on device"), "{text}");
+    let used: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(used <= 256, "{used} MiB written into /tmp");
+    s.close().await.unwrap();
 }
