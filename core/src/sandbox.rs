@@ -86,6 +86,8 @@ pub enum Limit {
     FileSize,
     /// It flooded its output far past what is kept; killed so that it stops.
     Output,
+    /// It filled its working folder past the sandbox's disk cap; killed so that it stops.
+    Disk,
 }
 
 impl Limit {
@@ -96,6 +98,7 @@ impl Limit {
             Limit::Processes => "processes",
             Limit::FileSize => "file_size",
             Limit::Output => "output",
+            Limit::Disk => "disk",
         }
     }
 }

@@ -84,6 +84,11 @@ pub struct LocalSandboxConfig {
     /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
     #[serde(default)]
     pub kill_grace_secs: Option<f64>,
+    /// The most the working folder may hold, in MiB. A command that fills it past this is
+    /// killed (`limit_exceeded: disk`); it is checked several times a second while a command
+    /// runs, so a fast writer may overshoot by what it writes in between.
+    #[serde(default = "default_workdir_mb")]
+    pub workdir_mb: u64,
     /// Size of the private `/tmp` inside namespaces, in MiB (a tmpfs; writes past it fail with
     /// "No space left on device").
     #[serde(default = "default_tmp_mb")]
@@ -92,6 +97,10 @@ pub struct LocalSandboxConfig {
 
 fn default_tmp_mb() -> u64 {
     256
+}
+
+fn default_workdir_mb() -> u64 {
+    1024
 }
 
 fn local() -> String {
@@ -108,6 +117,7 @@ impl Default for LocalSandboxConfig {
             ro_binds: Vec::new(),
             kill_grace_secs: None,
             tmp_mb: default_tmp_mb(),
+            workdir_mb: default_workdir_mb(),
         }
     }
 }
@@ -131,6 +141,9 @@ pub struct Isolation {
     /// The size cap of the private `/tmp`, in MiB (namespaces only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmp_mb: Option<u64>,
+    /// The size cap of the working folder, in MiB.
+    #[serde(default)]
+    pub workdir_mb: u64,
     pub network_isolated: bool,
     /// System folders read-only, private /tmp, nothing else of the host writable.
     pub filesystem_isolated: bool,
@@ -239,8 +252,8 @@ impl Detected {
             "`prlimit` (util-linux) is not installed; trawl sets sandbox limits with it\n  hint: apt-get install -y util-linux",
         )?;
         let run_as = nix::unistd::geteuid().is_root().then_some(NOBODY);
-        if config.tmp_mb == 0 {
-            return Err("tmp_mb must be at least 1".into());
+        if config.tmp_mb == 0 || config.workdir_mb == 0 {
+            return Err("tmp_mb and workdir_mb must be at least 1".into());
         }
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
@@ -255,6 +268,7 @@ impl Detected {
                 uid: run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |_| UID_BASE),
                 uid_per_sandbox: run_as.is_some(),
                 tmp_mb: None,
+                workdir_mb: config.workdir_mb,
                 network_isolated: false,
                 filesystem_isolated: false,
                 pid_namespace: false,
@@ -579,6 +593,24 @@ impl Default for Captured {
     }
 }
 
+/// How often a running command's working folder is measured.
+const DISK_POLL: Duration = Duration::from_millis(100);
+
+/// Returns once the folder holds more than `cap` bytes (or more entries than can be measured
+/// quickly, which only a program filling it would make); never otherwise.
+async fn watch_disk(dir: PathBuf, cap: u64) {
+    loop {
+        tokio::time::sleep(DISK_POLL).await;
+        let d = dir.clone();
+        let over = tokio::task::spawn_blocking(move || teardown::size_over(&d, cap))
+            .await
+            .unwrap_or(false);
+        if over {
+            return;
+        }
+    }
+}
+
 fn kill_group(pgid: i32, signal: Signal) {
     // ESRCH (the group is already gone) is the normal case after a clean exit.
     let _ = killpg(Pid::from_raw(pgid), signal);
@@ -633,10 +665,13 @@ impl Sandbox for LocalSandbox {
 
         let mut timed_out = false;
         let mut flooded = false;
+        let mut filled = false;
+        let disk_cap = self.shared.config.workdir_mb.saturating_mul(1 << 20);
         let status = tokio::select! {
             s = child.wait() => Some(s),
             _ = tokio::time::sleep(limits.wall_time()) => { timed_out = true; None }
             Some(()) = flood_rx.recv() => { flooded = true; None }
+            () = watch_disk(self.workdir.clone(), disk_cap) => { filled = true; None }
         };
         let status = match status {
             Some(s) => {
@@ -680,6 +715,8 @@ impl Sandbox for LocalSandbox {
         let stderr = err.out.into_string();
         let outcome = if timed_out {
             ExecOutcome::TimedOut
+        } else if filled {
+            ExecOutcome::LimitExceeded { limit: Limit::Disk }
         } else if flooded || out_flooded || err_flooded {
             ExecOutcome::LimitExceeded {
                 limit: Limit::Output,

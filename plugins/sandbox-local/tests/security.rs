@@ -618,3 +618,52 @@ async fn the_private_tmp_is_capped() {
     assert!(used <= 256, "{used} MiB written into /tmp");
     s.close().await.unwrap();
 }
+
+/// A program that fills its working folder is stopped at the folder's cap, in both modes.
+#[tokio::test]
+async fn filling_the_working_folder_is_stopped_at_its_cap() {
+    let _serial = SERIAL.lock().await;
+    for f in both() {
+        let f = LocalSandboxFactory::new(LocalSandboxConfig {
+            isolation: if f.isolation().namespaces() {
+                IsolationMode::Namespaces
+            } else {
+                IsolationMode::Process
+            },
+            workdir_mb: 128,
+            ..LocalSandboxConfig::default()
+        })
+        .unwrap();
+        let s = f.create().unwrap();
+        let limits = ExecLimits {
+            wall_time_secs: 60.0,
+            ..ExecLimits::default()
+        };
+        // 100 files of 32 MiB, 3.2 GB in all, each under the file-size limit.
+        let r = s
+            .exec(
+                "for i in $(seq 100); do head -c 33554432 /dev/zero > f$i || exit 1; done",
+                &limits,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded { limit: Limit::Disk },
+            "{} {r:?}",
+            f.isolation().mode
+        );
+        let used: u64 = std::fs::read_dir(s.workdir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        eprintln!(
+            "{}: stopped with {} MiB in a 128 MiB working folder",
+            f.isolation().mode,
+            used >> 20
+        );
+        assert!(used < 1 << 30, "{} MiB written", used >> 20);
+        s.close().await.unwrap();
+    }
+}
