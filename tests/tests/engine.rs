@@ -249,21 +249,26 @@ async fn infra_errors_are_kept_apart_and_rerun_on_resume() {
     );
 }
 
-#[tokio::test]
-async fn too_many_infra_errors_fail_the_run() {
+/// Runs `count` chat rollouts (with `top` settings) against a server that always answers 500.
+async fn run_against_a_dead_server(top: &str, count: u32) -> RunSummary {
     let server = ScriptedServer::scripted(vec![Reply::status(500, "down")])
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.base_url(),
-        "concurrency = 4",
-        "generator = { count = 200, levels = [1] }",
+        top,
+        &format!("generator = {{ count = {count}, levels = [1] }}"),
         "type = \"chat\"",
     );
-    let summary = run_text(&text, dir.path(), StopSignal::default())
+    run_text(&text, dir.path(), StopSignal::default())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn too_many_infra_errors_fail_the_run() {
+    let summary = run_against_a_dead_server("concurrency = 4", 200).await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert!(
         summary.launched < 200,
@@ -317,19 +322,7 @@ async fn a_server_that_stalls_past_the_episode_time_is_an_infra_error_not_the_mo
 
 #[tokio::test]
 async fn a_run_whose_every_rollout_failed_on_infrastructure_fails_whatever_its_size() {
-    let server = ScriptedServer::scripted(vec![Reply::status(500, "down")])
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(
-        &server.base_url(),
-        "",
-        "generator = { count = 3, levels = [1] }",
-        "type = \"chat\"",
-    );
-    let summary = run_text(&text, dir.path(), StopSignal::default())
-        .await
-        .unwrap();
+    let summary = run_against_a_dead_server("", 3).await;
     assert_eq!(
         (summary.status, summary.infra_errors),
         (RunStatus::Failed, 3)
