@@ -258,7 +258,7 @@ impl Workspace {
                 let repo = self.local_repo(inst).map_err(SandboxError::Unavailable)?;
                 let sandbox = factory.create()?;
                 let dir = sandbox.workdir().to_path_buf();
-                let uid = sandbox.isolation().uid;
+                let uid = sandbox.user();
                 tokio::task::spawn_blocking(move || clone_into(&repo, &dir, uid))
                     .await
                     .map_err(|e| SandboxError::Infra(e.to_string()))?
@@ -406,7 +406,8 @@ fn clone_into(repo: &std::path::Path, dir: &std::path::Path, uid: u32) -> Result
             dir.as_os_str(),
         ],
     )?;
-    // The clone belongs to trawl's user; commands may run as another (`nobody` under root).
+    // The clone belongs to trawl's user; commands may run as another (the sandbox's own user
+    // under root).
     let cloned_by =
         std::fs::metadata(dir.join(".git")).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     if cloned_by.ok() != Some(uid) {

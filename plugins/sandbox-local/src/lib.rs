@@ -467,6 +467,13 @@ impl LocalSandbox {
         &self.shared.isolation
     }
 
+    /// The uid this sandbox's commands run as (its own user when trawl is root, else trawl's),
+    /// for files a caller puts in its working folder.
+    pub fn user(&self) -> u32 {
+        self.uid()
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw())
+    }
+
     /// `path` inside the working folder, refusing anything that leaves it.
     fn resolve(&self, path: &str) -> Result<PathBuf, SandboxError> {
         let p = Path::new(path);
