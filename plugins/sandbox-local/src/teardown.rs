@@ -9,17 +9,23 @@ use nix::unistd::Pid;
 /// The folders every user may write to, where a program can leave files outside its sandbox.
 const SHARED_TMP: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 
-/// The real uid of process `pid`, from `/proc/PID/status`.
-fn uid_of(pid: &str) -> Option<u32> {
+/// The real uid of process `pid`, from `/proc/PID/status`, when it is alive: a zombie has
+/// already died (its parent has yet to reap it) and no signal changes that.
+fn live_uid_of(pid: &str) -> Option<u32> {
     let status = std::fs::read_to_string(Path::new("/proc").join(pid).join("status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+    };
+    if matches!(field("State:"), Some("Z" | "X")) {
+        return None;
+    }
+    field("Uid:").and_then(|v| v.parse().ok())
 }
 
-/// Live processes of `uid`.
+/// Live processes of `uid` (zombies left out).
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -28,7 +34,7 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|name| uid_of(name) == Some(uid))
+        .filter(|name| live_uid_of(name) == Some(uid))
         .filter_map(|name| name.parse().ok())
         .collect()
 }
