@@ -618,9 +618,10 @@ pub async fn run(
         slot.env.live.shutdown().await;
     }
 
-    // A run whose every scored attempt failed on infrastructure produced nothing, whatever its
-    // size: it fails too.
-    let status = if failed || budget.all_failed() {
+    // A run whose every attempt failed on infrastructure produced nothing, whatever its size:
+    // it fails too.
+    let all_infra = infra > 0 && written == infra + interrupted;
+    let status = if failed || all_infra {
         RunStatus::Failed
     } else if stop.soft.is_cancelled() || interrupted > 0 {
         RunStatus::Interrupted
@@ -666,13 +667,11 @@ const BUDGET_WINDOW: usize = 50;
 const BUDGET_MIN: usize = 10;
 
 /// Judges infrastructure errors over the recent rollouts, so that a server that dies late in a
-/// long run stops it quickly, and remembers whether anything at all was scored.
+/// long run stops it quickly.
 struct ErrorBudget {
     rate: f64,
     recent: std::collections::VecDeque<bool>,
     infra_in_window: usize,
-    scored: u64,
-    infra: u64,
 }
 
 impl ErrorBudget {
@@ -681,8 +680,6 @@ impl ErrorBudget {
             rate,
             recent: std::collections::VecDeque::with_capacity(BUDGET_WINDOW),
             infra_in_window: 0,
-            scored: 0,
-            infra: 0,
         }
     }
 
@@ -694,11 +691,6 @@ impl ErrorBudget {
             ExitStatus::InfraError => true,
             _ => false,
         };
-        if is_infra {
-            self.infra += 1;
-        } else {
-            self.scored += 1;
-        }
         if self.recent.len() == BUDGET_WINDOW && self.recent.pop_front() == Some(true) {
             self.infra_in_window -= 1;
         }
@@ -706,11 +698,6 @@ impl ErrorBudget {
         self.infra_in_window += usize::from(is_infra);
         self.recent.len() >= BUDGET_MIN
             && self.infra_in_window as f64 > self.rate * self.recent.len() as f64
-    }
-
-    /// Rollouts ran and every one was an infrastructure error.
-    fn all_failed(&self) -> bool {
-        self.infra > 0 && self.scored == 0
     }
 }
 

@@ -7,7 +7,9 @@
 # * The judge (this process, started by trawl) reads SPEC, deletes the file, makes itself
 #   undumpable (no /proc/PID/mem or ptrace from the same user), and starts the runner. It never
 #   runs candidate code. It alone knows the run's marker, and it alone writes to the stdout that
-#   trawl reads: one line "MARKER{json}" with {"program_error", "results", "limit"}.
+#   trawl reads: one line "MARKER{json}" with {"program_error", "results", "limit"}; `limit` is
+#   a limit signal that killed the runner (cpu, file_size). Limits the program ran into and
+#   reported (MemoryError, failed forks) are read by trawl from the errors themselves.
 # * The runner (this file with --runner) gets the program, the tests and a per-runner token over a
 #   pipe that it reads and closes before any candidate code runs. It runs the program and each
 #   test in a worker thread (so the candidate cannot install signal handlers, whose frame
@@ -218,14 +220,6 @@ def statements_of(spec):
     ]
 
 
-LIMIT_ERRORS = [
-    ("MemoryError", "memory"),
-    ("Cannot allocate memory", "memory"),
-    ("Resource temporarily unavailable", "processes"),
-    ("File too large", "file_size"),
-]
-
-
 def judge_main(spec_path):
     import json
     import marshal
@@ -246,12 +240,6 @@ def judge_main(spec_path):
     program_error = None
     limit = None
     start = 0
-
-    def note_limit(text):
-        nonlocal limit
-        for needle, name in LIMIT_ERRORS:
-            if limit is None and text and needle in text:
-                limit = name
 
     while True:
         token = os.urandom(16).hex()
@@ -307,7 +295,6 @@ def judge_main(spec_path):
                     continue  # anything without the token is the candidate's, never a verdict
                 kind, index, passed, err = parts[1], parts[2], parts[3] == "1", parts[4]
                 err = None if err == "-" else unhexed(err)
-                note_limit(err)
                 if kind == "P":
                     loaded = True
                     if not passed:

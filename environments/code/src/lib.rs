@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
-use trawl_core::sandbox::{ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError};
+use trawl_core::sandbox::{
+    limit_from_stderr, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
+};
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
     Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, ToolSchema,
@@ -277,18 +279,28 @@ fn report_from(r: &ExecResult, marker: &str, spec: &TestSpec) -> TestReport {
         .and_then(|j| serde_json::from_str::<Value>(j).ok());
     match parsed {
         Some(v) => {
-            // A limit the runner ran into and reported (a MemoryError it caught, a fork that
-            // failed) counts as the sandbox's verdict would.
+            let results: Vec<TestResult> =
+                serde_json::from_value(v["results"].clone()).unwrap_or_default();
+            let program_error = v["program_error"].as_str().map(str::to_string);
+            // A limit signal that killed the runner, or a limit the program ran into and that
+            // its errors report (a MemoryError, a failed fork), reads as the sandbox's verdict
+            // would: the same recognition as a command's own error output.
             let limit = v["limit"]
                 .as_str()
-                .and_then(|l| serde_json::from_value::<Limit>(json!(l)).ok());
+                .and_then(|l| serde_json::from_value::<Limit>(json!(l)).ok())
+                .or_else(|| {
+                    program_error
+                        .iter()
+                        .chain(results.iter().filter_map(|t| t.error.as_ref()))
+                        .find_map(|e| limit_from_stderr(e))
+                });
             let outcome = match (r.outcome, limit) {
                 (ExecOutcome::Exited { .. }, Some(limit)) => ExecOutcome::LimitExceeded { limit },
                 (outcome, _) => outcome,
             };
             TestReport {
-                results: serde_json::from_value(v["results"].clone()).unwrap_or_default(),
-                program_error: v["program_error"].as_str().map(str::to_string),
+                results,
+                program_error,
                 outcome,
                 output_tail,
             }
