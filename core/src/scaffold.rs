@@ -181,12 +181,8 @@ impl AgentLimits {
         if !(self.cost_limit.is_finite() && self.cost_limit >= 0.0) {
             return Err(ComponentError::at("cost_limit", "must be zero or more"));
         }
-        if !(self.wall_time_limit_secs.is_finite() && self.wall_time_limit_secs >= 0.0) {
-            return Err(ComponentError::at(
-                "wall_time_limit_secs",
-                "must be zero or more seconds",
-            ));
-        }
+        crate::config::check_secs(self.wall_time_limit_secs, true)
+            .map_err(|m| ComponentError::at("wall_time_limit_secs", m))?;
         if self.max_output_chars < 100 {
             return Err(ComponentError::at(
                 "max_output_chars",

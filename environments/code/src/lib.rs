@@ -197,12 +197,8 @@ impl CodeRunner {
         if let Err((field, msg)) = settings.limits.validate() {
             return Err(ComponentError::at(&format!("limits.{field}"), msg));
         }
-        if !settings.per_test_timeout_secs.is_finite() || settings.per_test_timeout_secs <= 0.0 {
-            return Err(ComponentError::at(
-                "per_test_timeout_secs",
-                "must be positive",
-            ));
-        }
+        trawl_core::config::check_secs(settings.per_test_timeout_secs, false)
+            .map_err(|m| ComponentError::at("per_test_timeout_secs", m))?;
         let factory = LocalSandboxFactory::new(settings.sandbox.clone())
             .map_err(|e| ComponentError::at("sandbox", e.to_string()))?;
         Ok(CodeRunner { settings, factory })

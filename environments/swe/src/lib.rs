@@ -554,12 +554,8 @@ impl EnvironmentConfig for SweConfig {
                 "no instances: give `files` or use `dataset = \"builtin\"`",
             ));
         }
-        if !(self.eval_timeout_secs.is_finite() && self.eval_timeout_secs > 0.0) {
-            return Err(ComponentError::at(
-                "eval_timeout_secs",
-                "must be a positive number of seconds",
-            ));
-        }
+        trawl_core::config::check_secs(self.eval_timeout_secs, false)
+            .map_err(|m| ComponentError::at("eval_timeout_secs", m))?;
         let workspace = Workspace::new(self, &cx.run_name)?;
         Ok(Arc::new(SweEnvironment {
             instances,

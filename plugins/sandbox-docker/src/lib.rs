@@ -135,12 +135,10 @@ impl DockerSandboxConfig {
         if !(self.cpus.is_finite() && self.cpus > 0.0) {
             return Err(("cpus", "must be a positive number".into()));
         }
-        if !(self.api_timeout_secs.is_finite() && self.api_timeout_secs > 0.0) {
-            return Err(("api_timeout_secs", "must be a positive number".into()));
-        }
-        if !(self.kill_grace_secs.is_finite() && self.kill_grace_secs >= 0.0) {
-            return Err(("kill_grace_secs", "must be zero or more".into()));
-        }
+        trawl_core::config::check_secs(self.api_timeout_secs, false)
+            .map_err(|m| ("api_timeout_secs", m))?;
+        trawl_core::config::check_secs(self.kill_grace_secs, true)
+            .map_err(|m| ("kill_grace_secs", m))?;
         Ok(())
     }
 }

@@ -255,6 +255,10 @@ impl Detected {
         if config.tmp_mb == 0 || config.workdir_mb == 0 {
             return Err("tmp_mb and workdir_mb must be at least 1".into());
         }
+        if let Some(grace) = config.kill_grace_secs {
+            trawl_core::config::check_secs(grace, true)
+                .map_err(|m| format!("kill_grace_secs {m}"))?;
+        }
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
