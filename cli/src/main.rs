@@ -74,22 +74,43 @@ enum Command {
     },
     /// Run an experiment config; running again into the same directory resumes it.
     Run(RunArgs),
-    /// Check a config without running it: every error at once names file, line and field.
+    /// Check a config without running it: builds every component as `run` would (plugins,
+    /// tasks, tool domains, SWE images, pair compatibility, evaluator scopes, scoring) and fails
+    /// exactly when `run` would refuse it.
     Check {
         /// The experiment config (TOML).
         config: PathBuf,
+        /// Also ask each model server for its model list (`GET /models`).
+        #[arg(long)]
+        ping: bool,
     },
-    /// Success rate, mean reward, pass@k by environment × scaffold × model.
+    /// Success rate, mean reward, pass@k and spreads, by environment × scaffold × model or any
+    /// key, with every evaluator's own verdicts.
     Stats {
-        /// The run directory.
+        /// The run directory (or a trajectories .jsonl file, such as a `--format trajectory`
+        /// export).
         run: PathBuf,
-        /// Print JSON for scripts.
+        /// Group by these keys, comma-separated: environment, scaffold, model, task, sample,
+        /// exit_status, or a task data field (`level`, `task.meta.difficulty`).
+        #[arg(
+            long,
+            value_name = "KEYS",
+            default_value = "environment,scaffold,model"
+        )]
+        by: String,
+        /// Output: text, markdown, csv or json.
+        #[arg(long, value_name = "FORMAT", default_value = "text")]
+        format: String,
+        /// Print JSON for scripts (same as --format json).
         #[arg(long)]
         json: bool,
         /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
         #[arg(long)]
         skip_bad_lines: bool,
     },
+    /// Compare two runs, or two groups of one run, task by task: change in success rate and mean
+    /// reward with paired bootstrap intervals, an exact sign test, the tasks that flipped.
+    Diff(DiffArgs),
     /// Select trajectories and write a training file.
     Export(ExportArgs),
     /// List every registered kind, per role, and the plugin libraries loaded.
@@ -122,6 +143,26 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// Run A (a run directory or trajectories .jsonl file).
+    a: PathBuf,
+    /// Run B; leave out to compare two groups of run A (then give --a and --b).
+    b: Option<PathBuf>,
+    /// Which of A's rollouts: KEY=VALUE[,KEY=VALUE] (scaffold=chat, model=big, level=3).
+    #[arg(long = "a", value_name = "SELECTOR")]
+    select_a: Option<String>,
+    /// Which of B's rollouts, as for --a.
+    #[arg(long = "b", value_name = "SELECTOR")]
+    select_b: Option<String>,
+    /// Output: text, markdown or json.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
+    #[arg(long)]
+    skip_bad_lines: bool,
 }
 
 #[derive(Args)]
@@ -158,6 +199,27 @@ struct ExportArgs {
     /// With --success-only, keep rollouts whose reply was cut off by max_tokens too.
     #[arg(long)]
     include_truncated: bool,
+    /// Keep only rollouts this jq filter selects (jq syntax, over each trawl.trajectory record):
+    /// `.success and (.messages | length) <= 9`.
+    #[arg(long = "where", value_name = "FILTER")]
+    where_filter: Option<String>,
+    /// Keep only rollouts the named evaluator scored a success (repeatable).
+    #[arg(long, value_name = "EVALUATOR")]
+    evaluator_success: Vec<String>,
+    /// Keep only rollouts the named evaluator gave at least this reward: NAME=REWARD
+    /// (repeatable).
+    #[arg(long, value_name = "EVALUATOR=REWARD")]
+    evaluator_min_reward: Vec<String>,
+    /// Keep only rollouts with at most this many assistant turns.
+    #[arg(long, value_name = "N")]
+    max_turns: Option<usize>,
+    /// Keep only rollouts that used at most this many tokens (prompt and completion).
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u64>,
+    /// Keep only rollouts with this exit status (repeatable or comma-separated: Submitted,
+    /// LimitsExceeded, ...).
+    #[arg(long, value_name = "STATUS", value_delimiter = ',')]
+    exit_status: Vec<String>,
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -256,33 +318,43 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
             Ok(code)
         }
         Command::Quickstart { out } => quickstart(registry(None)?, out).await,
-        Command::Check { config } => {
-            let registry = registry(Some(&config))?;
-            let (cfg, _) = ExperimentConfig::load(&config, &registry).map_err(input)?;
-            println!(
-                "{}: ok — {} environment(s), {} scaffold(s), {} model(s), {} sample(s) per task",
-                config.display(),
-                cfg.environments.len(),
-                cfg.scaffolds.len(),
-                cfg.models.len(),
-                cfg.samples
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check { config, ping } => check(&registry(Some(&config))?, &config, ping).await,
         Command::Stats {
             run,
+            by,
+            format,
             json,
             skip_bad_lines,
         } => {
-            let records = load_run_with(&run, skip_bad_lines)?;
-            let stats = trawl_core::stats::compute(&records);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+            let by = trawl_core::stats::GroupKey::parse_list(&by)
+                .map_err(|e| input(format!("--by: {e}")))?;
+            let format = if json {
+                trawl_core::stats::Format::Json
             } else {
-                print!("{}", stats.render());
+                trawl_core::stats::Format::parse(&format)
+                    .map_err(|e| input(format!("--format: {e}")))?
+            };
+            let records = load_run_with(&run, skip_bad_lines)?;
+            let stats = trawl_core::stats::compute_by(&records, &by);
+            match format {
+                trawl_core::stats::Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&stats)?)
+                }
+                trawl_core::stats::Format::Text => print!("{}", stats.render()),
+                trawl_core::stats::Format::Markdown => print!("{}", stats.render_markdown()),
+                trawl_core::stats::Format::Csv => {
+                    let (header, rows) = stats.rows();
+                    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                    w.write_record(&header)?;
+                    for row in rows {
+                        w.write_record(&row)?;
+                    }
+                    w.flush()?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Diff(args) => diff(args),
         Command::Export(args) => export(&registry(None)?, args),
         Command::Swe(command) => swe::dispatch(command).await,
         Command::Import(args) => swe::import(args).await,
@@ -344,10 +416,15 @@ fn load_run(run: &Path) -> anyhow::Result<Vec<TrajectoryRecord>> {
 /// Reads a run's records strictly: a damaged line is an error naming file and line, unless
 /// `skip_bad` (the user's explicit `--skip-bad-lines`), when each is listed and left out.
 fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRecord>> {
-    let path = run.join(store::TRAJECTORIES);
+    // A run directory, or a trajectories file of its own (a `--format trajectory` export).
+    let path = if run.is_file() {
+        run.to_path_buf()
+    } else {
+        run.join(store::TRAJECTORIES)
+    };
     if !path.exists() {
         return Err(input(format!(
-            "{} has no {}: is it a trawl run directory?",
+            "{} has no {}: is it a trawl run directory (or a trajectories .jsonl file)?",
             run.display(),
             store::TRAJECTORIES
         )));
@@ -552,6 +629,13 @@ async fn run(
         summary.infra_errors,
         summary.interrupted,
     );
+    eprintln!("scoring: {}", summary.scoring);
+    for s in &summary.skipped_combinations {
+        eprintln!(
+            "skipped {} × {}: {} ([matrix] skip_incompatible)",
+            s.environment, s.scaffold, s.reason
+        );
+    }
     for (env, facts) in &summary.environments {
         if let Some(sandbox) = facts.get("sandbox") {
             eprintln!("sandbox of `{env}`: {}", describe_isolation(sandbox));
@@ -574,6 +658,152 @@ async fn run(
         }
     };
     Ok((code, summary))
+}
+
+/// `trawl check`: builds the whole config as `run` would, and says what the run would be.
+async fn check(registry: &Registry, path: &Path, ping: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, map) = ExperimentConfig::load(path, registry).map_err(input)?;
+    let report = engine::check(&cfg, &map, registry, ping)
+        .await
+        .map_err(|e| match e {
+            engine::RunError::Store(store::StoreError::Io { .. }) => anyhow::Error::new(e),
+            other => input(other),
+        })?;
+    println!(
+        "{}: ok — {} rollouts: {} combination(s) × their tasks × {} sample(s)",
+        path.display(),
+        report.rollouts,
+        report.combinations.len(),
+        cfg.samples
+    );
+    for (env, n) in &report.tasks {
+        let evaluators = report.evaluators.get(env).cloned().unwrap_or_default();
+        println!(
+            "  environment {env}: {n} task(s), scored by {}",
+            evaluators.join(", ")
+        );
+    }
+    for (e, s, m) in &report.combinations {
+        println!("  runs {e} × {s} × {m}");
+    }
+    for s in &report.skipped_combinations {
+        println!(
+            "  skips {} × {}: {} ([matrix] skip_incompatible)",
+            s.environment, s.scaffold, s.reason
+        );
+    }
+    println!("  scoring: {}", report.scoring);
+    let mut unreachable = 0;
+    for p in &report.ping {
+        match &p.served {
+            Ok(None) => println!("  model {}: embedded, no server to ask", p.model),
+            Ok(Some(ids)) => {
+                let has = ids.iter().any(|id| id == &p.model_id);
+                println!(
+                    "  model {}: the server answers and serves {} model(s){}",
+                    p.model,
+                    ids.len(),
+                    if has {
+                        format!(", `{}` among them", p.model_id)
+                    } else {
+                        format!(
+                            "; `{}` is NOT among them ({})",
+                            p.model_id,
+                            ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                );
+            }
+            Err(e) => {
+                unreachable += 1;
+                println!("  model {}: UNREACHABLE: {e}", p.model);
+            }
+        }
+    }
+    if unreachable > 0 {
+        eprintln!("error: {unreachable} model server(s) did not answer; a run now would end in infrastructure errors");
+        return Ok(ExitCode::from(code::INFRA));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trawl diff`: two runs, or two groups of one run, task by task.
+fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    use trawl_core::compare::{self, Selector};
+    let selector = |s: &Option<String>, flag: &str| -> anyhow::Result<Selector> {
+        match s {
+            Some(s) => Selector::parse(s).map_err(|e| input(format!("{flag}: {e}"))),
+            None => Ok(Selector(Vec::new())),
+        }
+    };
+    let (sa, sb) = (
+        selector(&args.select_a, "--a")?,
+        selector(&args.select_b, "--b")?,
+    );
+    let markdown = match args.format.as_str() {
+        "text" => false,
+        "markdown" | "md" => true,
+        "json" => false,
+        other => bail!(input(format!(
+            "--format: unknown output format `{other}`; formats: text, markdown, json"
+        ))),
+    };
+    let run_a = load_run_with(&args.a, args.skip_bad_lines)?;
+    let run_b = match &args.b {
+        Some(b) => Some(load_run_with(b, args.skip_bad_lines)?),
+        None => {
+            if sa.0.is_empty() || sb.0.is_empty() {
+                bail!(input(
+                    "with one run, say which two groups to compare: --a scaffold=chat --b scaffold=tool_calling"
+                ));
+            }
+            None
+        }
+    };
+    let a: Vec<&TrajectoryRecord> = run_a.iter().filter(|r| sa.matches(r)).collect();
+    let b: Vec<&TrajectoryRecord> = run_b
+        .as_ref()
+        .unwrap_or(&run_a)
+        .iter()
+        .filter(|r| sb.matches(r))
+        .collect();
+    for (side, records, sel) in [("A", &a, &sa), ("B", &b, &sb)] {
+        if records.is_empty() {
+            bail!(input(format!(
+                "side {side} has no rollouts{}",
+                if sel.0.is_empty() {
+                    String::new()
+                } else {
+                    format!(" matching `{}`", sel.describe())
+                }
+            )));
+        }
+    }
+    let label = |run: &Path, sel: &Selector| {
+        if sel.0.is_empty() {
+            run.display().to_string()
+        } else {
+            format!("{} [{}]", run.display(), sel.describe())
+        }
+    };
+    let by = compare::pairing_keys(&a, &b, &[&sa, &sb]);
+    let report = compare::diff(
+        (&label(&args.a, &sa), &a),
+        (&label(args.b.as_deref().unwrap_or(&args.a), &sb), &b),
+        &by,
+    );
+    if report.shared_units == 0 {
+        eprintln!(
+            "warning: the two sides share no task (paired by {}); nothing to compare",
+            report.paired_by.join(" × ")
+        );
+    }
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render(markdown));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One line on a sandbox's isolation, from the facts its environment reported.
@@ -648,6 +878,60 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.min_reward.is_some_and(|r| !r.is_finite()) {
         bail!(input("--min-reward must be a number"));
     }
+    let mut evaluator_min_reward = Vec::new();
+    for item in &args.evaluator_min_reward {
+        let parsed = item
+            .split_once('=')
+            .and_then(|(n, r)| Some((n.trim().to_string(), r.trim().parse::<f64>().ok()?)))
+            .filter(|(n, r)| !n.is_empty() && r.is_finite());
+        match parsed {
+            Some(p) => evaluator_min_reward.push(p),
+            None => bail!(input(format!(
+                "--evaluator-min-reward `{item}`: write EVALUATOR=REWARD, for example rubric=0.5"
+            ))),
+        }
+    }
+    let mut exit_statuses = Vec::new();
+    for s in args
+        .exit_status
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        match ExitStatus::parse(s) {
+            Some(x) => exit_statuses.push(x),
+            None => bail!(input(format!(
+                "--exit-status `{s}` is not an exit status; statuses: {}",
+                ExitStatus::ALL.map(|x| x.as_str()).join(", ")
+            ))),
+        }
+    }
+    let where_filter = match &args.where_filter {
+        Some(f) => Some(
+            trawl_core::filter::RecordFilter::compile(f)
+                .map_err(|e| input(format!("--where: {e}")))?,
+        ),
+        None => None,
+    };
+    let known: HashSet<&str> = records
+        .iter()
+        .flat_map(|r| r.evaluations.iter().map(|e| e.evaluator.as_str()))
+        .collect();
+    for name in args
+        .evaluator_success
+        .iter()
+        .chain(evaluator_min_reward.iter().map(|(n, _)| n))
+    {
+        if !known.contains(name.as_str()) {
+            let mut names: Vec<&str> = known.iter().copied().collect();
+            names.sort_unstable();
+            bail!(input(format!(
+                "no rollout of {} was scored by an evaluator named `{name}`; evaluators in this run: {}",
+                args.run.display(),
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        }
+    }
     let selection = Selection {
         success_only: args.success_only,
         min_reward: args.min_reward,
@@ -655,6 +939,12 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         max_per_task: args.max_per_task,
         exclude_tasks: exclude,
         include_truncated: args.include_truncated,
+        evaluator_success: args.evaluator_success.clone(),
+        evaluator_min_reward,
+        max_turns: args.max_turns,
+        max_tokens: args.max_tokens,
+        exit_statuses,
+        where_filter,
     };
     let mut settings = serde_json::Map::new();
     if let Some(a) = &args.agent {
@@ -740,7 +1030,11 @@ fn export_run(
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     let mut writer = BufWriter::new(tmp);
-    let stats = export_records(records, selection, exporter.as_ref(), format, &mut writer)?;
+    let stats = export_records(records, selection, exporter.as_ref(), format, &mut writer)
+        .map_err(|e| match e {
+            trawl_core::ExportError::Filter { .. } => input(e),
+            other => anyhow::Error::new(other),
+        })?;
     writer.flush()?;
     let tmp = writer
         .into_inner()

@@ -336,7 +336,7 @@ fn check_exports(dir: &Path, records: &[Value]) {
     let out = trawl(&["export", "runs/cli", "--format", "nope"], dir);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("formats: openai, preds, sharegpt, swe_smith, turns"));
+        .contains("formats: openai, preds, sharegpt, swe_smith, trajectory, turns"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,13 +451,16 @@ type = "tool_calling"
 
     let out = trawl(&["stats", "runs/cli"], dir.path());
     let stats = String::from_utf8_lossy(&out.stdout);
-    assert!(stats.contains("tools × tool_calling × mock"), "{stats}");
+    assert!(
+        stats.contains("environment=tools scaffold=tool_calling model=mock"),
+        "{stats}"
+    );
     assert!(
         stats.contains("pass^k          ^1 0.500  ^2 0.500"),
         "{stats}"
     );
     assert!(
-        stats.contains("tau.communicate 1.000, tau.db 0.500"),
+        stats.contains("sub-rewards  action 1.000, communicate 1.000, db 0.500"),
         "{stats}"
     );
 
@@ -581,42 +584,7 @@ fn every_command_has_help_and_plugins_lists_every_role() {
     }
     let out = trawl(&["stats", "nowhere"], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is it a trawl run directory?"));
-}
-
-#[test]
-fn every_example_config_checks() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            // examples/plugins.toml uses the example plugins' kinds.
-            let (rubric, game) = (
-                trawl_tests::plugin_library("trawl_keyword_rubric"),
-                trawl_tests::plugin_library("trawl_word_game"),
-            );
-            let out = trawl(
-                &[
-                    "check",
-                    path.to_str().unwrap(),
-                    "--plugin",
-                    rubric.to_str().unwrap(),
-                    "--plugin",
-                    game.to_str().unwrap(),
-                ],
-                &examples,
-            );
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 6, "{checked}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is it a trawl run directory"));
 }
 
 /// The HumanEval example, cut to its first three problems, on the embedded model: real

@@ -13,8 +13,10 @@ use serde_json::{Map, Value};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::matrix::Matrix;
 use crate::model::Sampling;
 use crate::registry::{ComponentError, Registry, Role};
+use crate::scoring::Scoring;
 
 /// The model kind a config runs on when it names none: the embedded llama.cpp backend with its
 /// default model, so that trawl works with no server and no API key.
@@ -87,6 +89,24 @@ pub struct ModelSpec {
     pub sampling: Sampling,
 }
 
+/// An `[[evaluators]]` entry: the component plus the environments it scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluatorSpec {
+    #[serde(flatten)]
+    pub component: ComponentSpec,
+    /// The environments (by name) whose rollouts it scores; empty: every environment. Outside
+    /// its scope an evaluator is not applicable: it is not asked, and nothing is recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+}
+
+impl EvaluatorSpec {
+    /// Whether it scores rollouts of the environment named `environment`.
+    pub fn applies_to(&self, environment: &str) -> bool {
+        self.environments.is_empty() || self.environments.iter().any(|e| e == environment)
+    }
+}
+
 /// A whole experiment, resolved: defaults filled, components found in the registry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExperimentConfig {
@@ -104,8 +124,13 @@ pub struct ExperimentConfig {
     pub environments: Vec<ComponentSpec>,
     pub scaffolds: Vec<ComponentSpec>,
     pub models: Vec<ModelSpec>,
-    /// Extra evaluators run on every trajectory after each environment's own.
-    pub evaluators: Vec<ComponentSpec>,
+    /// Evaluators run after each environment's own, on the environments in their scope.
+    pub evaluators: Vec<EvaluatorSpec>,
+    /// Which combinations run (default: all of them).
+    #[serde(skip_serializing_if = "Matrix::is_default")]
+    pub matrix: Matrix,
+    /// Which evaluations make a record's reward and success.
+    pub scoring: Scoring,
     /// Plugin libraries the config loads, as written (relative to the config's folder). The
     /// command line loads them (see [`plugin_refs`]) before the rest of the config is checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -139,6 +164,10 @@ struct TopLevel {
     evaluators: Vec<Map<String, Value>>,
     #[serde(default)]
     plugins: Vec<String>,
+    #[serde(default)]
+    matrix: Option<Value>,
+    #[serde(default)]
+    scoring: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -384,7 +413,7 @@ impl ExperimentConfig {
         let top: TopLevel = crate::registry::parse_settings(&json).map_err(|e| {
             let hint = e.message.starts_with("unknown field").then(|| {
                 "top-level keys are name, seed, samples, concurrency, episode_timeout_secs, max_infra_error_rate, \
-                 plugins, [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
+                 plugins, [matrix], [scoring], [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
                     .to_string()
             });
             map.error(&e.path, e.message, hint)
@@ -418,13 +447,68 @@ impl ExperimentConfig {
             top.environments,
         )?;
         let scaffolds = components(&map, registry, Role::Scaffold, "scaffolds", top.scaffolds)?;
-        let evaluators = components(
+        let mut evaluators = Vec::new();
+        for (i, mut spec) in components(
             &map,
             registry,
             Role::Evaluator,
             "evaluators",
             top.evaluators,
-        )?;
+        )?
+        .into_iter()
+        .enumerate()
+        {
+            let at = |more: &[String]| {
+                let mut p = vec!["evaluators".to_string(), i.to_string()];
+                p.extend(more.iter().cloned());
+                p
+            };
+            if spec.name == crate::scoring::ENVIRONMENT {
+                return Err(map.error(
+                    &at(&["name".into()]),
+                    "`environment` is the name `[scoring]` gives each environment's own evaluator",
+                    Some("give this evaluator another `name`".into()),
+                ));
+            }
+            let environments = match spec.settings.remove("environments") {
+                None => Vec::new(),
+                Some(v) => {
+                    let names: Vec<String> = crate::registry::parse_settings(&v).map_err(|e| {
+                        let mut p = at(&["environments".into()]);
+                        p.extend(e.path);
+                        map.error(&p, "must be a list of environment names", None)
+                    })?;
+                    for (j, n) in names.iter().enumerate() {
+                        if !environments.iter().any(|e: &ComponentSpec| &e.name == n) {
+                            return Err(map.error(
+                                &at(&["environments".into(), j.to_string()]),
+                                format!("no environment is named `{n}`"),
+                                Some(format!(
+                                    "the environment names are: {}",
+                                    environments
+                                        .iter()
+                                        .map(|e| e.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
+                            ));
+                        }
+                    }
+                    if names.is_empty() {
+                        return Err(map.error(
+                            &at(&["environments".into()]),
+                            "an empty scope scores nothing",
+                            Some("name at least one environment, or leave `environments` out to score every one".into()),
+                        ));
+                    }
+                    names
+                }
+            };
+            evaluators.push(EvaluatorSpec {
+                component: spec,
+                environments,
+            });
+        }
         let mut models = Vec::new();
         for (i, mut spec) in components(&map, registry, Role::Model, "models", top.models)?
             .into_iter()
@@ -510,6 +594,48 @@ impl ExperimentConfig {
                 sampling: Sampling::default(),
             });
         }
+        let matrix = match top.matrix {
+            None => Matrix::default(),
+            Some(v) => {
+                let table: crate::matrix::MatrixTable = crate::registry::parse_settings(&v)
+                    .map_err(|e| {
+                        let mut p = root(&["matrix"]);
+                        p.extend(e.path);
+                        map.error(
+                            &p,
+                            e.message,
+                            Some("[matrix] keys: include, exclude, skip_incompatible; entries name environment, scaffold, model".into()),
+                        )
+                    })?;
+                let axes = crate::matrix::Axes {
+                    environment: environments.iter().map(|c| c.name.as_str()).collect(),
+                    scaffold: scaffolds.iter().map(|c| c.name.as_str()).collect(),
+                    model: models.iter().map(|m| m.component.name.as_str()).collect(),
+                };
+                crate::matrix::resolve(table, &axes)
+                    .map_err(|(p, message, hint)| map.error(&p, message, hint))?
+            }
+        };
+        let evaluator_names: Vec<String> = evaluators
+            .iter()
+            .map(|e| e.component.name.clone())
+            .collect();
+        let scoring = {
+            let table: crate::scoring::ScoringTable = match top.scoring {
+                None => Default::default(),
+                Some(v) => crate::registry::parse_settings(&v).map_err(|e| {
+                    let mut p = root(&["scoring"]);
+                    p.extend(e.path);
+                    map.error(
+                        &p,
+                        e.message,
+                        Some("[scoring] keys: primary, or combine with evaluators, weights, success_threshold".into()),
+                    )
+                })?,
+            };
+            crate::scoring::resolve(table, &evaluator_names)
+                .map_err(|(p, message)| map.error(&p, message, None))?
+        };
         let config = ExperimentConfig {
             name: top.name.unwrap_or_else(|| default_name.to_string()),
             seed: top.seed,
@@ -521,6 +647,8 @@ impl ExperimentConfig {
             scaffolds,
             models,
             evaluators,
+            matrix,
+            scoring,
             plugins: top.plugins,
             base_dir: PathBuf::new(),
         };

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ExperimentConfig, SourceMap};
 use crate::environment::{Environment, EnvironmentError};
-use crate::evaluator::Evaluator;
+use crate::evaluator::{Evaluator, EvaluatorError};
+use crate::matrix::Skipped;
 use crate::model::{ConcurrencyLimit, EpisodeDeadline, LanguageModel, ModelWatch, Sampling};
 use crate::registry::{BuildContext, Factory, Registry, Role};
 use crate::scaffold::{AgentScaffold, RolloutContext, ScaffoldError, Transcript};
@@ -38,12 +39,14 @@ pub enum RunError {
         #[source]
         source: EnvironmentError,
     },
-    #[error("scaffold `{scaffold}` cannot run in environment `{environment}`: it needs {missing} actions, which the environment does not offer\n  hint: pair `{scaffold}` with an environment that offers them, or pick another scaffold")]
+    #[error("scaffold `{scaffold}` cannot run in environment `{environment}`: it needs {missing} actions, which the environment does not offer\n  hint (config): leave the pair out with `[matrix] exclude = [{{ environment = \"{environment}\", scaffold = \"{scaffold}\" }}]`, or set `[matrix] skip_incompatible = true` to skip and list every such pair\n  hint (environment author): an environment whose episodes accept {missing} actions says so in `Environment::action_space()` (`ActionSpace {{ {missing}: true, .. }}`)")]
     Mismatch {
         scaffold: String,
         environment: String,
         missing: String,
     },
+    #[error("no rollout to run: {0}\n  hint: check the [matrix] include and exclude lists")]
+    NothingToRun(String),
     #[error("{dir} was started with a different config ({dir}/config.toml); resuming with this one would mix two experiments\n  hint: use another --out, or pass --force to resume anyway")]
     ConfigChanged { dir: PathBuf },
 }
@@ -55,10 +58,22 @@ struct Built<T: ?Sized> {
     live: Arc<T>,
 }
 
+/// An evaluator as one environment uses it.
+struct ScoringEvaluator {
+    /// The name `[scoring]` knows it by: `environment` for the environment's own.
+    source: String,
+    /// The name its evaluations are recorded under: a config evaluator's `name`, or the kind's
+    /// own name for an environment's evaluator.
+    recorded_as: Option<String>,
+    live: Arc<dyn Evaluator>,
+}
+
 struct EnvironmentSlot {
     env: Built<dyn Environment>,
-    evaluators: Vec<Arc<dyn Evaluator>>,
+    evaluators: Vec<ScoringEvaluator>,
     tasks: Vec<Arc<Task>>,
+    /// The (scaffold, model) indexes this environment is played with.
+    pairs: Vec<(usize, usize)>,
 }
 
 struct ModelSlot {
@@ -74,13 +89,18 @@ struct Shared {
     episode_timeout: Duration,
     seed: u64,
     run_id: String,
+    scoring: crate::scoring::Scoring,
+    /// Combinations the run leaves out because they cannot work, when the config says to skip.
+    skipped: Vec<Skipped>,
 }
 
 impl Shared {
-    /// Rollouts per sample: environments' tasks × scaffolds × models.
+    /// Rollouts per sample: each environment's tasks × the (scaffold, model) pairs it plays.
     fn matrix_size(&self) -> u64 {
-        let tasks: usize = self.environments.iter().map(|e| e.tasks.len()).sum();
-        (tasks * self.scaffolds.len() * self.models.len()) as u64
+        self.environments
+            .iter()
+            .map(|e| (e.tasks.len() * e.pairs.len()) as u64)
+            .sum()
     }
 
     /// Every rollout of the run, sample-major so that early results cover every task.
@@ -91,20 +111,18 @@ impl Shared {
                 .enumerate()
                 .flat_map(move |(ei, e)| {
                     e.tasks.iter().enumerate().flat_map(move |(ti, task)| {
-                        self.scaffolds.iter().enumerate().flat_map(move |(si, s)| {
-                            self.models.iter().enumerate().map(move |(mi, m)| Plan {
-                                key: RolloutKey {
-                                    environment: e.env.name.clone(),
-                                    scaffold: s.name.clone(),
-                                    model: m.model.name.clone(),
-                                    task: task.id.clone(),
-                                    sample,
-                                },
-                                env: ei,
-                                task: ti,
-                                scaffold: si,
-                                model: mi,
-                            })
+                        e.pairs.iter().map(move |&(si, mi)| Plan {
+                            key: RolloutKey {
+                                environment: e.env.name.clone(),
+                                scaffold: self.scaffolds[si].name.clone(),
+                                model: self.models[mi].model.name.clone(),
+                                task: task.id.clone(),
+                                sample,
+                            },
+                            env: ei,
+                            task: ti,
+                            scaffold: si,
+                            model: mi,
                         })
                     })
                 })
@@ -193,6 +211,10 @@ pub struct RunSummary {
     /// What each environment reported about how it runs (its sandbox's isolation, ...), as in
     /// the manifest.
     pub environments: BTreeMap<String, serde_json::Value>,
+    /// Incompatible combinations left out (`[matrix] skip_incompatible`), as in the manifest.
+    pub skipped_combinations: Vec<Skipped>,
+    /// What decides each record's reward and success.
+    pub scoring: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -219,6 +241,13 @@ pub struct Manifest {
     /// The plugin libraries the run loaded, with their versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::registry::PluginLibrary>,
+    /// Which evaluations make each record's reward and success (the config's `[scoring]`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub scoring: serde_json::Value,
+    /// Combinations left out because the scaffold needs actions the environment lacks
+    /// (`[matrix] skip_incompatible = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_combinations: Vec<Skipped>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: RunStatus,
@@ -330,39 +359,85 @@ async fn build(
         ),
     );
 
-    let mut extra_evaluators: Vec<Arc<dyn Evaluator>> = Vec::new();
+    let mut extra_evaluators: Vec<(&crate::config::EvaluatorSpec, Arc<dyn Evaluator>)> = Vec::new();
     for spec in &config.evaluators {
-        let Some(Factory::Evaluator(f)) = factory(Role::Evaluator, &spec.kind) else {
+        let c = &spec.component;
+        let Some(Factory::Evaluator(f)) = factory(Role::Evaluator, &c.kind) else {
             continue;
         };
-        extra_evaluators.push(
-            f(&as_value(&spec.settings), &cx)
-                .map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
-        );
+        let live = f(&as_value(&c.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
+        extra_evaluators.push((spec, live));
         versions.insert(
-            format!("evaluator/{}", spec.name),
-            entry_version(registry, Role::Evaluator, &spec.kind),
+            format!("evaluator/{}", c.name),
+            entry_version(registry, Role::Evaluator, &c.kind),
         );
     }
 
+    let mut scaffolds = Vec::new();
+    for spec in &config.scaffolds {
+        let Some(Factory::Scaffold(f)) = factory(Role::Scaffold, &spec.kind) else {
+            continue;
+        };
+        let live = f(&as_value(&spec.settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
+        scaffolds.push(built(registry, &mut versions, Role::Scaffold, spec, live));
+    }
+
     let mut environments = Vec::new();
+    let mut skipped = Vec::new();
     for spec in &config.environments {
         let Some(Factory::Environment(f)) = factory(Role::Environment, &spec.kind) else {
             continue;
         };
         let env = f(&as_value(&spec.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
+        let at = || {
+            spec.field
+                .split('/')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+
+        // The (scaffold, model) pairs it plays: what the matrix asks for, less what cannot work.
+        let mut pairs = Vec::new();
+        for (si, s) in scaffolds.iter().enumerate() {
+            let wanted: Vec<usize> = models
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| config.matrix.wants(&spec.name, &s.name, &m.model.name))
+                .map(|(mi, _)| mi)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let missing = env.action_space().missing(&s.live.required_actions());
+            if !missing.is_empty() {
+                if config.matrix.skip_incompatible {
+                    skipped.push(Skipped {
+                        environment: spec.name.clone(),
+                        scaffold: s.name.clone(),
+                        reason: format!(
+                            "the scaffold needs {} actions, which the environment does not offer",
+                            missing.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                return Err(RunError::Mismatch {
+                    scaffold: s.name.clone(),
+                    environment: spec.name.clone(),
+                    missing: missing.join(", "),
+                });
+            }
+            pairs.extend(wanted.into_iter().map(|mi| (si, mi)));
+        }
+
         let mut evaluators = Vec::new();
         for (kind, settings) in env.default_evaluators() {
             let Some(Factory::Evaluator(ef)) = factory(Role::Evaluator, &kind) else {
                 return Err(ConfigError {
-                    location: map.locate(
-                        &spec
-                            .field
-                            .split('/')
-                            .map(str::to_string)
-                            .collect::<Vec<_>>(),
-                    ),
+                    location: map.locate(&at()),
                     field: spec.field.replace('/', "."),
                     message: format!(
                         "environment `{}` scores with evaluator `{kind}`, which is not registered",
@@ -375,15 +450,54 @@ async fn build(
                 }
                 .into());
             };
-            evaluators.push(
-                ef(&settings, &cx).map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
-            );
+            evaluators.push(ScoringEvaluator {
+                source: crate::scoring::ENVIRONMENT.to_string(),
+                recorded_as: None,
+                live: ef(&settings, &cx)
+                    .map_err(|e| ExperimentConfig::component_error(map, spec, e))?,
+            });
             versions.insert(
                 format!("evaluator/{kind}"),
                 entry_version(registry, Role::Evaluator, &kind),
             );
         }
-        evaluators.extend(extra_evaluators.iter().cloned());
+        for (es, live) in &extra_evaluators {
+            if es.applies_to(&spec.name) {
+                evaluators.push(ScoringEvaluator {
+                    source: es.component.name.clone(),
+                    recorded_as: Some(es.component.name.clone()),
+                    live: live.clone(),
+                });
+            }
+        }
+        if !pairs.is_empty()
+            && !config
+                .scoring
+                .evaluators()
+                .iter()
+                .any(|name| evaluators.iter().any(|e| &e.source == name))
+        {
+            let why = if evaluators.is_empty() {
+                "no evaluator scores it: it has none of its own and every [[evaluators]] entry leaves it out of its `environments`".to_string()
+            } else {
+                format!(
+                    "none of the evaluators `[scoring]` reads ({}) scores it; those that do: {}",
+                    config.scoring.evaluators().join(", "),
+                    evaluators
+                        .iter()
+                        .map(|e| e.source.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(ConfigError {
+                location: map.locate(&["scoring".to_string()]).or_else(|| map.locate(&at())),
+                field: "scoring".into(),
+                message: format!("the rollouts of environment `{}` would have no reward: {why}", spec.name),
+                hint: Some("add an evaluator whose `environments` include it, or name one that scores it in [scoring]".into()),
+            }
+            .into());
+        }
         let tasks = env
             .tasks()
             .await
@@ -408,34 +522,23 @@ async fn build(
             env: built(registry, &mut versions, Role::Environment, spec, env),
             evaluators,
             tasks,
+            pairs,
         });
     }
-
-    let mut scaffolds = Vec::new();
-    for spec in &config.scaffolds {
-        let Some(Factory::Scaffold(f)) = factory(Role::Scaffold, &spec.kind) else {
-            continue;
+    if environments.iter().all(|e| e.pairs.is_empty()) {
+        let why = if skipped.is_empty() {
+            "the [matrix] leaves out every combination".to_string()
+        } else {
+            format!(
+                "every combination the [matrix] asks for is incompatible ({})",
+                skipped
+                    .iter()
+                    .map(|s| format!("{} × {}", s.environment, s.scaffold))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
-        let live = f(&as_value(&spec.settings), &cx)
-            .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
-        scaffolds.push(built(registry, &mut versions, Role::Scaffold, spec, live));
-    }
-
-    for s in &scaffolds {
-        for e in &environments {
-            let missing = e
-                .env
-                .live
-                .action_space()
-                .missing(&s.live.required_actions());
-            if !missing.is_empty() {
-                return Err(RunError::Mismatch {
-                    scaffold: s.name.clone(),
-                    environment: e.env.name.clone(),
-                    missing: missing.join(", "),
-                });
-            }
-        }
+        return Err(RunError::NothingToRun(why));
     }
     let shared = Shared {
         environments,
@@ -444,22 +547,94 @@ async fn build(
         episode_timeout: crate::config::secs(config.episode_timeout_secs),
         seed: config.seed,
         run_id: String::new(),
+        scoring: config.scoring.clone(),
+        skipped,
     };
     Ok((shared, versions))
 }
 
-/// Builds every component of the config (tasks loaded, models set up) and drops them: the
-/// errors a run would meet before its first rollout, without running one.
+/// What `trawl check` found: the run the config describes, without running it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Rollouts the run would make (every sample of every combination and task).
+    pub rollouts: u64,
+    /// Environment name → its number of tasks.
+    pub tasks: BTreeMap<String, usize>,
+    /// The (environment, scaffold, model) combinations that run.
+    pub combinations: Vec<(String, String, String)>,
+    pub skipped_combinations: Vec<Skipped>,
+    /// Environment name → the evaluators that score it (`environment` for its own).
+    pub evaluators: BTreeMap<String, Vec<String>>,
+    pub scoring: String,
+    /// With `ping`: each model's answer to "which models do you serve?"
+    pub ping: Vec<PingResult>,
+}
+
+/// One model server's answer to `trawl check --ping`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingResult {
+    pub model: String,
+    /// The model id the config asks for.
+    pub model_id: String,
+    /// `Ok(None)`: a backend with no server (the embedded model).
+    pub served: Result<Option<Vec<String>>, String>,
+}
+
+/// Builds every component of the config (plugins, tasks, tool domains, images, pair
+/// compatibility, evaluator scopes, scoring) and drops them: exactly the errors a run would
+/// meet before its first rollout, without running one. With `ping`, each model server is asked
+/// for its model list too.
 pub async fn check(
     config: &ExperimentConfig,
     map: &SourceMap,
     registry: &Registry,
-) -> Result<(), RunError> {
+    ping: bool,
+) -> Result<CheckReport, RunError> {
     let (shared, _) = build(config, map, registry).await?;
+    let mut report = CheckReport {
+        rollouts: config.samples as u64 * shared.matrix_size(),
+        tasks: BTreeMap::new(),
+        combinations: Vec::new(),
+        skipped_combinations: shared.skipped.clone(),
+        evaluators: BTreeMap::new(),
+        scoring: shared.scoring.describe(),
+        ping: Vec::new(),
+    };
+    for slot in &shared.environments {
+        report.tasks.insert(slot.env.name.clone(), slot.tasks.len());
+        report.evaluators.insert(
+            slot.env.name.clone(),
+            slot.evaluators
+                .iter()
+                .map(|e| {
+                    e.recorded_as.clone().unwrap_or_else(|| {
+                        format!("{} ({})", crate::scoring::ENVIRONMENT, e.live.name())
+                    })
+                })
+                .collect(),
+        );
+        for &(si, mi) in &slot.pairs {
+            report.combinations.push((
+                slot.env.name.clone(),
+                shared.scaffolds[si].name.clone(),
+                shared.models[mi].model.name.clone(),
+            ));
+        }
+    }
+    if ping {
+        for m in &shared.models {
+            let served = m.model.live.list_models().await.map_err(|e| e.to_string());
+            report.ping.push(PingResult {
+                model: m.model.name.clone(),
+                model_id: m.model.live.describe().model_id,
+                served,
+            });
+        }
+    }
     for slot in &shared.environments {
         slot.env.live.shutdown().await;
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Runs the experiment into `options.out`, resuming whatever is there.
@@ -506,6 +681,8 @@ pub async fn run(
             components: BTreeMap::new(),
             environments: BTreeMap::new(),
             plugins: Vec::new(),
+            scoring: serde_json::Value::Null,
+            skipped_combinations: Vec::new(),
             started_at: now_rfc3339(),
             ended_at: None,
             status: RunStatus::Running,
@@ -519,6 +696,8 @@ pub async fn run(
         .map(|e| (e.env.name.clone(), e.env.live.facts()))
         .filter(|(_, facts)| !facts.is_null())
         .collect();
+    manifest.scoring = serde_json::to_value(&shared.scoring).unwrap_or_default();
+    manifest.skipped_combinations = shared.skipped.clone();
     manifest.trawl_version = TRAWL_VERSION.into();
     manifest.status = RunStatus::Running;
     manifest.ended_at = None;
@@ -658,6 +837,8 @@ pub async fn run(
             duplicates_removed: resume.duplicates_removed,
         },
         environments: manifest.environments,
+        skipped_combinations: manifest.skipped_combinations,
+        scoring: shared.scoring.describe(),
     })
 }
 
@@ -939,27 +1120,83 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
     }
     drop(episode);
     let mut record = b.into_record(transcript);
-    for evaluator in &slot.evaluators {
-        let timed_out = format!("evaluator `{}` timed out", evaluator.name());
-        match flatten_timeout(
-            tokio::time::timeout(grace, evaluator.evaluate(&record)).await,
-            &timed_out,
-        ) {
-            Ok(eval) => record.evaluations.push(eval),
-            Err(message) => {
+    score(&shared.scoring, &slot.evaluators, &mut record, grace).await;
+    record
+}
+
+/// Runs every evaluator that applies on a finished rollout and sets its reward and success as
+/// `[scoring]` says. An evaluator that finds the task outside what it can score (`Unscorable`)
+/// is not applicable and records nothing; one that fails or hangs, or a rollout that no
+/// evaluator `[scoring]` reads could score, is an infrastructure error: no label is better than
+/// a wrong one.
+async fn score(
+    scoring: &crate::scoring::Scoring,
+    evaluators: &[ScoringEvaluator],
+    record: &mut TrajectoryRecord,
+    grace: Duration,
+) {
+    let mut sources = Vec::new();
+    let mut not_applicable = Vec::new();
+    for evaluator in evaluators {
+        let name = evaluator
+            .recorded_as
+            .clone()
+            .unwrap_or_else(|| evaluator.live.name().to_string());
+        let timed_out = format!("evaluator `{name}` timed out");
+        let result = match tokio::time::timeout(grace, evaluator.live.evaluate(record)).await {
+            Ok(r) => r,
+            Err(_) => Err(EvaluatorError::Failed {
+                evaluator: name.clone(),
+                message: timed_out,
+            }),
+        };
+        match result {
+            Ok(mut eval) => {
+                eval.evaluator = name;
+                record.evaluations.push(eval);
+                sources.push(evaluator.source.as_str());
+            }
+            Err(e @ EvaluatorError::Unscorable { .. }) => {
+                tracing::debug!(key = %record.key, "{e}");
+                not_applicable.push(format!("{name}: {e}"));
+            }
+            Err(e) => {
                 record.outcome = Outcome {
                     artifacts: record.outcome.artifacts.clone(),
-                    ..infra("evaluator", message)
+                    ..infra("evaluator", e.to_string())
                 };
-                return record;
+                return;
             }
         }
     }
-    if let Some(primary) = record.evaluations.first() {
-        record.reward = primary.reward;
-        record.success = primary.success;
+    let verdicts: Vec<crate::scoring::Verdict<'_>> = sources
+        .iter()
+        .zip(&record.evaluations)
+        .map(|(source, evaluation)| crate::scoring::Verdict { source, evaluation })
+        .collect();
+    match scoring.decide(&verdicts) {
+        Some(d) => {
+            record.reward = d.reward;
+            record.success = d.success;
+        }
+        None => {
+            let why = if not_applicable.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", not_applicable.join("; "))
+            };
+            record.outcome = Outcome {
+                artifacts: record.outcome.artifacts.clone(),
+                ..infra(
+                    "unscored",
+                    format!(
+                        "no evaluator that [scoring] reads could score this rollout{why}; scoring is {}",
+                        scoring.describe()
+                    ),
+                )
+            };
+        }
     }
-    record
 }
 
 /// The run directory a config writes to by default: `runs/<name>`.

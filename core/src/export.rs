@@ -14,6 +14,12 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("cannot export record {key}: {message}")]
     Record { key: String, message: String },
+    #[error("--where `{filter}` on record {key}: {message}\n  hint: records are trawl.trajectory JSON; `trawl export RUN --format trajectory` shows them whole")]
+    Filter {
+        filter: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Turns one selected trajectory into training examples, written as lines to `out`.
@@ -54,6 +60,24 @@ pub struct Selection {
     /// With `success_only`, keep rollouts whose reply was cut off by `max_tokens` too.
     #[serde(default)]
     pub include_truncated: bool,
+    /// Keep only rollouts that each of these evaluators (by recorded name) scored a success.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluator_success: Vec<String>,
+    /// Keep only rollouts where the named evaluator scored at least this reward.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluator_min_reward: Vec<(String, f64)>,
+    /// Keep only rollouts with at most this many assistant turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<usize>,
+    /// Keep only rollouts that used at most this many tokens (prompt and completion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Keep only rollouts that ended with one of these exit statuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_statuses: Vec<crate::trajectory::ExitStatus>,
+    /// Keep only rollouts this jq filter selects.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_filter: Option<crate::filter::RecordFilter>,
 }
 
 /// Why a rollout was left out.
@@ -67,6 +91,15 @@ pub enum DropReason {
     /// A reply was cut off by `max_tokens` (left out of success-only exports by default).
     Truncated,
     BelowMinReward,
+    /// A named evaluator did not score it a success (or did not score it).
+    EvaluatorNotSuccessful,
+    /// A named evaluator scored it below the reward asked for (or did not score it).
+    EvaluatorBelowMinReward,
+    OverMaxTurns,
+    OverMaxTokens,
+    OtherExitStatus,
+    /// The `--where` filter left it out.
+    FilteredOut,
     NotBestOfN,
     OverMaxPerTask,
 }
@@ -83,28 +116,75 @@ fn task_of(r: &TrajectoryRecord) -> (&str, &str) {
     (&r.key.environment, &r.key.task)
 }
 
-/// Applies `sel` to `records`, keeping the run's order among what is kept.
-pub fn select<'a>(records: &'a [TrajectoryRecord], sel: &Selection) -> Selected<'a> {
+/// The first of the per-record criteria of `sel` that `r` fails, if any.
+fn failed_criterion(
+    r: &TrajectoryRecord,
+    sel: &Selection,
+) -> Result<Option<DropReason>, ExportError> {
+    let evaluation = |name: &str| r.evaluations.iter().find(|e| e.evaluator == name);
+    Ok(Some(if !r.is_final() {
+        DropReason::NotFinal
+    } else if sel.exclude_tasks.contains(&r.key.task)
+        || sel
+            .exclude_tasks
+            .contains(&format!("{}/{}", r.key.environment, r.key.task))
+    {
+        DropReason::ExcludedTask
+    } else if sel.success_only && !r.success {
+        DropReason::NotSuccessful
+    } else if sel.success_only && !sel.include_truncated && r.truncated() {
+        DropReason::Truncated
+    } else if sel.min_reward.is_some_and(|m| r.reward < m) {
+        DropReason::BelowMinReward
+    } else if sel
+        .evaluator_success
+        .iter()
+        .any(|name| !evaluation(name).is_some_and(|e| e.success))
+    {
+        DropReason::EvaluatorNotSuccessful
+    } else if sel
+        .evaluator_min_reward
+        .iter()
+        .any(|(name, min)| !evaluation(name).is_some_and(|e| e.reward >= *min))
+    {
+        DropReason::EvaluatorBelowMinReward
+    } else if sel.max_turns.is_some_and(|m| r.assistant_turns() > m) {
+        DropReason::OverMaxTurns
+    } else if sel.max_tokens.is_some_and(|m| r.usage.total_tokens() > m) {
+        DropReason::OverMaxTokens
+    } else if !sel.exit_statuses.is_empty() && !sel.exit_statuses.contains(&r.outcome.exit_status) {
+        DropReason::OtherExitStatus
+    } else {
+        match &sel.where_filter {
+            Some(f) => match f.keeps(r) {
+                Ok(true) => return Ok(None),
+                Ok(false) => DropReason::FilteredOut,
+                Err(message) => {
+                    return Err(ExportError::Filter {
+                        filter: f.source().to_string(),
+                        key: r.key.to_string(),
+                        message,
+                    })
+                }
+            },
+            None => return Ok(None),
+        }
+    }))
+}
+
+/// Applies `sel` to `records`, keeping the run's order among what is kept. Fails only when the
+/// `--where` filter fails on a record.
+pub fn select<'a>(
+    records: &'a [TrajectoryRecord],
+    sel: &Selection,
+) -> Result<Selected<'a>, ExportError> {
     let mut out = Selected::default();
     let count = |out: &mut Selected<'a>, why| *out.dropped.entry(why).or_insert(0) += 1;
     let mut candidates: Vec<(usize, &TrajectoryRecord)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        if !r.is_final() {
-            count(&mut out, DropReason::NotFinal);
-        } else if sel.exclude_tasks.contains(&r.key.task)
-            || sel
-                .exclude_tasks
-                .contains(&format!("{}/{}", r.key.environment, r.key.task))
-        {
-            count(&mut out, DropReason::ExcludedTask);
-        } else if sel.success_only && !r.success {
-            count(&mut out, DropReason::NotSuccessful);
-        } else if sel.success_only && !sel.include_truncated && r.truncated() {
-            count(&mut out, DropReason::Truncated);
-        } else if sel.min_reward.is_some_and(|m| r.reward < m) {
-            count(&mut out, DropReason::BelowMinReward);
-        } else {
-            candidates.push((i, r));
+        match failed_criterion(r, sel)? {
+            Some(why) => count(&mut out, why),
+            None => candidates.push((i, r)),
         }
     }
     let per_task_cap = match (sel.best_of_n, sel.max_per_task) {
@@ -137,7 +217,7 @@ pub fn select<'a>(records: &'a [TrajectoryRecord], sel: &Selection) -> Selected<
         candidates.sort_by_key(|c| c.0);
     }
     out.kept = candidates.into_iter().map(|c| c.1).collect();
-    out
+    Ok(out)
 }
 
 /// Counts written beside an export as `<output>_stats.json`. The first five keys are the ones
@@ -171,7 +251,7 @@ pub fn export_records(
     format: &str,
     out: &mut dyn Write,
 ) -> Result<ExportStats, ExportError> {
-    let selected = select(records, selection);
+    let selected = select(records, selection)?;
     let mut stats = ExportStats {
         format: format.to_string(),
         records_read: records.len(),

@@ -4,17 +4,21 @@
 //! live in plugin crates that register themselves here.
 
 pub mod actions;
+pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod environment;
 pub mod evaluator;
 pub mod export;
 pub mod fetch;
+pub mod filter;
+pub mod matrix;
 pub mod message;
 pub mod model;
 pub mod registry;
 pub mod sandbox;
 pub mod scaffold;
+pub mod scoring;
 pub mod stats;
 pub mod store;
 #[cfg(any(test, feature = "proptest"))]

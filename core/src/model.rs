@@ -180,6 +180,12 @@ pub trait LanguageModel: Send + Sync {
     fn describe(&self) -> ModelDescription;
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError>;
+
+    /// The models the backend's server offers (an OpenAI-compatible server's `GET /models`),
+    /// for `trawl check --ping`. `Ok(None)`: the backend has no server to ask.
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +270,10 @@ impl<M: LanguageModel> LanguageModel for Retry<M> {
         self.inner.describe()
     }
 
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        self.inner.list_models().await
+    }
+
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
         let start = tokio::time::Instant::now();
         let deadline = crate::config::secs(self.policy.total_deadline_secs);
@@ -321,6 +331,10 @@ impl ConcurrencyLimit {
 impl LanguageModel for ConcurrencyLimit {
     fn describe(&self) -> ModelDescription {
         self.inner.describe()
+    }
+
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        self.inner.list_models().await
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
@@ -399,6 +413,10 @@ impl EpisodeDeadline {
 impl LanguageModel for EpisodeDeadline {
     fn describe(&self) -> ModelDescription {
         self.inner.describe()
+    }
+
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        self.inner.list_models().await
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {

@@ -338,6 +338,9 @@ pub struct Registration {
     pub description: &'static str,
     /// The version of the crate that defines it.
     pub version: &'static str,
+    /// The crate that registered it (`CARGO_CRATE_NAME`): a plugin library exports only the
+    /// kinds of its own crate, not those of trawl crates it links for their helpers.
+    pub crate_name: &'static str,
     pub builder: StaticBuilder,
 }
 
@@ -368,6 +371,7 @@ macro_rules! register {
                 kind: $kind,
                 description: $desc,
                 version: env!("CARGO_PKG_VERSION"),
+                crate_name: env!("CARGO_CRATE_NAME"),
                 builder: $crate::registry::StaticBuilder::$variant($crate::registry::$builder::<$config>),
             }
         }
@@ -393,10 +397,19 @@ pub struct Entry {
     pub factory: Factory,
 }
 
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::BuiltIn => f.write_str("built into trawl"),
+            Origin::Plugin(p) => write!(f, "plugin {}", p.display()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(
-        "{role} kind `{kind}` is registered twice ({first:?} and {second:?}); remove one of them"
+        "{role} kind `{kind}` is registered twice: {first}, and {second}\n  hint: kind names are global; rename the kind in one of them, or load only one"
     )]
     Duplicate {
         role: Role,

@@ -213,6 +213,15 @@ impl TrajectoryRecord {
             .contains(&crate::model::FinishReason::Length)
     }
 
+    /// The text of the last assistant message, if any.
+    pub fn last_reply(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == crate::message::Role::Assistant)
+            .and_then(|m| m.content.as_deref())
+    }
+
     /// Number of assistant turns.
     pub fn assistant_turns(&self) -> usize {
         self.messages

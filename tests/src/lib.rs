@@ -61,6 +61,9 @@ impl Reply {
     }
 }
 
+/// The model ids the server lists at `GET /models`.
+pub const SERVED_MODELS: [&str; 2] = ["mock", "mock-large"];
+
 /// Decides the reply to each request body.
 pub type Handler = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
 
@@ -188,6 +191,16 @@ async fn serve_connection(
             serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
         let buf_head = buf[..header_end].to_vec();
         buf.drain(..header_end + length);
+        // `GET .../models` (what `trawl check --ping` asks): the models this server plays.
+        if head.starts_with("get ") && head.lines().next().is_some_and(|l| l.contains("/models")) {
+            let payload = json!({"object": "list", "data": SERVED_MODELS.iter().map(|id| json!({"id": id, "object": "model", "owned_by": "trawl-tests"})).collect::<Vec<_>>()}).to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+                payload.len()
+            );
+            stream.write_all(response.as_bytes()).await?;
+            continue;
+        }
         // The log keeps the Authorization header beside the body, for tests of API keys.
         let mut logged = body.clone();
         if let (Some(auth), Value::Object(o)) = (
@@ -682,6 +695,7 @@ pub fn plugin_libraries() -> &'static std::path::Path {
         for p in [
             "trawl-keyword-rubric",
             "trawl-word-game",
+            "trawl-answer-format",
             "trawl-test-panicky",
             "trawl-test-future-abi",
             "trawl-test-missing-entry",

@@ -121,7 +121,7 @@ proptest! {
                 prop_assert!(msg.starts_with("error: p.toml") || msg.contains("p.toml"), "{msg}");
             }
             Ok((config, map)) => {
-                if let Err(e) = rt.block_on(trawl_core::engine::check(&config, &map, &registry)) {
+                if let Err(e) = rt.block_on(trawl_core::engine::check(&config, &map, &registry, false)) {
                     let msg = e.to_string();
                     prop_assert!(msg.contains("field"), "{msg}\n{text}");
                 }

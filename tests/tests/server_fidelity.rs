@@ -183,7 +183,8 @@ async fn a_reply_cut_off_by_max_tokens_is_marked_and_left_out_of_success_only_ex
             success_only: true,
             ..Selection::default()
         },
-    );
+    )
+    .unwrap();
     assert!(chosen.kept.is_empty());
     assert_eq!(chosen.dropped.get(&DropReason::Truncated), Some(&successes));
     let chosen = select(
@@ -193,6 +194,7 @@ async fn a_reply_cut_off_by_max_tokens_is_marked_and_left_out_of_success_only_ex
             include_truncated: true,
             ..Selection::default()
         },
-    );
+    )
+    .unwrap();
     assert_eq!(chosen.kept.len(), successes);
 }

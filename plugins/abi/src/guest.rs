@@ -75,8 +75,14 @@ fn declarations() -> Vec<&'static Declaration> {
     inventory::iter::<Declaration>.into_iter().collect()
 }
 
+/// The kinds the plugin exports: those its own crate (the one with `declare_plugin!`)
+/// registers. Kinds of other crates linked into the library (a built-in trawl crate used for
+/// its helpers) stay inside it: the host has them already.
 fn registrations() -> impl Iterator<Item = &'static Registration> {
-    inventory::iter::<Registration>.into_iter()
+    let own = declarations().first().map(|d| d.crate_name);
+    inventory::iter::<Registration>
+        .into_iter()
+        .filter(move |r| own.is_none_or(|c| c == r.crate_name))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

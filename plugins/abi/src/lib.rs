@@ -135,6 +135,9 @@ pub const COMPAT_RECORD_SIZE: u32 = std::mem::size_of::<CompatRecord>() as u32;
 pub struct Declaration {
     pub name: &'static str,
     pub version: &'static str,
+    /// The crate that declares the plugin: only the kinds this crate registers are exported, so
+    /// a plugin that links a trawl crate for its helpers does not offer that crate's kinds too.
+    pub crate_name: &'static str,
 }
 
 inventory::collect!(Declaration);
@@ -159,7 +162,7 @@ macro_rules! declare_plugin {
     };
     (name = $name:expr, version = $version:expr $(,)?) => {
         $crate::inventory::submit! {
-            $crate::Declaration { name: $name, version: $version }
+            $crate::Declaration { name: $name, version: $version, crate_name: env!("CARGO_CRATE_NAME") }
         }
     };
 }

@@ -6,6 +6,7 @@
 //!   (PettingLLMs' SFT data collector).
 //! - `swe_smith` and `preds`: SWE-smith's training records and SWE-bench's predictions (see
 //!   [`swe`]).
+//! - `trajectory`: the selected records themselves, a filtered run.
 
 #![forbid(unsafe_code)]
 
@@ -481,5 +482,35 @@ mod properties {
                 prop_assert!(messages.iter().any(|m| m.role == MessageRole::Assistant));
             }
         }
+    }
+}
+
+/// `trawl export --format trajectory`: the selected records themselves, one
+/// `trawl.trajectory` JSON line each: a filtered run that `trawl stats`, `diff` and `export`
+/// read like a run's own `trajectories.jsonl`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrajectoryExporterConfig {}
+
+impl ExporterConfig for TrajectoryExporterConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
+        Ok(Arc::new(TrajectoryExporter))
+    }
+}
+
+trawl_core::register!(
+    exporter,
+    "trajectory",
+    "The selected records themselves (trawl.trajectory JSON lines): a filtered run",
+    TrajectoryExporterConfig
+);
+
+pub struct TrajectoryExporter;
+
+impl Exporter for TrajectoryExporter {
+    fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
+        serde_json::to_writer(&mut *out, r).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        Ok(1)
     }
 }

@@ -147,6 +147,7 @@ impl ModelConfig for OpenAiConfig {
         let retry = self.retry.clone();
         let model = OpenAiModel {
             client,
+            models_url: format!("{}/models", endpoint.trim_end_matches("/chat/completions")),
             endpoint,
             api_key,
             model: self.model,
@@ -169,6 +170,8 @@ trawl_core::register!(
 pub struct OpenAiModel {
     client: reqwest::Client,
     endpoint: String,
+    /// `GET` lists the server's models (`trawl check --ping`).
+    models_url: String,
     api_key: Option<String>,
     model: String,
     tool_choice: Option<String>,
@@ -396,6 +399,43 @@ impl LanguageModel for OpenAiModel {
             }),
         }
     }
+
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        let mut http = self.client.get(&self.models_url);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().await.map_err(|e| ModelError::Transient {
+            message: format!("request to {} failed: {}", self.models_url, error_chain(&e)),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let body = self.read_body(response).await?;
+        if !status.is_success() {
+            return Err(ModelError::Rejected {
+                status: status.as_u16(),
+                message: brief(&body),
+            });
+        }
+        let ids = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("data").and_then(Value::as_array).map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .ok_or_else(|| {
+                ModelError::Backend(format!(
+                    "{} did not answer with an OpenAI model list ({{\"data\": [{{\"id\": ...}}]}}): {}",
+                    self.models_url,
+                    brief(&body)
+                ))
+            })?;
+        Ok(Some(ids))
+    }
 }
 
 /// An error with its causes, which is where reqwest keeps the useful part.
@@ -452,6 +492,7 @@ mod tests {
         let m = OpenAiModel {
             client: reqwest::Client::new(),
             endpoint: String::new(),
+            models_url: String::new(),
             api_key: None,
             model: "m".into(),
             tool_choice: Some("auto".into()),

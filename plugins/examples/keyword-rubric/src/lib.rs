@@ -19,8 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use trawl_core::registry::{BuildContext, ComponentError, EvaluatorConfig, ExporterConfig};
 use trawl_core::{
-    async_trait, Evaluation, Evaluator, EvaluatorError, ExportError, Exporter, MessageRole,
-    TrajectoryRecord,
+    async_trait, Evaluation, Evaluator, EvaluatorError, ExportError, Exporter, TrajectoryRecord,
 };
 
 trawl_plugin_abi::declare_plugin!();
@@ -101,15 +100,11 @@ pub struct KeywordRubric {
 
 /// The text a rollout ends with: its submission, else the last assistant message.
 pub fn final_answer(record: &TrajectoryRecord) -> String {
-    record.outcome.submission.clone().unwrap_or_else(|| {
-        record
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == MessageRole::Assistant)
-            .and_then(|m| m.content.clone())
-            .unwrap_or_default()
-    })
+    record
+        .outcome
+        .submission
+        .clone()
+        .unwrap_or_else(|| record.last_reply().unwrap_or_default().to_string())
 }
 
 /// 1 inside `[min, max]` words, falling off in proportion outside it.
