@@ -672,13 +672,26 @@ impl RunStats {
             })
             .map(|(i, _)| i)
             .collect();
-        let ci = |row: &[String], i: usize, lo: usize, hi: usize| -> String {
+        // Cells are the CSV's; rates read better as percentages, counts with fewer decimals.
+        let number = |cell: &str, style: &str| -> String {
+            match cell.parse::<f64>() {
+                Ok(x) => match style {
+                    "percent" => format!("{:.1}%", unsigned_zero(100.0 * x)),
+                    "one" => format!("{:.1}", unsigned_zero(x)),
+                    "two" => format!("{:.2}", unsigned_zero(x)),
+                    _ => cell.to_string(),
+                },
+                Err(_) => cell.to_string(),
+            }
+        };
+        let ci = |row: &[String], i: usize, lo: usize, hi: usize, style: &str| -> String {
+            let n = |c: &str| number(c, style);
             if row[i].is_empty() {
                 "–".into()
             } else if row[lo].is_empty() {
-                row[i].clone()
+                n(&row[i])
             } else {
-                format!("{} ({}–{})", row[i], row[lo], row[hi])
+                format!("{} ({}–{})", n(&row[i]), n(&row[lo]), n(&row[hi]))
             }
         };
         let col = |name: &str| header.iter().position(|h| h == name).unwrap_or(0);
@@ -707,9 +720,19 @@ impl RunStats {
                 .iter()
                 .map(|&i| {
                     let cell = match header[i].as_str() {
-                        "success_rate" => ci(row, i, col("success_ci_low"), col("success_ci_high")),
-                        "mean_reward" => ci(row, i, col("reward_ci_low"), col("reward_ci_high")),
+                        "success_rate" => ci(
+                            row,
+                            i,
+                            col("success_ci_low"),
+                            col("success_ci_high"),
+                            "percent",
+                        ),
+                        "mean_reward" => {
+                            ci(row, i, col("reward_ci_low"), col("reward_ci_high"), "")
+                        }
                         _ if row[i].is_empty() => "–".into(),
+                        "turns_mean" => number(&row[i], "two"),
+                        "tokens_mean" => number(&row[i], "one"),
                         _ => row[i].clone(),
                     };
                     cell.replace('|', "\\|")

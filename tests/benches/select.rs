@@ -1,0 +1,128 @@
+//! What looking at a run costs: `stats` (default grouping and by a task field), selection with
+//! the shorthands and with a jq `--where` filter, and `diff` of two scaffolds, over 100,000
+//! records like short multi-turn rollouts. `cargo bench -p trawl-tests --bench select`;
+//! figures go in BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use trawl_core::compare::{diff, pairing_keys, Selector};
+use trawl_core::evaluator::Evaluation;
+use trawl_core::export::{select, Selection};
+use trawl_core::filter::RecordFilter;
+use trawl_core::stats::{compute, compute_by, GroupKey};
+use trawl_core::{Message, TrajectoryRecord};
+
+const RECORDS: usize = 100_000;
+
+fn records() -> Vec<TrajectoryRecord> {
+    use proptest::strategy::{Strategy, ValueTree};
+    let base = trawl_core::strategies::record()
+        .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+        .unwrap()
+        .current();
+    (0..RECORDS)
+        .map(|i| {
+            let mut r = base.clone();
+            r.key.environment = "math".into();
+            r.key.scaffold = if i % 2 == 0 { "chat" } else { "tool_calling" }.into();
+            r.key.model = "m".into();
+            r.key.task = format!("t{}", i / 2 % 5000);
+            r.key.sample = (i / 10_000) as u32;
+            r.task.data = serde_json::json!({"level": i % 5 + 1, "answer": "42"});
+            r.outcome.exit_status = trawl_core::ExitStatus::Submitted;
+            r.messages = (0..6)
+                .map(|j| {
+                    let text = format!("turn {j}: {}", "because the answer follows ".repeat(11));
+                    if j % 2 == 0 {
+                        Message::user(text)
+                    } else {
+                        Message::assistant(text)
+                    }
+                })
+                .collect();
+            r.success = i % 3 == 0;
+            r.reward = f64::from(u8::from(r.success));
+            r.evaluations = vec![
+                Evaluation {
+                    evaluator: "math_answer".into(),
+                    reward: r.reward,
+                    success: r.success,
+                    components: Default::default(),
+                    details: serde_json::Value::Null,
+                },
+                Evaluation {
+                    evaluator: "format".into(),
+                    reward: (i % 4) as f64 / 3.0,
+                    success: i % 4 != 0,
+                    components: Default::default(),
+                    details: serde_json::Value::Null,
+                },
+            ];
+            r
+        })
+        .collect()
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = f();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{what:<48} {:>8.1} ms  {:>12.0} records/s",
+        secs * 1e3,
+        RECORDS as f64 / secs
+    );
+    out
+}
+
+fn main() {
+    let recs = records();
+    let bytes: usize = recs
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len())
+        .sum();
+    println!(
+        "{RECORDS} records, {:.0} bytes each on average",
+        bytes as f64 / RECORDS as f64
+    );
+    let s = timed("stats by environment × scaffold × model", || {
+        compute(&recs)
+    });
+    assert_eq!(s.groups.len(), 2);
+    let s = timed("stats by level (a task data field)", || {
+        compute_by(&recs, &[GroupKey::parse("level").unwrap()])
+    });
+    assert_eq!(s.groups.len(), 5);
+    let shorthand = Selection {
+        evaluator_success: vec!["format".into()],
+        max_turns: Some(3),
+        ..Selection::default()
+    };
+    let kept = timed("select: --evaluator-success format --max-turns 3", || {
+        select(&recs, &shorthand).unwrap().kept.len()
+    });
+    let jq = Selection {
+        where_filter: Some(
+            RecordFilter::compile(r#".evaluations[] | select(.evaluator == "format") | .success"#)
+                .unwrap(),
+        ),
+        ..Selection::default()
+    };
+    let kept_jq = timed("select: --where (jq, the same evaluator)", || {
+        select(&recs, &jq).unwrap().kept.len()
+    });
+    assert_eq!(kept, kept_jq);
+    let (sa, sb) = (
+        Selector::parse("scaffold=chat").unwrap(),
+        Selector::parse("scaffold=tool_calling").unwrap(),
+    );
+    let report = timed("diff --a scaffold=chat --b scaffold=tool_calling", || {
+        let a: Vec<&TrajectoryRecord> = recs.iter().filter(|r| sa.matches(r)).collect();
+        let b: Vec<&TrajectoryRecord> = recs.iter().filter(|r| sb.matches(r)).collect();
+        let by = pairing_keys(&a, &b, &[&sa, &sb]);
+        diff(("a", &a), ("b", &b), &by)
+    });
+    assert_eq!(report.shared_units, 5000);
+}
