@@ -131,6 +131,10 @@ pub struct ExperimentConfig {
     pub matrix: Matrix,
     /// Which evaluations make a record's reward and success.
     pub scoring: Scoring,
+    /// Whether the config has a `[scoring]` table: without one, the resolved config does not
+    /// spell out the default, so runs started before `[scoring]` existed resume unchanged.
+    #[serde(skip)]
+    pub scoring_given: bool,
     /// Plugin libraries the config loads, as written (relative to the config's folder). The
     /// command line loads them (see [`plugin_refs`]) before the rest of the config is checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -620,6 +624,7 @@ impl ExperimentConfig {
             .iter()
             .map(|e| e.component.name.clone())
             .collect();
+        let scoring_given = top.scoring.is_some();
         let scoring = {
             let table: crate::scoring::ScoringTable = match top.scoring {
                 None => Default::default(),
@@ -649,6 +654,7 @@ impl ExperimentConfig {
             evaluators,
             matrix,
             scoring,
+            scoring_given,
             plugins: top.plugins,
             base_dir: PathBuf::new(),
         };
@@ -657,7 +663,12 @@ impl ExperimentConfig {
 
     /// The config as resolved, in TOML, for the run directory.
     pub fn to_toml(&self) -> String {
-        let json = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut json = serde_json::to_value(self).unwrap_or(Value::Null);
+        if !self.scoring_given {
+            if let Value::Object(m) = &mut json {
+                m.remove("scoring");
+            }
+        }
         toml::to_string_pretty(&json)
             .unwrap_or_else(|e| format!("# could not render the resolved config: {e}\n"))
     }
