@@ -868,6 +868,7 @@ fn check_refuses_exactly_what_run_refuses() {
         ("scoring name", format!("{head}{math}{chat}[scoring]\nprimary = \"judge\"\n"), "field `scoring.primary[0]`"),
         ("scoring key", format!("{head}{math}{chat}[scoring]\ncombine = \"mean\"\n"), "field `scoring.combine`"),
         ("unscored", format!("{head}{math}[[environments]]\ntype = \"math\"\nname = \"other\"\ngenerator = {{ count = 2, levels = [1] }}\n{chat}[[evaluators]]\ntype = \"math_answer\"\nname = \"m2\"\nenvironments = [\"math\"]\n[scoring]\nprimary = \"m2\"\n"), "environment `other` would have no reward"),
+        ("same name as the environment's own", format!("{head}{math}{chat}[[evaluators]]\ntype = \"math_answer\"\n"), "field `evaluators[0].name`"),
         ("reserved name", format!("{head}{math}{chat}[[evaluators]]\ntype = \"math_answer\"\nname = \"environment\"\n"), "field `evaluators[0].name`"),
     ];
     for (what, text, needle) in cases {

@@ -463,6 +463,26 @@ async fn build(
         }
         for (es, live) in &extra_evaluators {
             if es.applies_to(&spec.name) {
+                // Each verdict is recorded under one name: two evaluators with one name would
+                // read as one in stats and selection.
+                if let Some(own) = evaluators
+                    .iter()
+                    .find(|e| e.live.name() == es.component.name)
+                {
+                    return Err(ExperimentConfig::component_error(
+                        map,
+                        &es.component,
+                        crate::registry::ComponentError::at(
+                            "name",
+                            format!(
+                                "`{}` is also the name environment `{}` records its own evaluator's verdicts under; give this evaluator another `name`",
+                                own.live.name(),
+                                spec.name
+                            ),
+                        ),
+                    )
+                    .into());
+                }
                 evaluators.push(ScoringEvaluator {
                     source: es.component.name.clone(),
                     recorded_as: Some(es.component.name.clone()),

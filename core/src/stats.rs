@@ -389,7 +389,8 @@ fn evaluator_stats(finished: &[&TrajectoryRecord]) -> Vec<EvaluatorStats> {
             EvaluatorStats {
                 evaluator: name.clone(),
                 scored,
-                not_scored: finished.len() as u64 - scored,
+                // Records imported from elsewhere may carry one evaluator twice.
+                not_scored: (finished.len() as u64).saturating_sub(scored),
                 success: Rate::of(evals.iter().filter(|e| e.success).count() as u64, scored),
                 reward: Mean::of(&rewards),
                 components: sums
