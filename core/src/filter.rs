@@ -171,6 +171,10 @@ mod tests {
         assert!(!keep(".reward > 0.8"));
         assert!(!keep("empty"));
         assert!(keep("[1, 2] | map(. * 2) | add == 6"));
+        // jq's standard library: regexes, any/all, string functions.
+        assert!(keep(r#""tool_calling" | test("^tool")"#));
+        assert!(keep("[1, 2, 3] | any(. > 2) and all(. > 0)"));
+        assert!(keep(r#""A,B" | split(",") | length == 2"#));
     }
 
     #[test]
