@@ -675,56 +675,31 @@ async fn export_selects_with_jq_and_shorthands_and_writes_filtered_runs() {
     let stats: Value = serde_json::from_str(&ok(&["stats", "kept.jsonl", "--json"], d)).unwrap();
     assert_eq!(stats["records"], kept.len());
 
-    // The shorthand for the same evaluator, to an SFT file.
-    let o = trawl(
+    // The shorthands: `args` keep as many lines as the records `want` selects.
+    let shorthand = |args: &[&str], want: &dyn Fn(&Value) -> bool| {
+        let mut all = vec!["export", "runs/mix", "-o", "short.jsonl", "--force"];
+        all.extend_from_slice(args);
+        ok(&all, d);
+        let lines = std::fs::read_to_string(d.join("short.jsonl")).unwrap();
+        assert_eq!(
+            lines.lines().count(),
+            recs.iter().filter(|r| want(r)).count(),
+            "{args:?}"
+        );
+    };
+    shorthand(&["--evaluator-success", "format"], &|r| {
+        evaluation(r, "format").is_some_and(|e| e["success"] == true)
+    });
+    shorthand(
         &[
-            "export",
-            "runs/mix",
-            "--evaluator-success",
-            "format",
-            "-o",
-            "sft.jsonl",
-        ],
-        d,
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let n = recs
-        .iter()
-        .filter(|r| evaluation(r, "format").is_some_and(|e| e["success"] == true))
-        .count();
-    assert_eq!(
-        std::fs::read_to_string(d.join("sft.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        n
-    );
-    let o = trawl(
-        &[
-            "export",
-            "runs/mix",
             "--evaluator-min-reward",
             "format=1",
             "--exit-status",
             "Submitted",
             "--max-tokens",
             "100000",
-            "-o",
-            "full.jsonl",
         ],
-        d,
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let n = recs
-        .iter()
-        .filter(|r| evaluation(r, "format").is_some_and(|e| e["reward"] == 1.0))
-        .count();
-    assert_eq!(
-        std::fs::read_to_string(d.join("full.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        n
+        &|r| evaluation(r, "format").is_some_and(|e| e["reward"] == 1.0),
     );
 
     // Mistakes are named.
