@@ -256,15 +256,32 @@ fn tools_for(messages: &[Value], tools: &[ToolSchema]) -> Vec<ToolSchema> {
     out
 }
 
+/// The SWE-bench instance a record is a rollout of: its task's own `instance_id` (the SWE
+/// environment's tasks and imported trajectories carry one). A record without one is refused:
+/// SWE formats must not carry a math answer as a patch.
+fn instance_id<'r>(r: &'r TrajectoryRecord, format: &str) -> Result<&'r str, ExportError> {
+    r.task
+        .data
+        .get("instance_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ExportError::Record {
+            key: r.key.to_string(),
+            message: format!(
+                "it is not a SWE rollout (its task has no `instance_id`), and `{format}` holds SWE-bench instances only; select SWE rollouts (--where '.task.data.instance_id != null') or choose another format"
+            ),
+        })
+}
+
 impl Exporter for SweSmithExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
+        let id = instance_id(r, "swe_smith")?;
         let messages = render(&r.messages, &r.tools, self.style);
         let mut line = Map::new();
         if self.style == Style::Tool {
             line.insert("tools".into(), json!(tools_for(&messages, &r.tools)));
         }
         line.insert("messages".into(), Value::Array(messages));
-        line.insert("instance_id".into(), json!(r.key.task));
+        line.insert("instance_id".into(), json!(id));
         line.insert("resolved".into(), json!(r.success));
         line.insert("model".into(), json!(r.key.model));
         line.insert("traj_id".into(), json!(r.key.to_string()));
@@ -312,7 +329,7 @@ impl Exporter for PredsExporter {
     }
 
     fn write(&self, r: &TrajectoryRecord, _: &mut dyn Write) -> Result<usize, ExportError> {
-        let id = r.key.task.clone();
+        let id = instance_id(r, "preds")?.to_string();
         let mut preds = self.preds.lock().unwrap_or_else(|p| p.into_inner());
         if preds.contains_key(&id) {
             return Err(ExportError::Record {
@@ -382,6 +399,40 @@ mod tests {
         assert_eq!(tool[2]["tool_calls"][0]["function"]["name"], "bash");
         assert_eq!(tool[3]["role"], "tool");
         assert_eq!(tool[3]["tool_call_id"], tool[2]["tool_calls"][0]["id"]);
+    }
+
+    #[test]
+    fn only_swe_rollouts_are_exported_under_their_own_instance_id() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut r = trawl_core::strategies::record()
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap()
+            .current();
+        r.key.task = "a-file-name".into();
+        r.task.data = json!({"question": "1 + 1?", "answer": "2"});
+        r.outcome.submission = Some("2".into());
+        for format in ["preds", "swe_smith"] {
+            let exporter: Box<dyn Exporter> = if format == "preds" {
+                Box::new(PredsExporter::default())
+            } else {
+                Box::new(SweSmithExporter { style: Style::Tool })
+            };
+            let err = exporter.write(&r, &mut Vec::new()).unwrap_err();
+            assert!(err.to_string().contains("not a SWE rollout"), "{err}");
+        }
+        r.task.data = json!({"instance_id": "owner__repo-1"});
+        let preds = PredsExporter::default();
+        preds.write(&r, &mut Vec::new()).unwrap();
+        let mut out = Vec::new();
+        preds.finish(&mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["owner__repo-1"]["instance_id"], "owner__repo-1");
+        let mut line = Vec::new();
+        SweSmithExporter { style: Style::Tool }
+            .write(&r, &mut line)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["instance_id"], "owner__repo-1");
     }
 
     #[test]
