@@ -913,15 +913,21 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let known: HashSet<&str> = records
-        .iter()
-        .flat_map(|r| r.evaluations.iter().map(|e| e.evaluator.as_str()))
-        .collect();
-    for name in args
+    let named: Vec<&String> = args
         .evaluator_success
         .iter()
         .chain(evaluator_min_reward.iter().map(|(n, _)| n))
-    {
+        .collect();
+    // Which evaluators the run has: read only when an evaluator is named.
+    let known: HashSet<&str> = if named.is_empty() {
+        HashSet::new()
+    } else {
+        records
+            .iter()
+            .flat_map(|r| r.evaluations.iter().map(|e| e.evaluator.as_str()))
+            .collect()
+    };
+    for name in named {
         if !known.contains(name.as_str()) {
             let mut names: Vec<&str> = known.iter().copied().collect();
             names.sort_unstable();

@@ -151,15 +151,23 @@ environments = ["math"]
 
 const SKIP: &str = "[matrix]\nskip_incompatible = true\n";
 
+/// Runs [`config`] renamed `name`, with `extra` after it, in `d`; returns its records.
+fn run_named(d: &Path, base_url: &str, name: &str, extra: &str) -> Vec<Value> {
+    let text = format!(
+        "{}{extra}",
+        config(base_url, "").replace("name = \"mix\"", &format!("name = \"{name}\""))
+    );
+    std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
+    ok(&["run", &format!("{name}.toml"), "--quiet"], d);
+    records(&d.join(format!("runs/{name}/trajectories.jsonl")))
+}
+
 /// The worked example's shape run into `runs/mix` of a fresh folder: the server, the folder and
 /// the records.
 async fn mix_run() -> (ScriptedServer, tempfile::TempDir, Vec<Value>) {
     let server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("mix.toml"), config(&server.base_url(), SKIP)).unwrap();
-    ok(&["run", "mix.toml", "--quiet"], d);
-    let recs = records(&d.join("runs/mix/trajectories.jsonl"));
+    let recs = run_named(dir.path(), &server.base_url(), "mix", SKIP);
     (server, dir, recs)
 }
 
@@ -263,26 +271,24 @@ async fn incompatible_pairs_are_refused_with_both_fixes_or_skipped_and_listed() 
     assert!(!cells.contains_key(&("word_game".to_string(), "tool_calling".to_string())));
 
     // An explicit combination list: only what it names runs.
-    let only = format!(
-        "{}\n[matrix]\ninclude = [{{ environment = \"math\", scaffold = \"chat\", model = \"mock\" }}]\n",
-        config(&server.base_url(), "").replace("name = \"mix\"", "name = \"only\"")
+    let recs = run_named(
+        d,
+        &server.base_url(),
+        "only",
+        "\n[matrix]\ninclude = [{ environment = \"math\", scaffold = \"chat\", model = \"mock\" }]\n",
     );
-    std::fs::write(d.join("only.toml"), only).unwrap();
-    ok(&["run", "only.toml", "--quiet"], d);
-    let recs = records(&d.join("runs/only/trajectories.jsonl"));
     assert_eq!(recs.len(), 16);
     assert!(recs
         .iter()
         .all(|r| r["key"]["scaffold"] == "chat" && r["key"]["environment"] == "math"));
 
     // Exclude lists leave the pair out too.
-    let excluded = format!(
-        "{}\n[matrix]\nexclude = [{{ environment = \"word_game\", scaffold = \"tool_calling\" }}, {{ scaffold = \"chat\", environment = \"math\" }}]\n",
-        config(&server.base_url(), "").replace("name = \"mix\"", "name = \"excl\"")
+    let recs = run_named(
+        d,
+        &server.base_url(),
+        "excl",
+        "\n[matrix]\nexclude = [{ environment = \"word_game\", scaffold = \"tool_calling\" }, { scaffold = \"chat\", environment = \"math\" }]\n",
     );
-    std::fs::write(d.join("excl.toml"), excluded).unwrap();
-    ok(&["run", "excl.toml", "--quiet"], d);
-    let recs = records(&d.join("runs/excl/trajectories.jsonl"));
     assert_eq!(recs.len(), 18, "math × tool_calling and word_game × chat");
 }
 
@@ -584,12 +590,7 @@ async fn diff_compares_two_scaffolds_and_two_runs_task_by_task() {
     assert!(md.contains("| success rate |"), "{md}");
 
     // Two runs of the same config: nothing changed, nothing flipped.
-    std::fs::write(
-        d.join("again.toml"),
-        config(&server.base_url(), SKIP).replace("name = \"mix\"", "name = \"again\""),
-    )
-    .unwrap();
-    ok(&["run", "again.toml", "--quiet"], d);
+    run_named(d, &server.base_url(), "again", SKIP);
     let same: Value = serde_json::from_str(&ok(
         &["diff", "runs/mix", "runs/again", "--format", "json"],
         d,

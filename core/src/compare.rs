@@ -130,17 +130,18 @@ fn unit_of(r: &TrajectoryRecord, by: &[GroupKey]) -> String {
     parts.join("/")
 }
 
-fn units(records: &[&TrajectoryRecord], by: &[GroupKey]) -> BTreeMap<String, (UnitSide, f64)> {
-    let mut out: BTreeMap<String, (UnitSide, f64)> = BTreeMap::new();
+fn units(records: &[&TrajectoryRecord], by: &[GroupKey]) -> BTreeMap<String, UnitSide> {
+    let mut out: BTreeMap<String, UnitSide> = BTreeMap::new();
     for r in records.iter().filter(|r| r.is_final()) {
-        let e = out.entry(unit_of(r, by)).or_default();
-        e.0.rollouts += 1;
-        e.0.successes += u64::from(r.success);
-        e.1 += r.reward;
+        let side = out.entry(unit_of(r, by)).or_default();
+        side.rollouts += 1;
+        side.successes += u64::from(r.success);
+        // The sum until every rollout is in; the mean below.
+        side.mean_reward += r.reward;
     }
-    for (side, reward_sum) in out.values_mut() {
+    for side in out.values_mut() {
         side.success_rate = side.successes as f64 / side.rollouts as f64;
-        side.mean_reward = unsigned_zero(*reward_sum / side.rollouts as f64);
+        side.mean_reward = unsigned_zero(side.mean_reward / side.rollouts as f64);
     }
     out
 }
@@ -196,8 +197,8 @@ pub fn diff(
     let mut success_pairs = Vec::new();
     let mut reward_pairs = Vec::new();
     let (mut improved, mut regressed) = (Vec::new(), Vec::new());
-    for (unit, (sa, _)) in &ua {
-        let Some((sb, _)) = ub.get(unit) else {
+    for (unit, sa) in &ua {
+        let Some(sb) = ub.get(unit) else {
             continue;
         };
         success_pairs.push((sa.success_rate, sb.success_rate));

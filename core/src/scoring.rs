@@ -107,9 +107,9 @@ pub struct Decision {
 impl Scoring {
     /// The default: the environment's own evaluator, then the config's evaluators in order.
     pub fn default_for(config_evaluators: &[String]) -> Self {
-        let mut evaluators = vec![ENVIRONMENT.to_string()];
-        evaluators.extend(config_evaluators.iter().cloned());
-        Scoring::Primary { evaluators }
+        Scoring::Primary {
+            evaluators: all_names(config_evaluators),
+        }
     }
 
     /// The evaluator names it reads.
@@ -206,6 +206,13 @@ impl Scoring {
     }
 }
 
+/// Every name `[scoring]` may use: `environment`, then the config's evaluators in order.
+fn all_names(config_evaluators: &[String]) -> Vec<String> {
+    std::iter::once(ENVIRONMENT.to_string())
+        .chain(config_evaluators.iter().cloned())
+        .collect()
+}
+
 /// Checks a `[scoring]` table against the config's evaluator names. Errors are (field, message).
 pub(crate) fn resolve(
     table: ScoringTable,
@@ -213,11 +220,7 @@ pub(crate) fn resolve(
 ) -> Result<Scoring, (Vec<String>, String)> {
     let at = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let known = |name: &str| name == ENVIRONMENT || config_evaluators.iter().any(|e| e == name);
-    let valid = || {
-        let mut v = vec![ENVIRONMENT.to_string()];
-        v.extend(config_evaluators.iter().cloned());
-        v.join(", ")
-    };
+    let valid = || all_names(config_evaluators).join(", ");
     let check_names = |names: &[String], field: &str| -> Result<(), (Vec<String>, String)> {
         if names.is_empty() {
             return Err((
@@ -245,12 +248,11 @@ pub(crate) fn resolve(
                 .into(),
         )),
         (primary, None) => {
-            for field in ["evaluators", "weights", "success_threshold"] {
-                let given = match field {
-                    "evaluators" => table.evaluators.is_some(),
-                    "weights" => !table.weights.is_empty(),
-                    _ => table.success_threshold.is_some(),
-                };
+            for (field, given) in [
+                ("evaluators", table.evaluators.is_some()),
+                ("weights", !table.weights.is_empty()),
+                ("success_threshold", table.success_threshold.is_some()),
+            ] {
                 if given {
                     return Err((
                         at(&["scoring", field]),
@@ -266,11 +268,9 @@ pub(crate) fn resolve(
             Ok(Scoring::Primary { evaluators })
         }
         (None, Some(combine)) => {
-            let evaluators = table.evaluators.unwrap_or_else(|| {
-                let mut v = vec![ENVIRONMENT.to_string()];
-                v.extend(config_evaluators.iter().cloned());
-                v
-            });
+            let evaluators = table
+                .evaluators
+                .unwrap_or_else(|| all_names(config_evaluators));
             check_names(&evaluators, "evaluators")?;
             if combine == Combine::WeightedSum {
                 for name in &evaluators {

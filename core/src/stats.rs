@@ -303,18 +303,13 @@ pub struct GroupStats {
 
 /// The mean of each `evaluator.component` over the records that report it.
 pub fn component_means(records: &[&TrajectoryRecord]) -> BTreeMap<String, f64> {
-    let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-    for r in records {
-        for e in &r.evaluations {
-            for (name, v) in &e.components {
-                let s = sums.entry(format!("{}.{name}", e.evaluator)).or_default();
-                s.0 += v;
-                s.1 += 1;
-            }
-        }
-    }
-    sums.into_iter()
-        .map(|(k, (sum, n))| (k, unsigned_zero(sum / n as f64)))
+    evaluator_stats(records)
+        .into_iter()
+        .flat_map(|e| {
+            e.components
+                .into_iter()
+                .map(move |(k, v)| (format!("{}.{k}", e.evaluator), v))
+        })
         .collect()
 }
 
