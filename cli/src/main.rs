@@ -64,6 +64,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// The built-in example end to end: generated math problems on the embedded model, then
     /// stats and an SFT export. Needs no server and no API key.
@@ -196,6 +198,11 @@ struct ExportArgs {
     /// For `--format swe_smith`: xml, ticks or tool.
     #[arg(long, value_name = "STYLE")]
     style: Option<String>,
+    /// A setting of the format, KEY=VALUE (repeatable): `--set tools=json`,
+    /// `--set min_margin=0.5`, `--set split=test`. VALUE is read as TOML (a number, a boolean,
+    /// a string in quotes) and else taken as a string.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// With --success-only, keep rollouts whose reply was cut off by max_tokens too.
     #[arg(long)]
     include_truncated: bool,
@@ -220,6 +227,20 @@ struct ExportArgs {
     /// LimitsExceeded, ...).
     #[arg(long, value_name = "STATUS", value_delimiter = ',')]
     exit_status: Vec<String>,
+    /// Leave out rollouts that repeat an earlier kept one of the same task: `exact` (the same
+    /// words) or `near` (word 5-gram Jaccard similarity at or above --near-dup-threshold).
+    #[arg(long, value_name = "exact|near")]
+    dedup: Option<String>,
+    /// The similarity at which `--dedup near` calls two rollouts duplicates.
+    #[arg(long, value_name = "J", default_value_t = 0.9)]
+    near_dup_threshold: f64,
+    /// Leave out rollouts sharing a word n-gram with this held-out file (JSONL: every string of
+    /// each line; or text). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    decontaminate: Vec<PathBuf>,
+    /// The n-gram size of --decontaminate.
+    #[arg(long, value_name = "N", default_value_t = 13)]
+    decontaminate_ngram: usize,
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -906,6 +927,29 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
             ))),
         }
     }
+    let dedup = match args.dedup.as_deref() {
+        None => None,
+        Some("exact") => Some(trawl_core::hygiene::Dedup::Exact),
+        Some("near") => {
+            let t = args.near_dup_threshold;
+            if !(t > 0.0 && t <= 1.0) {
+                bail!(input(format!(
+                    "--near-dup-threshold {t}: give a similarity above 0 and at most 1 (0.9 is usual)"
+                )));
+            }
+            Some(trawl_core::hygiene::Dedup::Near { threshold: t })
+        }
+        Some(other) => bail!(input(format!("--dedup `{other}`: give `exact` or `near`"))),
+    };
+    let decontaminate = if args.decontaminate.is_empty() {
+        None
+    } else {
+        let files: Vec<&Path> = args.decontaminate.iter().map(PathBuf::as_path).collect();
+        Some(
+            trawl_core::hygiene::HeldOut::load(&files, args.decontaminate_ngram)
+                .map_err(|e| input(format!("--decontaminate: {e}")))?,
+        )
+    };
     let where_filter = match &args.where_filter {
         Some(f) => Some(
             trawl_core::filter::RecordFilter::compile(f)
@@ -951,6 +995,8 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         max_tokens: args.max_tokens,
         exit_statuses,
         where_filter,
+        decontaminate,
+        dedup,
     };
     let mut settings = serde_json::Map::new();
     if let Some(a) = &args.agent {
@@ -958,6 +1004,10 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(s) = &args.style {
         settings.insert("style".into(), serde_json::json!(s));
+    }
+    for item in &args.set {
+        let (key, value) = format_setting(item).map_err(input)?;
+        settings.insert(key, value);
     }
     let settings = serde_json::Value::Object(settings);
     export_run(
@@ -975,6 +1025,22 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One `--set KEY=VALUE`: the value as TOML reads it (`0.5`, `true`, `"x"`, `[1, 2]`), else the
+/// text itself.
+fn format_setting(item: &str) -> Result<(String, serde_json::Value), String> {
+    let Some((key, value)) = item.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+        return Err(format!(
+            "--set `{item}`: expected KEY=VALUE, for example --set tools=json"
+        ));
+    };
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| serde_json::json!(value));
+    Ok((key.trim().to_string(), parsed))
+}
+
 /// Where an export goes.
 struct Destination<'a> {
     /// The file; default: the format's own file name, else `export-<format>.<ext>`, in `run`.
@@ -982,6 +1048,96 @@ struct Destination<'a> {
     run: &'a Path,
     /// Replace an existing output (never a run's own file).
     force: bool,
+}
+
+/// The dataset card written beside an export (`<output>_card.md`): Hugging Face's card shape
+/// (YAML front matter naming the data file, then prose) saying where the data came from (the
+/// run, its id and config hash), how it was selected, and what was kept and dropped and why.
+fn dataset_card(
+    run: &Path,
+    output: &Path,
+    format: &str,
+    settings: &serde_json::Value,
+    stats: &trawl_core::export::ExportStats,
+) -> String {
+    let source = if run.is_file() {
+        run.to_path_buf()
+    } else {
+        run.join(store::TRAJECTORIES)
+    };
+    let run_dir = if run.is_file() {
+        run.parent().unwrap_or(Path::new("."))
+    } else {
+        run
+    };
+    let manifest: serde_json::Value = std::fs::read(run_dir.join(store::MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let hash =
+        |p: &Path| trawl_core::fetch::sha256_file(p).unwrap_or_else(|_| "(not found)".to_string());
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dropped: String = stats
+        .dropped
+        .iter()
+        .map(|(why, n)| {
+            let why = serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("| dropped: {why} | {n} |\n")
+        })
+        .collect();
+    let counted: String = stats
+        .counts
+        .iter()
+        .map(|(what, n)| format!("| {format}: {what} | {n} |\n"))
+        .collect();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("(unknown)").to_string();
+    format!(
+        "---\ntags:\n- trawl\n- {format}\nconfigs:\n- config_name: default\n  data_files: {file_name}\n---\n\n\
+# {file_name}\n\n\
+Training data exported by trawl {version} in the `{format}` format (card schema `trawl.dataset-card/1`).\n\n\
+## Source\n\n\
+| | |\n|---|---|\n\
+| records | `{source}` (schema `{schema}`), sha256 `{records_hash}` |\n\
+| run | `{name}`, run id `{run_id}`, seed {seed}, status {status} |\n\
+| config | `{config}`, sha256 `{config_hash}` |\n\
+| trawl | {run_version} |\n\n\
+## Selection\n\n\
+```json\n{selection}\n```\n\n\
+Format settings: `{settings}`\n\n\
+## Counts\n\n\
+| | |\n|---|---|\n\
+| records read | {read} |\n\
+| finished rollouts (infrastructure errors excluded) | {episodes} ({successes} successful) |\n\
+| rollouts kept | {kept} ({kept_ok} successful) |\n\
+| examples written | {examples} |\n\
+| kept rollouts without an example | {without} |\n\
+{dropped}{counted}",
+        version = trawl_core::engine::TRAWL_VERSION,
+        source = source.display(),
+        schema = trawl_core::trajectory::TRAJECTORY_SCHEMA,
+        records_hash = hash(&source),
+        name = text(&manifest["name"]),
+        run_id = text(&manifest["run_id"]),
+        seed = manifest["seed"],
+        status = text(&manifest["status"]),
+        config = run_dir.join(store::CONFIG).display(),
+        config_hash = hash(&run_dir.join(store::CONFIG)),
+        run_version = text(&manifest["trawl_version"]),
+        selection = serde_json::to_string_pretty(&stats.selection).unwrap_or_default(),
+        read = stats.records_read,
+        episodes = stats.total_episodes,
+        successes = stats.successful_episodes,
+        kept = stats.total_collected,
+        kept_ok = stats.total_successful,
+        examples = stats.total_sft_examples,
+        without = stats.records_without_examples,
+    )
 }
 
 /// Selects and writes `records` in `format` to its destination through a temporary file, with
@@ -1003,8 +1159,17 @@ fn export_run(
     let Factory::Exporter(factory) = entry.factory.clone() else {
         bail!("registry entry for `{format}` is not an exporter")
     };
-    let exporter = factory(settings, &BuildContext::default())
-        .map_err(|e| input(format!("format `{format}`: {e}")))?;
+    let exporter = factory(settings, &BuildContext::default()).map_err(|e| {
+        let at = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!(" setting `{}`", e.path.join("."))
+        };
+        input(format!(
+            "format `{format}`{at}: {}\n  hint: `trawl plugins` lists the formats; settings are given as --set KEY=VALUE",
+            e.message
+        ))
+    })?;
     let output = match output {
         Some(o) => o.to_path_buf(),
         None => run.join(
@@ -1020,8 +1185,9 @@ fn export_run(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "export".into());
     let stats_path = output.with_file_name(format!("{stem}_stats.json"));
-    // Both files are checked before anything is written: a refusal leaves everything as it was.
-    for path in [output, stats_path.as_path()] {
+    let card_path = output.with_file_name(format!("{stem}_card.md"));
+    // Every file is checked before anything is written: a refusal leaves everything as it was.
+    for path in [output, stats_path.as_path(), card_path.as_path()] {
         store::check_output(path, force).map_err(input)?;
     }
     // Written beside the output under a unique name and renamed into place: a failed export
@@ -1049,6 +1215,8 @@ fn export_run(
     tmp.persist(output)
         .with_context(|| format!("cannot move the export into place at {}", output.display()))?;
     store::write_atomic(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;
+    let card = dataset_card(run, output, format, settings, &stats);
+    store::write_atomic(&card_path, card.as_bytes())?;
     let dropped: Vec<String> = stats
         .dropped
         .iter()
@@ -1062,8 +1230,13 @@ fn export_run(
             )
         })
         .collect();
+    let counted: String = stats
+        .counts
+        .iter()
+        .map(|(what, n)| format!("; {what}: {n}"))
+        .collect();
     eprintln!(
-        "exported {} examples from {} of {} rollouts to {} ({format}); dropped: {}; counts in {}",
+        "exported {} examples from {} of {} rollouts to {} ({format}); dropped: {}{counted}; counts in {}",
         stats.total_sft_examples,
         stats.total_collected,
         stats.records_read,

@@ -335,8 +335,9 @@ fn check_exports(dir: &Path, records: &[Value]) {
 
     let out = trawl(&["export", "runs/cli", "--format", "nope"], dir);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("formats: openai, preds, sharegpt, swe_smith, trajectory, turns"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "formats: dpo, grpo, openai, preds, sharegpt, swe_smith, tokens, trajectory, turns, verl"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1037,4 +1038,202 @@ fn grace_secs_out_of_range_is_refused_not_a_panic() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// The RL formats from the binary: groups written and counted, `--set` reaching the format, a
+/// bad setting refused naming it, verl's Parquet in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rl_formats_export_groups_and_count_what_they_leave_out() {
+    let answers = trawl_tests::generated_answers(11, &[1, 2], 8);
+    let server = ScriptedServer::start(Arc::new(move |body: &Value| {
+        trawl_tests::seeded_math_policy(&answers, body)
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = "samples = 4\n\n[[environments]]\ntype = \"math\"\ngenerator = { count = 8, levels = [1, 2] }\n\n[[scaffolds]]\ntype = \"chat\"\n";
+    write_config(d, &server.base_url(), body);
+    let out = trawl(&["run", "exp.toml", "--quiet"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = "runs/cli";
+
+    let out = trawl(&["export", run, "--format", "grpo"], d);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    let stats: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join(run).join("export-grpo_stats.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = jsonl(&d.join(run).join("export-grpo.jsonl")).len() as u64;
+    let zero = stats["counts"]["groups_zero_variance"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(groups > 0 && groups + zero == 8, "{stats}");
+    assert!(said.contains(&format!("groups: {groups}")), "{said}");
+
+    // A margin no pair of 0/1 rewards reaches: every task is counted below it, none paired.
+    let out = trawl(
+        &[
+            "export",
+            run,
+            "--format",
+            "dpo",
+            "--set",
+            "min_margin=1.5",
+            "-o",
+            "dpo.jsonl",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("dpo_stats.json")).unwrap()).unwrap();
+    assert_eq!(
+        stats["counts"]["tasks_below_margin"].as_u64(),
+        Some(groups),
+        "{stats}"
+    );
+    assert_eq!(std::fs::read_to_string(d.join("dpo.jsonl")).unwrap(), "");
+
+    let out = trawl(
+        &[
+            "export",
+            run,
+            "--format",
+            "dpo",
+            "--set",
+            "min_margin=-1",
+            "-o",
+            "bad.jsonl",
+        ],
+        d,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("min_margin"), "{said}");
+    assert!(!d.join("bad.jsonl").exists());
+    let out = trawl(
+        &[
+            "export", run, "--format", "openai", "--set", "nonsense", "-o", "x.jsonl",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+
+    // Hygiene: a held-out copy of one task's question removes that task's rollouts; exact
+    // dedup keeps one rollout per distinct reply of a task (this model writes two).
+    let records = jsonl(&d.join(run).join("trajectories.jsonl"));
+    let held_out_question = records[0]["task"]["data"]["question"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let question_words = trawl_core::hygiene::words(&held_out_question)
+        .len()
+        .to_string();
+    let same_task = records
+        .iter()
+        .filter(|r| r["task"]["id"] == records[0]["task"]["id"])
+        .count();
+    std::fs::write(
+        d.join("test.jsonl"),
+        format!("{}\n", serde_json::json!({"question": held_out_question})),
+    )
+    .unwrap();
+    let out = trawl(
+        &[
+            "export",
+            run,
+            "--format",
+            "openai",
+            "--dedup",
+            "exact",
+            "--decontaminate",
+            "test.jsonl",
+            // Generated questions are short and share phrases: the whole question is the
+            // n-gram, not the default 13 words.
+            "--decontaminate-ngram",
+            &question_words,
+            "-o",
+            "clean.jsonl",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("clean_stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        stats["dropped"]["contaminated"].as_u64(),
+        Some(same_task as u64),
+        "{stats}"
+    );
+    let kept = jsonl(&d.join("clean.jsonl"));
+    let mut distinct = HashSet::new();
+    for r in &records {
+        if r["task"]["id"] != records[0]["task"]["id"] {
+            distinct.insert((
+                r["task"]["id"].to_string(),
+                r["messages"].as_array().unwrap().last().unwrap()["content"].to_string(),
+            ));
+        }
+    }
+    assert_eq!(
+        kept.len(),
+        distinct.len(),
+        "one per distinct reply of each task"
+    );
+    assert_eq!(
+        stats["dropped"]["duplicate"].as_u64().unwrap() as usize,
+        records.len() - same_task - distinct.len()
+    );
+    // The card beside it names the run, the config's hash, the selection and every count.
+    let card = std::fs::read_to_string(d.join("clean_card.md")).unwrap();
+    let config_hash = trawl_core::fetch::sha256_file(&d.join(run).join("config.toml")).unwrap();
+    for needle in [
+        "data_files: clean.jsonl".to_string(),
+        config_hash,
+        "trawl.trajectory/1".to_string(),
+        format!("| dropped: duplicate | {} |", stats["dropped"]["duplicate"]),
+        format!("| dropped: contaminated | {same_task} |"),
+        "\"dedup\"".to_string(),
+        "test.jsonl".to_string(),
+    ] {
+        assert!(card.contains(&needle), "missing {needle} in\n{card}");
+    }
+    // A second export to the same place is refused, card included, and leaves them as they were.
+    let out = trawl(
+        &["export", run, "--format", "openai", "-o", "clean.jsonl"],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(d.join("clean_card.md")).unwrap(),
+        card
+    );
+
+    let out = trawl(
+        &["export", run, "--format", "verl", "--set", "split=test"],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parquet = std::fs::read(d.join(run).join("export-verl.parquet")).unwrap();
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
 }

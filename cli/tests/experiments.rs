@@ -66,17 +66,7 @@ fn records(path: &Path) -> Vec<Value> {
 /// The generated problems of [`config`] (seed 11) with their answers.
 fn answers() -> &'static [(String, i64)] {
     static ANSWERS: std::sync::OnceLock<Vec<(String, i64)>> = std::sync::OnceLock::new();
-    ANSWERS.get_or_init(|| {
-        trawl_math::generator::generate(11, &[1, 2], 16)
-            .into_iter()
-            .map(|t| {
-                (
-                    t.data["question"].as_str().unwrap().to_string(),
-                    t.data["answer"].as_str().unwrap().parse().unwrap(),
-                )
-            })
-            .collect()
-    })
+    ANSWERS.get_or_init(|| trawl_tests::generated_answers(11, &[1, 2], 16))
 }
 
 /// Word games: SLATE then CRANE. Math: the right answer, boxed, except that without tools it

@@ -14,7 +14,9 @@ use crate::config::{ConfigError, ExperimentConfig, SourceMap};
 use crate::environment::{Environment, EnvironmentError};
 use crate::evaluator::{Evaluator, EvaluatorError};
 use crate::matrix::Skipped;
-use crate::model::{ConcurrencyLimit, EpisodeDeadline, LanguageModel, ModelWatch, Sampling};
+use crate::model::{
+    ConcurrencyLimit, EpisodeDeadline, LanguageModel, ModelWatch, Sampling, TokenDetail,
+};
 use crate::registry::{BuildContext, Factory, Registry, Role};
 use crate::scaffold::{AgentScaffold, RolloutContext, ScaffoldError, Transcript};
 use crate::store::{self, RunDir, StoreError};
@@ -1030,7 +1032,12 @@ impl<'a> RecordBuilder<'a> {
             reward: 0.0,
             success: false,
             usage: transcript.usage,
-            tokens: transcript.tokens,
+            // No record claims token data when no turn had any.
+            tokens: if transcript.tokens.iter().all(TokenDetail::is_empty) {
+                Vec::new()
+            } else {
+                transcript.tokens
+            },
             finish_reasons: transcript.finish_reasons,
             timing: Timing {
                 started_at: self.started_at,

@@ -38,9 +38,17 @@ pub trait Exporter: Send + Sync {
     fn write(&self, record: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError>;
 
     /// Called once after the last record: a format that is one document rather than lines
-    /// (`preds.json`) writes it here.
-    fn finish(&self, _out: &mut dyn Write) -> Result<(), ExportError> {
-        Ok(())
+    /// (`preds.json`, Parquet) or that is made of groups of records (preference pairs) writes it
+    /// here, and returns how many examples that added.
+    fn finish(&self, _out: &mut dyn Write) -> Result<usize, ExportError> {
+        Ok(0)
+    }
+
+    /// What the format counted beyond examples, read after `finish`: what it could not carry
+    /// (`tool_call_text_dropped`), groups it left out and why (`groups_zero_variance`), pairs it
+    /// made. Written into the export's stats under `counts`.
+    fn counts(&self) -> BTreeMap<String, usize> {
+        BTreeMap::new()
     }
 }
 
@@ -78,6 +86,12 @@ pub struct Selection {
     /// Keep only rollouts this jq filter selects.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_filter: Option<crate::filter::RecordFilter>,
+    /// Leave out rollouts whose text overlaps held-out files (n-grams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decontaminate: Option<crate::hygiene::HeldOut>,
+    /// Leave out rollouts that duplicate an earlier kept one of the same task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::hygiene::Dedup>,
 }
 
 /// Why a rollout was left out.
@@ -100,6 +114,10 @@ pub enum DropReason {
     OtherExitStatus,
     /// The `--where` filter left it out.
     FilteredOut,
+    /// Its text shares an n-gram with a held-out file.
+    Contaminated,
+    /// It repeats (or nearly repeats) an earlier kept rollout of its task.
+    Duplicate,
     NotBestOfN,
     OverMaxPerTask,
 }
@@ -181,10 +199,30 @@ pub fn select<'a>(
     let mut out = Selected::default();
     let count = |out: &mut Selected<'a>, why| *out.dropped.entry(why).or_insert(0) += 1;
     let mut candidates: Vec<(usize, &TrajectoryRecord)> = Vec::new();
+    let mut seen: HashMap<(&str, &str), Vec<crate::hygiene::Fingerprint>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         match failed_criterion(r, sel)? {
             Some(why) => count(&mut out, why),
-            None => candidates.push((i, r)),
+            None if sel
+                .decontaminate
+                .as_ref()
+                .is_some_and(|h| h.contaminates(r)) =>
+            {
+                count(&mut out, DropReason::Contaminated)
+            }
+            None => match &sel.dedup {
+                Some(d) => {
+                    let f = d.fingerprint(r);
+                    let kept = seen.entry(task_of(r)).or_default();
+                    if d.duplicates(&f, kept) {
+                        count(&mut out, DropReason::Duplicate);
+                    } else {
+                        kept.push(f);
+                        candidates.push((i, r));
+                    }
+                }
+                None => candidates.push((i, r)),
+            },
         }
     }
     let per_task_cap = match (sel.best_of_n, sel.max_per_task) {
@@ -240,6 +278,9 @@ pub struct ExportStats {
     /// that does not alternate); they produced no example.
     pub records_without_examples: usize,
     pub dropped: BTreeMap<DropReason, usize>,
+    /// The format's own counts (see [`Exporter::counts`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, usize>,
     pub selection: Selection,
 }
 
@@ -269,7 +310,8 @@ pub fn export_records(
         stats.total_collected += 1;
         stats.total_successful += usize::from(r.success);
     }
-    exporter.finish(out)?;
+    stats.total_sft_examples += exporter.finish(out)?;
+    stats.counts = exporter.counts();
     stats.dropped = selected.dropped;
     Ok(stats)
 }

@@ -12,6 +12,7 @@ pub mod evaluator;
 pub mod export;
 pub mod fetch;
 pub mod filter;
+pub mod hygiene;
 pub mod matrix;
 pub mod message;
 pub mod model;

@@ -108,6 +108,13 @@ pub struct TokenDetail {
     pub logprobs: Vec<f32>,
 }
 
+impl TokenDetail {
+    /// Whether the backend gave nothing for this turn.
+    pub fn is_empty(&self) -> bool {
+        self.prompt_ids.is_empty() && self.completion_ids.is_empty() && self.logprobs.is_empty()
+    }
+}
+
 /// One request to a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {

@@ -123,9 +123,10 @@ impl Transcript {
         let mut usage = completion.usage;
         usage.model_calls = usage.model_calls.max(1);
         self.usage.add(usage);
-        if let Some(tokens) = &completion.tokens {
-            self.tokens.push(tokens.clone());
-        }
+        // One entry per model call, empty when the backend gave none: entry i is the i-th
+        // assistant turn's, so a turn without token data never takes another's.
+        self.tokens
+            .push(completion.tokens.clone().unwrap_or_default());
         self.finish_reasons.push(completion.finish_reason.clone());
         let mut reply = completion.message.clone();
         reply.agent = agent.map(str::to_string);

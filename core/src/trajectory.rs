@@ -187,8 +187,9 @@ pub struct TrajectoryRecord {
     /// The primary evaluation's verdict; false when there is none.
     pub success: bool,
     pub usage: Usage,
-    /// Per assistant turn, the prompt and completion token ids and per-token logprobs, when the
-    /// sampling asked for them (`logprobs = true`) and the backend gives them.
+    /// Per assistant turn (entry i is the i-th assistant message's, empty when that call gave
+    /// none), the prompt and completion token ids and per-token logprobs, when the sampling asked
+    /// for them (`logprobs = true`) and the backend gives them; empty when no turn had any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenDetail>,
     /// Why each model call stopped, in order (`stop`, `length`, `tool_calls`, ...), as the

@@ -1,6 +1,7 @@
-//! What looking at a run costs: `stats` (default grouping and by a task field), selection with
-//! the shorthands and with a jq `--where` filter, and `diff` of two scaffolds, over 100,000
-//! records like short multi-turn rollouts. `cargo bench -p trawl-tests --bench select`;
+//! What looking at a run and exporting it cost: `stats` (default grouping and by a task field),
+//! selection with the shorthands and with a jq `--where` filter, `diff` of two scaffolds, and
+//! every built-in training format, over 100,000 records like short multi-turn rollouts (three
+//! assistant turns with token ids, a tool schema). `cargo bench -p trawl-tests --bench select`;
 //! figures go in BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used)]
@@ -13,6 +14,7 @@ use trawl_core::export::{select, Selection};
 use trawl_core::filter::RecordFilter;
 use trawl_core::stats::{compute, compute_by, GroupKey};
 use trawl_core::{Message, TrajectoryRecord};
+use trawl_exporters as _;
 
 const RECORDS: usize = 100_000;
 
@@ -42,7 +44,15 @@ fn records() -> Vec<TrajectoryRecord> {
                     }
                 })
                 .collect();
-            r.success = i % 3 == 0;
+            r.tokens = (0..3)
+                .map(|j| trawl_core::model::TokenDetail {
+                    prompt_ids: (0..200 + 60 * j).collect(),
+                    completion_ids: (0..50).collect(),
+                    logprobs: vec![-0.5; 50],
+                })
+                .collect();
+            // Samples of a task differ: groups have variance, pairs can be made.
+            r.success = (i / 10_000 + i) % 3 == 0;
             r.reward = f64::from(u8::from(r.success));
             r.evaluations = vec![
                 Evaluation {
@@ -125,4 +135,60 @@ fn main() {
         diff(("a", &a), ("b", &b), &by)
     });
     assert_eq!(report.shared_units, 5000);
+
+    // Every format over every record, into a byte counter (the cost of formatting, not of a
+    // disk).
+    for (format, settings) in [
+        ("openai", serde_json::json!({})),
+        ("openai", serde_json::json!({"tools": "json"})),
+        ("sharegpt", serde_json::json!({})),
+        ("turns", serde_json::json!({})),
+        ("dpo", serde_json::json!({})),
+        ("grpo", serde_json::json!({})),
+        ("verl", serde_json::json!({})),
+        ("tokens", serde_json::json!({})),
+        ("trajectory", serde_json::json!({})),
+    ] {
+        let exporter = trawl_tests::exporter(format, &settings);
+        let mut out = Counter(0);
+        let label = format!(
+            "export {format} {}",
+            if settings == serde_json::json!({}) {
+                String::new()
+            } else {
+                settings.to_string()
+            }
+        );
+        let stats = timed(&label, || {
+            trawl_core::export::export_records(
+                &recs,
+                &Selection::default(),
+                exporter.as_ref(),
+                format,
+                &mut out,
+            )
+            .unwrap()
+        });
+        println!(
+            "{:<48} {:>8} examples, {:>7.1} MB",
+            "",
+            stats.total_sft_examples,
+            out.0 as f64 / 1e6
+        );
+        assert!(stats.total_sft_examples > 0);
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -454,14 +454,8 @@ pub async fn run_experiment(
     .await
 }
 
-/// Exports `records` with the built-in exporter `format` (and its settings) in memory; returns
-/// the JSON lines it wrote.
-pub fn export_lines(
-    records: &[trawl_core::TrajectoryRecord],
-    format: &str,
-    settings: Value,
-    success_only: bool,
-) -> Vec<Value> {
+/// The built-in exporter `format`, built with `settings`.
+pub fn exporter(format: &str, settings: &Value) -> Arc<dyn trawl_core::Exporter> {
     let registry = trawl_core::Registry::builtin().expect("the built-in registry");
     let trawl_core::registry::Factory::Exporter(f) = registry
         .get(trawl_core::Role::Exporter, format)
@@ -471,7 +465,18 @@ pub fn export_lines(
     else {
         panic!("`{format}` is not an exporter")
     };
-    let exporter = f(&settings, &trawl_core::BuildContext::default()).expect("the exporter builds");
+    f(settings, &trawl_core::BuildContext::default()).expect("the exporter builds")
+}
+
+/// Exports `records` with the built-in exporter `format` (and its settings) in memory; returns
+/// the JSON lines it wrote.
+pub fn export_lines(
+    records: &[trawl_core::TrajectoryRecord],
+    format: &str,
+    settings: Value,
+    success_only: bool,
+) -> Vec<Value> {
+    let exporter = exporter(format, &settings);
     let selection = trawl_core::Selection {
         success_only,
         ..trawl_core::Selection::default()
@@ -722,4 +727,138 @@ pub fn plugin_libraries() -> &'static std::path::Path {
 /// underscores (`trawl_word_game`).
 pub fn plugin_library(name: &str) -> std::path::PathBuf {
     plugin_libraries().join(format!("lib{name}.so"))
+}
+
+/// The Python of a virtualenv with the trainers' libraries pinned in `tests/python/`
+/// (`datasets`, `pyarrow`, `transformers`, TRL), at `target/trainers-venv`: made with the
+/// system `python3 -m venv` and pip from PyPI the first time, reused after. `.ci/run` makes it
+/// before the tests; a developer's first `cargo test` makes it here.
+pub fn trainer_python() -> std::path::PathBuf {
+    static READY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let venv = root.join("../target/trainers-venv");
+            let python = venv.join("bin/python");
+            let stamp = venv.join("trawl-requirements.txt");
+            let wanted = ["requirements.txt", "requirements-nodeps.txt"]
+                .iter()
+                .map(|f| std::fs::read_to_string(root.join("python").join(f)).expect("tests/python requirements"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+                return python;
+            }
+            let run = |cmd: &mut std::process::Command| {
+                let out = cmd.output().expect("running python");
+                assert!(
+                    out.status.success(),
+                    "{cmd:?} failed:\n{}{}\n  hint: the trainer checks need python3 with venv (Debian: apt-get install python3-venv) and PyPI",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            let _ = std::fs::remove_dir_all(&venv);
+            run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            let pip = |args: &[&str], file: &str| {
+                let mut c = std::process::Command::new(&python);
+                c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                    .args(args)
+                    .arg("-r")
+                    .arg(root.join("python").join(file));
+                run(&mut c);
+            };
+            pip(&[], "requirements.txt");
+            pip(&["--no-deps"], "requirements-nodeps.txt");
+            std::fs::write(&stamp, wanted).expect("writing the venv stamp");
+            python
+        })
+        .clone()
+}
+
+/// Runs `tests/python/check_exports.py` on `files` (format, path) with the trainers' Python and
+/// the tokenizer of the GGUF model at `gguf`; returns its report, failing with its output.
+pub fn check_with_trainers(gguf: &std::path::Path, files: &[(&str, std::path::PathBuf)]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_exports.py");
+    let out = std::process::Command::new(trainer_python())
+        .arg(script)
+        .arg(gguf)
+        .args(files.iter().map(|(f, p)| format!("{f}={}", p.display())))
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .expect("running the trainer checks");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the trainers' libraries refused an export:\n{report}"
+    );
+    report
+}
+
+/// The math problems `trawl_math`'s generator makes for (`seed`, `levels`, `count`), as a
+/// config's `generator = { count, levels }` under `seed = ...` gets them, with their answers: a
+/// scripted policy looks its task up here to answer right or wrong on purpose.
+pub fn generated_answers(seed: u64, levels: &[u8], count: usize) -> Vec<(String, i64)> {
+    trawl_math::generator::generate(seed, levels, count)
+        .into_iter()
+        .filter_map(|t| {
+            let question = t.data["question"].as_str()?.to_string();
+            let answer = t.data["answer"].as_str()?.parse().ok()?;
+            Some((question, answer))
+        })
+        .collect()
+}
+
+/// A vLLM-like model for the math problems `answers` (see [`generated_answers`]): right on some
+/// samples of a task and wrong on others (by the request's seed, so groups have variance), a
+/// calculator call with a sentence beside it when tools are offered, and token ids and logprobs
+/// when asked (`return_token_ids`).
+pub fn seeded_math_policy(answers: &[(String, i64)], body: &Value) -> Reply {
+    let first = first_user_message(body);
+    let seed = body["seed"].as_u64().unwrap_or(0);
+    let n = answers
+        .iter()
+        .find(|(q, _)| first.contains(q.as_str()))
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let called = body["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+    let answer = if seed.is_multiple_of(3) { n + 1 } else { n };
+    let (message, finish) = if has_tools && !called {
+        (
+            json!({"role": "assistant", "content": "Let me compute that.", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "calculator", "arguments": json!({"expression": format!("{n}")}).to_string()}}
+            ]}),
+            "tool_calls",
+        )
+    } else {
+        (
+            json!({"role": "assistant", "content": format!("The answer is \\boxed{{{answer}}}.")}),
+            "stop",
+        )
+    };
+    let mut reply = json!({
+        "id": "chatcmpl-trainers",
+        "object": "chat.completion",
+        "model": "mock",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
+    });
+    if body["logprobs"] == true && body["return_token_ids"] == true {
+        let text = message["content"].as_str().unwrap_or("");
+        let ids: Vec<u32> = text.bytes().map(u32::from).collect();
+        reply["prompt_token_ids"] = json!(first.bytes().map(u32::from).collect::<Vec<_>>());
+        reply["choices"][0]["token_ids"] = json!(ids);
+        reply["choices"][0]["logprobs"] = json!({"content": ids.iter().map(|i| json!({"token": i.to_string(), "logprob": -0.25})).collect::<Vec<_>>()});
+    }
+    Reply::status(200, reply.to_string())
 }

@@ -299,9 +299,10 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
         Request::ExportFinish { handle } => match object(handle)? {
             Object::Exporter(e) => {
                 let mut bytes = Vec::new();
-                e.finish(&mut bytes)
+                let examples = e
+                    .finish(&mut bytes)
                     .map_err(|err| WireError::new(ErrorKind::Export, err.to_string()))?;
-                Ok(Reply::Exported { examples: 0, bytes })
+                Ok(Reply::Exported { examples, bytes })
             }
             _ => Err(wrong(handle, "exporter")),
         },

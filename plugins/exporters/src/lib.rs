@@ -10,16 +10,59 @@
 
 #![forbid(unsafe_code)]
 
+pub mod rl;
 pub mod swe;
+pub mod verl;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trawl_core::registry::{BuildContext, ComponentError, ExporterConfig};
 use trawl_core::{ExportError, Exporter, Message, MessageRole, TrajectoryRecord};
+
+/// How a format writes the tool schemas of a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolsStyle {
+    /// A list of OpenAI tool objects, as chat templates take them (TRL, transformers).
+    #[default]
+    Objects,
+    /// The same list as one JSON string. `datasets` infers one schema for a column, so a list of
+    /// objects gets every tool's parameters from every row, filled with nulls (datasets 4.x, the
+    /// version LLaMA-Factory pins); a string column is read as written.
+    Json,
+}
+
+impl ToolsStyle {
+    fn value(self, r: &TrajectoryRecord) -> Value {
+        match self {
+            ToolsStyle::Objects => json!(r.tools),
+            ToolsStyle::Json => json!(serde_json::to_string(&r.tools).unwrap_or_default()),
+        }
+    }
+}
+
+/// What a format counts beside its examples (see `Exporter::counts`).
+#[derive(Default)]
+pub(crate) struct Counts(Mutex<BTreeMap<String, usize>>);
+
+impl Counts {
+    pub(crate) fn add(&self, name: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(name.to_string()).or_insert(0) += n;
+    }
+
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 fn write_line(out: &mut dyn Write, value: &Value) -> Result<(), ExportError> {
     serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
@@ -99,11 +142,17 @@ pub struct OpenAiExporterConfig {
     /// In multi-agent rollouts, export only this agent's conversation (default: each agent's).
     #[serde(default)]
     pub agent: Option<String>,
+    /// `objects` (default) or `json`: the tool schemas as one JSON string.
+    #[serde(default)]
+    pub tools: ToolsStyle,
 }
 
 impl ExporterConfig for OpenAiExporterConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
-        Ok(Arc::new(OpenAiExporter { agent: self.agent }))
+        Ok(Arc::new(OpenAiExporter {
+            agent: self.agent,
+            tools: self.tools,
+        }))
     }
 }
 
@@ -117,6 +166,7 @@ trawl_core::register!(
 #[derive(Default)]
 pub struct OpenAiExporter {
     pub agent: Option<String>,
+    pub tools: ToolsStyle,
 }
 
 impl Exporter for OpenAiExporter {
@@ -125,7 +175,7 @@ impl Exporter for OpenAiExporter {
         for (agent, messages) in conversations(r, self.agent.as_deref()) {
             let mut line = serde_json::Map::new();
             line.insert("messages".into(), trawl_core::wire_messages(&messages));
-            line.insert("tools".into(), json!(r.tools));
+            line.insert("tools".into(), self.tools.value(r));
             line.extend(agent_metadata(r, agent.as_deref()));
             write_line(out, &Value::Object(line))?;
             written += 1;
@@ -145,7 +195,10 @@ pub struct ShareGptExporterConfig {
 
 impl ExporterConfig for ShareGptExporterConfig {
     fn build(self, _: &BuildContext) -> Result<Arc<dyn Exporter>, ComponentError> {
-        Ok(Arc::new(ShareGptExporter { agent: self.agent }))
+        Ok(Arc::new(ShareGptExporter {
+            agent: self.agent,
+            counts: Counts::default(),
+        }))
     }
 }
 
@@ -159,6 +212,7 @@ trawl_core::register!(
 #[derive(Default)]
 pub struct ShareGptExporter {
     pub agent: Option<String>,
+    counts: Counts,
 }
 
 /// A tool call as LLaMA-Factory's `function_call` turns spell it: `{"name", "arguments"}`, the
@@ -258,8 +312,28 @@ impl Exporter for ShareGptExporter {
         let mut written = 0;
         for (agent, messages) in conversations(r, self.agent.as_deref()) {
             let Some(turns) = sharegpt_turns(&messages).filter(|t| !t.is_empty()) else {
+                self.counts.add("conversations_unrepresentable", 1);
                 continue;
             };
+            // A `function_call` turn holds the calls only: the text a reply wrote beside its
+            // calls, and reasoning, have no place in the format. Counted, never silently lost.
+            let replies = || messages.iter().filter(|m| m.role == MessageRole::Assistant);
+            self.counts.add(
+                "tool_call_text_dropped",
+                replies()
+                    .filter(|m| !m.tool_calls.is_empty() && !m.text().trim().is_empty())
+                    .count(),
+            );
+            self.counts.add(
+                "reasoning_dropped",
+                replies()
+                    .filter(|m| {
+                        m.reasoning_content
+                            .as_deref()
+                            .is_some_and(|t| !t.trim().is_empty())
+                    })
+                    .count(),
+            );
             let system = messages
                 .iter()
                 .filter(|m| m.role == MessageRole::System)
@@ -291,6 +365,10 @@ impl Exporter for ShareGptExporter {
             written += 1;
         }
         Ok(written)
+    }
+
+    fn counts(&self) -> BTreeMap<String, usize> {
+        self.counts.snapshot()
     }
 }
 

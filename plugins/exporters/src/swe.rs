@@ -350,11 +350,11 @@ impl Exporter for PredsExporter {
         Ok(1)
     }
 
-    fn finish(&self, out: &mut dyn Write) -> Result<(), ExportError> {
+    fn finish(&self, out: &mut dyn Write) -> Result<usize, ExportError> {
         let preds = self.preds.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_writer_pretty(&mut *out, &*preds).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;
-        Ok(())
+        Ok(0)
     }
 }
 

@@ -247,11 +247,11 @@ impl Exporter for PluginExporter {
         self.bytes(request, &record.key.to_string(), out)
     }
 
-    fn finish(&self, out: &mut dyn Write) -> Result<(), ExportError> {
+    fn finish(&self, out: &mut dyn Write) -> Result<usize, ExportError> {
         let request = Request::ExportFinish {
             handle: self.handle,
         };
-        self.bytes(request, "(end of export)", out).map(drop)
+        self.bytes(request, "(end of export)", out)
     }
 }
 

@@ -54,6 +54,12 @@ pub struct OpenAiConfig {
     /// Extra fields merged into every request body (`chat_template_kwargs`, `repetition_penalty`, ...).
     #[serde(default)]
     pub extra_body: Map<String, Value>,
+    /// With `logprobs = true` sampling, also ask for the prompt's and the reply's token ids
+    /// (`return_token_ids: true`, vLLM 0.10.2 and later). Off by default: servers that do not
+    /// know the field (OpenAI's own) refuse the request. llama.cpp's server gives the reply's ids
+    /// in its logprobs without it.
+    #[serde(default)]
+    pub return_token_ids: bool,
 }
 
 fn default_max_response_bytes() -> u64 {
@@ -154,6 +160,7 @@ impl ModelConfig for OpenAiConfig {
             tool_choice: (self.tool_choice != "omit").then_some(self.tool_choice),
             max_response_bytes: self.max_response_bytes,
             extra_body: self.extra_body,
+            return_token_ids: self.return_token_ids,
         };
         Ok(Arc::new(Retry::new(model, retry)))
     }
@@ -177,6 +184,7 @@ pub struct OpenAiModel {
     tool_choice: Option<String>,
     max_response_bytes: u64,
     extra_body: Map<String, Value>,
+    return_token_ids: bool,
 }
 
 impl OpenAiModel {
@@ -208,6 +216,10 @@ impl OpenAiModel {
         put("seed", s.seed.map(Value::from));
         put("stop", (!s.stop.is_empty()).then(|| json!(s.stop)));
         put("logprobs", s.logprobs.then_some(Value::Bool(true)));
+        put(
+            "return_token_ids",
+            (s.logprobs && self.return_token_ids).then_some(Value::Bool(true)),
+        );
         for (k, v) in &self.extra_body {
             b.insert(k.clone(), v.clone());
         }
@@ -293,18 +305,49 @@ pub fn parse_completion(body: &str) -> Result<Completion, ModelError> {
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
-    let logprobs: Vec<f32> = choice
+    let items: &[Value] = choice
         .get("logprobs")
         .and_then(|l| l.get("content"))
         .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
-                .map(|x| x as f32)
-                .collect()
-        })
+        .map(Vec::as_slice)
         .unwrap_or_default();
+    let logprobs: Vec<f32> = items
+        .iter()
+        .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+        .map(|x| x as f32)
+        .collect();
+    let ids = |v: Option<&Value>| -> Vec<u32> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // vLLM (`return_token_ids`): the prompt's ids beside the choices, the reply's in the choice.
+    let prompt_ids = ids(v.get("prompt_token_ids"));
+    let mut completion_ids = ids(choice.get("token_ids"));
+    if completion_ids.is_empty() {
+        // llama.cpp's server: each logprob entry carries its token's `id`. Taken only when every
+        // entry has one, so ids and logprobs stay aligned.
+        let from_items: Vec<u32> = items
+            .iter()
+            .filter_map(|t| {
+                t.get("id")
+                    .and_then(Value::as_u64)
+                    .and_then(|x| u32::try_from(x).ok())
+            })
+            .collect();
+        if from_items.len() == items.len() {
+            completion_ids = from_items;
+        }
+    }
+    let tokens = TokenDetail {
+        prompt_ids,
+        completion_ids,
+        logprobs,
+    };
     Ok(Completion {
         message,
         finish_reason,
@@ -313,10 +356,7 @@ pub fn parse_completion(body: &str) -> Result<Completion, ModelError> {
             completion_tokens: count("completion_tokens"),
             model_calls: 1,
         },
-        tokens: (!logprobs.is_empty()).then(|| TokenDetail {
-            logprobs,
-            ..TokenDetail::default()
-        }),
+        tokens: (!tokens.is_empty()).then_some(tokens),
     })
 }
 
@@ -488,6 +528,35 @@ mod tests {
     }
 
     #[test]
+    fn token_ids_come_from_vllm_fields_or_llama_cpp_logprob_ids() {
+        let message = json!({"role": "assistant", "content": "hi there"});
+        let vllm = json!({
+            "prompt_token_ids": [1, 2, 3],
+            "choices": [{"message": message, "finish_reason": "stop", "token_ids": [7, 8],
+                "logprobs": {"content": [{"token": "hi", "logprob": -0.5}, {"token": " there", "logprob": -1.0}]}}],
+        });
+        let t = parse_completion(&vllm.to_string()).unwrap().tokens.unwrap();
+        assert_eq!(
+            (t.prompt_ids, t.completion_ids, t.logprobs),
+            (vec![1, 2, 3], vec![7, 8], vec![-0.5, -1.0])
+        );
+        let llama_cpp = json!({
+            "choices": [{"message": message, "finish_reason": "stop",
+                "logprobs": {"content": [{"id": 9, "token": "hi", "logprob": -0.5}, {"id": 10, "token": " there", "logprob": -1.0}]}}],
+        });
+        let t = parse_completion(&llama_cpp.to_string())
+            .unwrap()
+            .tokens
+            .unwrap();
+        assert_eq!((t.prompt_ids.len(), t.completion_ids), (0, vec![9, 10]));
+        let plain = json!({"choices": [{"message": message, "finish_reason": "stop"}]});
+        assert!(parse_completion(&plain.to_string())
+            .unwrap()
+            .tokens
+            .is_none());
+    }
+
+    #[test]
     fn request_body_carries_sampling_and_extras() {
         let m = OpenAiModel {
             client: reqwest::Client::new(),
@@ -500,6 +569,7 @@ mod tests {
             extra_body: [("repetition_penalty".to_string(), json!(1.1))]
                 .into_iter()
                 .collect(),
+            return_token_ids: true,
         };
         let req = CompletionRequest {
             messages: vec![Message::user("hi")],
@@ -517,5 +587,14 @@ mod tests {
         assert_eq!(b["stop"][0], "\n");
         assert_eq!(b["repetition_penalty"], 1.1);
         assert!(b.get("tools").is_none() && b.get("top_p").is_none());
+        // Token ids are asked for only with logprobs.
+        assert!(b.get("return_token_ids").is_none());
+        let mut with_logprobs = req.clone();
+        with_logprobs.sampling.logprobs = true;
+        let b = m.request_body(&with_logprobs);
+        assert_eq!(
+            (&b["logprobs"], &b["return_token_ids"]),
+            (&json!(true), &json!(true))
+        );
     }
 }
