@@ -279,3 +279,36 @@ async fn a_panicking_rollout_leaves_no_container() {
     }
     assert!(containers_of("swe-test-panic").is_empty());
 }
+
+/// The `ticks` style writes an imported SWE-agent trajectory's actions as SWE-agent recorded
+/// them, not re-spelled from the tool call's arguments.
+#[test]
+fn ticks_keep_swe_agents_recorded_command_syntax() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../shared/fixtures/swe-agent/marshmallow-code__marshmallow-1867.function_calling.traj",
+    );
+    let r = trawl_swe::import::import_file(&file, &trawl_swe::import::Extra::default()).unwrap();
+    let lines = trawl_tests::export_lines(
+        &[r],
+        "swe_smith",
+        serde_json::json!({"style": "ticks"}),
+        false,
+    );
+    let replies: Vec<&str> = lines[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert!(
+        replies
+            .iter()
+            .any(|c| c.contains("```\nfind_file fields.py src\n```")),
+        "{replies:#?}"
+    );
+    assert!(replies
+        .iter()
+        .any(|c| c.contains("open \"src/marshmallow/fields.py\" 1474")));
+    assert!(!replies.iter().any(|c| c.contains("--file_name")));
+}

@@ -154,9 +154,45 @@ fn join(thought: &str, action: &str) -> String {
     }
 }
 
-/// The conversation in `style`.
-fn render(messages: &[Message], tools: &[ToolSchema], style: Style) -> Vec<Value> {
+/// The command lines a record's steps hold as they were run (an imported SWE-agent trajectory
+/// keeps each action exactly as SWE-agent wrote it: `find_file fields.py src`), one per action,
+/// when there is one for every action of the conversation; else none.
+fn recorded_commands(r: &TrajectoryRecord) -> Vec<String> {
+    let actions = r
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == MessageRole::Assistant)
+        .map(|(n, m)| read_assistant(m, n).1.len())
+        .sum::<usize>();
+    let commands: Vec<String> = r
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            trawl_core::environment::Action::Shell { command } if !command.trim().is_empty() => {
+                Some(command.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if commands.len() == actions && commands.len() == r.steps.len() {
+        commands
+    } else {
+        Vec::new()
+    }
+}
+
+/// The conversation in `style`. `recorded` holds each action's command line as it was run, when
+/// known (see [`recorded_commands`]); the `ticks` style writes those rather than spelling the
+/// call anew.
+fn render(
+    messages: &[Message],
+    tools: &[ToolSchema],
+    style: Style,
+    recorded: &[String],
+) -> Vec<Value> {
     let mut out = Vec::new();
+    let mut action_no = 0usize;
     let mut pending_ids: Vec<String> = Vec::new();
     for (n, m) in messages.iter().enumerate() {
         match m.role {
@@ -170,6 +206,9 @@ fn render(messages: &[Message], tools: &[ToolSchema], style: Style) -> Vec<Value
             MessageRole::Assistant => {
                 let (thought, acts) = read_assistant(m, n);
                 pending_ids = acts.iter().map(|a| a.id.clone()).collect();
+                let first_action = action_no;
+                action_no += acts.len();
+                let action_no = first_action;
                 match style {
                     Style::Tool => {
                         let mut msg = json!({"role": "assistant", "content": thought});
@@ -194,7 +233,14 @@ fn render(messages: &[Message], tools: &[ToolSchema], style: Style) -> Vec<Value
                     Style::Ticks => {
                         let blocks: Vec<String> = acts
                             .iter()
-                            .map(|a| render_fenced("", &command_line(a)))
+                            .enumerate()
+                            .map(|(k, a)| {
+                                let line = recorded
+                                    .get(action_no + k)
+                                    .cloned()
+                                    .unwrap_or_else(|| command_line(a));
+                                render_fenced("", &line)
+                            })
                             .collect();
                         out.push(json!({"role": "assistant", "content": join(&thought, &blocks.join("\n"))}));
                     }
@@ -275,7 +321,7 @@ fn instance_id<'r>(r: &'r TrajectoryRecord, format: &str) -> Result<&'r str, Exp
 impl Exporter for SweSmithExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
         let id = instance_id(r, "swe_smith")?;
-        let messages = render(&r.messages, &r.tools, self.style);
+        let messages = render(&r.messages, &r.tools, self.style, &recorded_commands(r));
         let mut line = Map::new();
         if self.style == Style::Tool {
             line.insert("tools".into(), json!(tools_for(&messages, &r.tools)));
@@ -383,7 +429,7 @@ mod tests {
             "run",
             json!({"type": "object"}),
         )];
-        let xml = render(&msgs, &tools, Style::Xml);
+        let xml = render(&msgs, &tools, Style::Xml, &[]);
         assert_eq!(
             xml[2]["content"],
             "THOUGHT: look.\n\n<function=bash>\n<parameter=command>ls -la</parameter>\n</function>"
@@ -393,9 +439,9 @@ mod tests {
             .unwrap_or("")
             .contains("<function=TOOL_NAME>"));
         assert_eq!(xml[3]["role"], "user");
-        let ticks = render(&msgs, &tools, Style::Ticks);
+        let ticks = render(&msgs, &tools, Style::Ticks, &[]);
         assert_eq!(ticks[2]["content"], "THOUGHT: look.\n\n```\nls -la\n```");
-        let tool = render(&msgs, &tools, Style::Tool);
+        let tool = render(&msgs, &tools, Style::Tool, &[]);
         assert_eq!(tool[2]["tool_calls"][0]["function"]["name"], "bash");
         assert_eq!(tool[3]["role"], "tool");
         assert_eq!(tool[3]["tool_call_id"], tool[2]["tool_calls"][0]["id"]);
