@@ -250,12 +250,17 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             skipped += 1;
             continue;
         }
-        let stem = import::file_instance_id(f);
+        // The instance id is the trajectory's own (SWE-agent's replay config, mini-swe-agent's
+        // `instance_id`), not its file name: read it first, then import with what is known of it.
+        let id = import::import_file(f, &Extra::default())
+            .map_err(crate::input)?
+            .key
+            .task;
         let mut record = import::import_file(
             f,
             &Extra {
-                instance: known.get(&stem),
-                report: reports.get(&stem).cloned(),
+                instance: known.get(&id),
+                report: reports.get(&id).cloned(),
                 model: args.model.clone(),
             },
         )

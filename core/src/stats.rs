@@ -297,6 +297,10 @@ pub struct GroupStats {
     pub exit_statuses: BTreeMap<String, u64>,
     pub infra_errors: u64,
     pub interrupted: u64,
+    /// Finished rollouts no evaluator scored (imported without a report): counted in
+    /// `rollouts`' turns and tokens, left out of success, reward and pass@k.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unscored: u64,
     /// Every evaluator's own verdicts, in the order they first appear.
     pub evaluators: Vec<EvaluatorStats>,
 }
@@ -328,6 +332,10 @@ pub struct RunStats {
 }
 
 /// Computes the run's metrics by environment × scaffold × model.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub fn compute(records: &[TrajectoryRecord]) -> RunStats {
     compute_by(records, &GroupKey::DEFAULT)
 }
@@ -422,17 +430,23 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
         let count = |s: crate::trajectory::ExitStatus| {
             cell.iter().filter(|r| r.outcome.exit_status == s).count() as u64
         };
-        let n = finished.len() as u64;
-        let successes = finished.iter().filter(|r| r.success).count() as u64;
-        let rewards: Vec<f64> = finished.iter().map(|r| r.reward).collect();
+        // Rates are over scored rollouts: an unscored one (an imported trajectory without a
+        // harness report) is no failure. Turns, tokens and exit statuses cover every one.
+        let scored: Vec<&TrajectoryRecord> =
+            finished.iter().copied().filter(|r| r.is_scored()).collect();
+        let n = scored.len() as u64;
+        let successes = scored.iter().filter(|r| r.success).count() as u64;
+        let rewards: Vec<f64> = scored.iter().map(|r| r.reward).collect();
         let mut per_task: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
         let mut exit_statuses = BTreeMap::new();
         for r in &finished {
-            let e = per_task
-                .entry((&r.key.environment, &r.key.task))
-                .or_insert((0, 0));
-            e.0 += 1;
-            e.1 += u64::from(r.success);
+            if r.is_scored() {
+                let e = per_task
+                    .entry((&r.key.environment, &r.key.task))
+                    .or_insert((0, 0));
+                e.0 += 1;
+                e.1 += u64::from(r.success);
+            }
             *exit_statuses
                 .entry(r.outcome.exit_status.to_string())
                 .or_insert(0) += 1;
@@ -452,8 +466,12 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
                 .zip(values)
                 .map(|(k, v)| (k.name(), serde_json::Value::String(v)))
                 .collect(),
-            rollouts: n,
-            tasks: per_task.len() as u64,
+            rollouts: finished.len() as u64,
+            tasks: finished
+                .iter()
+                .map(|r| (&r.key.environment, &r.key.task))
+                .collect::<std::collections::HashSet<_>>()
+                .len() as u64,
             successes,
             success: Rate::of(successes, n),
             reward: Mean::of(&rewards),
@@ -465,6 +483,7 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
             exit_statuses,
             infra_errors: count(crate::trajectory::ExitStatus::InfraError),
             interrupted: count(crate::trajectory::ExitStatus::Interrupted),
+            unscored: finished.len() as u64 - n,
             evaluators: evaluator_stats(&finished),
         });
     }
@@ -819,6 +838,12 @@ impl RunStats {
                 out.push_str(&format!(
                     "  excluded        {} infra errors, {} interrupted\n",
                     g.infra_errors, g.interrupted
+                ));
+            }
+            if g.unscored > 0 {
+                out.push_str(&format!(
+                    "  unscored        {} (no evaluator scored them: left out of the rates)\n",
+                    g.unscored
                 ));
             }
         }

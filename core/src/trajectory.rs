@@ -207,6 +207,13 @@ impl TrajectoryRecord {
         self.outcome.exit_status.is_final()
     }
 
+    /// Whether any evaluator scored this rollout. trawl's own finished rollouts always are (one
+    /// that none could score is an infrastructure error); an imported trajectory without a
+    /// harness report is not: it is no failure, and success rates leave it out.
+    pub fn is_scored(&self) -> bool {
+        !self.evaluations.is_empty()
+    }
+
     /// Whether a reply was cut off by `max_tokens`: such a rollout is no success-only training
     /// example unless asked for (`--include-truncated`).
     pub fn truncated(&self) -> bool {

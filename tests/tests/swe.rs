@@ -312,3 +312,39 @@ fn ticks_keep_swe_agents_recorded_command_syntax() {
         .any(|c| c.contains("open \"src/marshmallow/fields.py\" 1474")));
     assert!(!replies.iter().any(|c| c.contains("--file_name")));
 }
+
+/// The `xml` style's system prompt describes the `<function=...>` calls its replies make, also
+/// for a text-based trajectory whose own prompt taught fenced commands.
+#[test]
+fn xml_system_prompts_describe_the_calls_the_replies_make() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/swe-agent/pydicom__pydicom-1458.traj");
+    let r = trawl_swe::import::import_file(&file, &trawl_swe::import::Extra::default()).unwrap();
+    assert!(
+        r.messages.iter().all(|m| m.tool_calls.is_empty()),
+        "a text-based trajectory"
+    );
+    let lines = trawl_tests::export_lines(
+        &[r],
+        "swe_smith",
+        serde_json::json!({"style": "xml"}),
+        false,
+    );
+    let messages = lines[0]["messages"].as_array().unwrap();
+    let system = messages[0]["content"].as_str().unwrap();
+    let calls: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["content"].as_str())
+        .filter_map(|c| c.split("<function=").nth(1))
+        .filter_map(|c| c.split('>').next())
+        .collect();
+    assert!(!calls.is_empty());
+    assert!(system.contains("<function=TOOL_NAME>"), "{system}");
+    for name in &calls {
+        assert!(
+            system.contains(&format!("\n- {name}: ")),
+            "{name} undescribed in:\n{system}"
+        );
+    }
+}

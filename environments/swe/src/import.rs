@@ -257,7 +257,14 @@ pub fn import_file(path: &Path, extra: &Extra<'_>) -> Result<TrajectoryRecord, S
             let model = replay["agent"]["model"]["name"]
                 .as_str()
                 .map(str::to_string);
-            (history.clone(), file_stem, model)
+            // The instance the run was given, as SWE-agent's replay config records it; the
+            // file name only when the trajectory predates replay configs.
+            let id = replay["problem_statement"]["id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .unwrap_or(file_stem);
+            (history.clone(), id, model)
         }
     };
     let Value::Array(items) = history else {

@@ -123,3 +123,47 @@ fn a_broken_file_names_itself_and_the_field() {
     let err = import_file(&p, &Extra::default()).expect_err("bad json");
     assert!(err.contains("x.traj.json:2:"), "{err}");
 }
+
+#[test]
+fn ids_come_from_the_trajectory_and_unreported_imports_are_unscored() {
+    // Renamed on disk: the instance id still comes from SWE-agent's replay config.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let renamed = dir.path().join("run-7.traj");
+    std::fs::copy(
+        fixtures().join("swe-agent/marshmallow-code__marshmallow-1867.function_calling.traj"),
+        &renamed,
+    )
+    .expect("copy");
+    let r = import_file(&renamed, &Extra::default()).expect("import");
+    assert_eq!(r.key.task, "marshmallow-code__marshmallow-1867");
+    assert_eq!(
+        r.task.data["instance_id"],
+        "marshmallow-code__marshmallow-1867"
+    );
+    // mini-swe-agent names its instance inside the file too.
+    let mini_copy = dir.path().join("whatever.traj.json");
+    std::fs::copy(
+        fixtures().join("mini-swe-agent/toolcall.traj.json"),
+        &mini_copy,
+    )
+    .expect("copy");
+    assert_eq!(
+        import_file(&mini_copy, &Extra::default())
+            .expect("import")
+            .key
+            .task,
+        "inst-0141"
+    );
+
+    // Without a report nobody scored it: no failure, and out of the success rate.
+    assert!(!r.is_scored());
+    let stats = trawl_core::stats::compute(std::slice::from_ref(&r));
+    let g = &stats.groups[0];
+    assert_eq!((g.rollouts, g.unscored, g.successes), (1, 1, 0));
+    assert!(g.success.is_none() && g.reward.is_none(), "{:?}", g.success);
+    assert!(
+        stats.render().contains("unscored        1"),
+        "{}",
+        stats.render()
+    );
+}

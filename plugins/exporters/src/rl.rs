@@ -130,6 +130,12 @@ impl Collector {
 
     /// Adds `r`'s conversations to their groups (no example is written yet).
     pub fn add(&self, r: &TrajectoryRecord) -> Result<usize, ExportError> {
+        // A rollout no evaluator scored has no reward to compare (an imported trajectory
+        // without a harness report): counted, never grouped as a 0.
+        if !r.is_scored() {
+            self.counts.add("unscored", 1);
+            return Ok(0);
+        }
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let empty = groups.add(r, self.agent.as_deref(), self.tools);
         self.counts.add("conversations_without_reply", empty);

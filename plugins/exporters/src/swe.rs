@@ -198,8 +198,24 @@ fn render(
         match m.role {
             MessageRole::System => {
                 let mut text = m.text().to_string();
-                if style == Style::Xml && !tools.is_empty() && !text.contains("<function=") {
-                    text = format!("{text}\n\n{}", xml_tool_docs(tools));
+                // The xml style's replies call tools as `<function=...>` whatever format the
+                // trajectory used: its system prompt says so, naming every tool the replies call
+                // (a text-based trajectory's shell commands become `bash` calls).
+                if style == Style::Xml && !text.contains("<function=") {
+                    let called: Vec<String> = messages
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| m.role == MessageRole::Assistant)
+                        .flat_map(|(n, m)| read_assistant(m, n).1)
+                        .map(|a| a.name)
+                        .collect();
+                    let described = with_called(tools, called.iter().map(String::as_str));
+                    if !described.is_empty() {
+                        text = format!(
+                            "{text}\n\nWrite every action as a function call in the format below; it replaces any other action format described above.\n\n{}",
+                            xml_tool_docs(&described)
+                        );
+                    }
                 }
                 out.push(json!({"role": "system", "content": text}));
             }
@@ -281,22 +297,30 @@ fn render(
 /// The record's tool schemas, plus one for each tool the rendered calls use that it lacks (a
 /// text-mode trajectory's shell actions become `bash` calls).
 fn tools_for(messages: &[Value], tools: &[ToolSchema]) -> Vec<ToolSchema> {
+    with_called(
+        tools,
+        messages
+            .iter()
+            .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
+            .filter_map(|c| c["function"]["name"].as_str()),
+    )
+}
+
+/// `tools` and a schema for each tool in `called` it lacks (`bash` with its `command`).
+fn with_called<'a>(tools: &[ToolSchema], called: impl Iterator<Item = &'a str>) -> Vec<ToolSchema> {
     let mut out = tools.to_vec();
-    for m in messages {
-        for c in m["tool_calls"].as_array().into_iter().flatten() {
-            let name = c["function"]["name"].as_str().unwrap_or_default();
-            if !name.is_empty() && !out.iter().any(|t| t.name() == name) {
-                let params = if name == "bash" {
-                    json!({"type": "object", "properties": {"command": {"type": "string", "description": "the shell command"}}, "required": ["command"]})
-                } else {
-                    json!({"type": "object"})
-                };
-                out.push(ToolSchema::function(
-                    name,
-                    "a tool the trajectory called",
-                    params,
-                ));
-            }
+    for name in called {
+        if !name.is_empty() && !out.iter().any(|t| t.name() == name) {
+            let params = if name == "bash" {
+                json!({"type": "object", "properties": {"command": {"type": "string", "description": "the shell command"}}, "required": ["command"]})
+            } else {
+                json!({"type": "object"})
+            };
+            out.push(ToolSchema::function(
+                name,
+                "a tool the trajectory called",
+                params,
+            ));
         }
     }
     out
