@@ -1130,6 +1130,19 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
                 b.outcome.submission = artifacts.submission;
             }
             b.outcome.artifacts = artifacts.extra;
+            // Step rewards are kept only when there is one for every step: a partial list
+            // could not say which step earned what.
+            if artifacts.step_rewards.len() == transcript.steps.len() {
+                for (step, reward) in transcript.steps.iter_mut().zip(&artifacts.step_rewards) {
+                    step.reward = Some(*reward);
+                }
+            } else if !artifacts.step_rewards.is_empty() {
+                tracing::warn!(
+                    steps = transcript.steps.len(),
+                    rewards = artifacts.step_rewards.len(),
+                    "the environment gave step rewards that do not match the steps; not recorded"
+                );
+            }
             if !transcript.artifacts.is_empty() {
                 let mut merged = match std::mem::take(&mut b.outcome.artifacts) {
                     serde_json::Value::Object(m) => m,

@@ -91,6 +91,12 @@ pub struct Artifacts {
     /// Anything else (final database state, diff statistics, ...).
     #[serde(default)]
     pub extra: Value,
+    /// The reward of each step (action) of the episode, in order, when the environment gives
+    /// rewards step by step (a question that uncovered a detail, a terminal reward on the last
+    /// step): one per step or none. Recorded on the record's steps; the `turns` export sums them
+    /// per reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_rewards: Vec<f64>,
 }
 
 /// Errors of environments and episodes. All of them are infrastructure failures: they are never

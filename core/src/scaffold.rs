@@ -150,6 +150,12 @@ impl Transcript {
             started_ms,
             duration_ms: t.elapsed().as_millis() as u64,
             exit_code: observation.exit_code,
+            reply: self
+                .messages
+                .iter()
+                .rposition(|m| m.role == crate::message::Role::Assistant)
+                .and_then(|i| u32::try_from(i).ok()),
+            reward: None,
         });
         Ok(observation)
     }

@@ -101,8 +101,11 @@ pub fn observation() -> impl Strategy<Value = Observation> {
 }
 
 pub fn artifacts() -> impl Strategy<Value = Artifacts> {
-    (proptest::option::of("\\PC{0,40}"), json_value())
-        .prop_map(|(submission, extra)| Artifacts { submission, extra })
+    (proptest::option::of("\\PC{0,40}"), json_value()).prop_map(|(submission, extra)| Artifacts {
+        submission,
+        extra,
+        step_rewards: Vec::new(),
+    })
 }
 
 pub fn task() -> impl Strategy<Value = Task> {
@@ -154,7 +157,7 @@ prop_compose! {
             steps: actions
                 .into_iter()
                 .enumerate()
-                .map(|(i, action)| Step { index: i as u32, action, observation: "ok".into(), started_ms: i as u64, duration_ms: 1, exit_code: None })
+                .map(|(i, action)| Step { index: i as u32, action, observation: "ok".into(), started_ms: i as u64, duration_ms: 1, exit_code: None, reply: None, reward: None })
                 .collect(),
             outcome: Outcome {
                 exit_status: status,

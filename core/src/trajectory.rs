@@ -143,6 +143,12 @@ pub struct Step {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The index in `messages` of the assistant message whose action this was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<u32>,
+    /// The environment's reward for this step, when it gives rewards step by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
 }
 
 /// When the episode ran.

@@ -79,6 +79,7 @@ def check_turns(path, tok):
     for row in ds:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
         assert is_conversational(row)
+        assert row["metadata"]["reward_scope"] in ("turn", "episode")
         for k in ("reward", "turn_idx", "env_name", "agent_name"):
             assert k in row["metadata"], k
     return f"{len(ds)} rows, one turn each"

@@ -143,6 +143,18 @@ async fn following_the_policy_succeeds_and_the_record_holds_the_whole_conversati
     assert_eq!(turns.len(), 6);
     assert_eq!(turns[5], 1.0);
     assert_eq!(turns[0], 0.0);
+    // Recorded on the steps, and the `turns` export gives the reward to the reply that took
+    // the last step, 0 to the others.
+    assert_eq!(r.steps.len(), 6);
+    assert_eq!(r.steps[5].reward, Some(1.0));
+    let rows = trawl_tests::export_lines(std::slice::from_ref(&r), "turns", json!({}), false);
+    let rewards: Vec<f64> = rows
+        .iter()
+        .map(|l| l["metadata"]["reward"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rewards.iter().sum::<f64>(), 1.0, "{rewards:?}");
+    assert_eq!(rewards.last(), Some(&1.0), "{rewards:?}");
+    assert!(rows.iter().all(|l| l["metadata"]["reward_scope"] == "turn"));
 
     // The openai exporter writes the whole multi-turn conversation, tool calls and schemas.
     let sharegpt = trawl_tests::export_lines(std::slice::from_ref(&r), "sharegpt", json!({}), true);

@@ -15,6 +15,7 @@ use trawl_core::{Message, Sampling};
 use trawl_tests::{Reply, ScriptedServer};
 
 use trawl_chat as _;
+use trawl_exporters as _;
 use trawl_openai as _;
 use trawl_tool_calling as _;
 use trawl_usersim as _;
@@ -207,6 +208,37 @@ async fn asking_about_every_detail_succeeds_with_the_full_reward() {
             .len(),
         4
     );
+}
+
+/// The `turns` export gives each reply the reward its question earned, not the episode's: a
+/// question about nothing the user has in mind earns only the step penalty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_carry_each_questions_own_reward() {
+    let r = intention_run(
+        asker(&[
+            "Do you like pineapple?",
+            "Where would you like to go?",
+            "What budget do you have in mind?",
+        ]),
+        "",
+    )
+    .await;
+    assert!(r.reward > 0.0);
+    let rows = trawl_tests::export_lines(std::slice::from_ref(&r), "turns", json!({}), false);
+    let rewards: Vec<f64> = rows
+        .iter()
+        .map(|l| l["metadata"]["reward"].as_f64().unwrap())
+        .collect();
+    assert!(rows.iter().all(|l| l["metadata"]["reward_scope"] == "turn"));
+    assert!(rows
+        .iter()
+        .all(|l| l["metadata"]["episode_reward"].as_f64() == Some(r.reward)));
+    // Three questions, then [finish] (a step that earns nothing).
+    assert_eq!(rewards.len(), 4, "{rewards:?}");
+    assert!((rewards[0] - -0.01).abs() < 1e-9, "{rewards:?}");
+    assert!((rewards[1] - 0.99).abs() < 1e-9, "{rewards:?}");
+    assert!((rewards[2] - 0.99).abs() < 1e-9, "{rewards:?}");
+    assert_eq!(rewards[3], 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -700,6 +700,7 @@ impl Episode for CodeEpisode {
         Ok(Artifacts {
             submission: self.last_answer.clone(),
             extra: Value::Null,
+            ..Artifacts::default()
         })
     }
 }

@@ -385,6 +385,7 @@ impl Episode for MathEpisode {
         Ok(Artifacts {
             submission: self.last_answer.clone(),
             extra: Value::Null,
+            ..Artifacts::default()
         })
     }
 }

@@ -291,6 +291,8 @@ pub fn import_file(path: &Path, extra: &Extra<'_>) -> Result<TrajectoryRecord, S
                         started_ms: 0,
                         duration_ms: (s["execution_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64,
                         exit_code: None,
+                        reply: None,
+                        reward: None,
                     })
                     .collect()
             })
@@ -309,6 +311,8 @@ pub fn import_file(path: &Path, extra: &Extra<'_>) -> Result<TrajectoryRecord, S
                 started_ms: 0,
                 duration_ms: 0,
                 exit_code: None,
+                reply: None,
+                reward: None,
             })
             .collect(),
     };

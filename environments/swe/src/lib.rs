@@ -958,6 +958,7 @@ impl Episode for SweEpisode {
         Ok(Artifacts {
             submission: Some(diff),
             extra: Value::Null,
+            ..Artifacts::default()
         })
     }
 }

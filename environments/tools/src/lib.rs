@@ -13,7 +13,9 @@
 //! - **The reward** (the `tau` evaluator) is the product of the task's `reward_basis`: `DB` (the
 //!   final database equals the one the expected actions produce from a fresh copy),
 //!   `COMMUNICATE` (each `communicate_info` string in the agent's messages) and `ACTION` (each
-//!   expected call made). Per-turn rewards (all zero but the last) are in the artifacts.
+//!   expected call made). Per-step rewards: every step earns 0 but the last, which earns the
+//!   episode's reward (`step_rewards`, recorded on the record's steps; `turn_rewards` in the
+//!   artifacts).
 //! - **A simulator failure** is an infrastructure error, never the agent's.
 
 pub mod domain;
@@ -419,9 +421,15 @@ impl Episode for ToolsEpisode {
         extra["tool_calls"] = json!(self.calls);
         extra["tool_errors"] = json!(self.errors);
         extra["turn_rewards"] = json!(turn_rewards);
+        // One per action taken: the task is scored at the end, so the last step earns it all.
+        let mut step_rewards = vec![0.0; self.steps as usize];
+        if let Some(last) = step_rewards.last_mut() {
+            *last = reward;
+        }
         Ok(Artifacts {
             submission: self.agent_messages.last().cloned(),
             extra,
+            step_rewards,
         })
     }
 }

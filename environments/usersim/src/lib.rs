@@ -16,7 +16,9 @@
 //!   an infrastructure error.
 //! - **Actions**: a question in plain text (an `[action]` prefix is accepted) or an `ask_user`
 //!   tool call; `[finish]` or the `finish` tool ends the conversation.
-//! - **Per-turn rewards** go into the artifacts (`turn_rewards`), for exporters that want them.
+//! - **Per-turn rewards**: each question's reward is its step's reward (`step_rewards`, recorded
+//!   on the record's steps; a finish or a malformed action earns 0), and the questions' rewards
+//!   are in the artifacts too (`turn_rewards`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -231,6 +233,7 @@ impl Environment for Usersim {
             multi_detail_penalty: self.multi_detail_penalty,
             steps: 0,
             turn_rewards: Vec::new(),
+            step_rewards: Vec::new(),
             ended: None,
         }))
     }
@@ -279,6 +282,9 @@ struct IntentionEpisode {
     multi_detail_penalty: f64,
     steps: u32,
     turn_rewards: Vec<f64>,
+    /// One per action, questions or not: what each step earned (0 for a finish or a malformed
+    /// action).
+    step_rewards: Vec<f64>,
     ended: Option<Ending>,
 }
 
@@ -354,6 +360,7 @@ impl Episode for IntentionEpisode {
     }
 
     async fn act(&mut self, action: &Action) -> Result<Observation, EnvironmentError> {
+        self.step_rewards.push(0.0);
         let text = match action {
             Action::Answer { text } | Action::Message { text } => text.clone(),
             Action::ToolCall { call } if call.function.name == "finish" => "[finish]".into(),
@@ -399,11 +406,11 @@ impl Episode for IntentionEpisode {
             .iter()
             .map(|&i| self.task.details[i].importance)
             .collect();
-        self.turn_rewards.push(step_reward(
-            &levels,
-            self.step_penalty,
-            self.multi_detail_penalty,
-        ));
+        let earned = step_reward(&levels, self.step_penalty, self.multi_detail_penalty);
+        self.turn_rewards.push(earned);
+        if let Some(last) = self.step_rewards.last_mut() {
+            *last = earned;
+        }
 
         let turn = match &self.user {
             Some(user) => user
@@ -458,6 +465,7 @@ impl Episode for IntentionEpisode {
                 "turn_rewards": self.turn_rewards,
                 "ended": self.ended,
             }),
+            step_rewards: self.step_rewards.clone(),
         })
     }
 }

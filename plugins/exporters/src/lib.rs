@@ -441,13 +441,42 @@ impl Exporter for TurnsExporter {
                 .and_then(|a| all_agents.iter().position(|x| x == a))
                 .unwrap_or(0);
             let agent_name = agent.clone().unwrap_or_else(|| r.key.scaffold.clone());
-            let reward = agent_reward(r, agent.as_deref());
+            let episode_reward = agent_reward(r, agent.as_deref());
+            // Where each message of this conversation sits in the record.
+            let positions: Vec<usize> = match &agent {
+                None => (0..r.messages.len()).collect(),
+                Some(a) => r
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.agent.as_deref() == Some(a.as_str()))
+                    .map(|(i, _)| i)
+                    .collect(),
+            };
+            let stepwise = r
+                .steps
+                .iter()
+                .any(|s| s.reward.is_some() && s.reply.is_some());
             for (turn_idx, (i, m)) in messages
                 .iter()
                 .enumerate()
                 .filter(|(_, m)| m.role == MessageRole::Assistant)
                 .enumerate()
             {
+                // The environment's rewards for the steps this reply took, when it gives
+                // rewards step by step; else the episode's reward, and the row says which.
+                let (reward, scope) = if stepwise {
+                    let at = positions.get(i).and_then(|p| u32::try_from(*p).ok());
+                    let earned: f64 = r
+                        .steps
+                        .iter()
+                        .filter(|s| s.reply.is_some() && s.reply == at)
+                        .filter_map(|s| s.reward)
+                        .sum();
+                    (earned, "turn")
+                } else {
+                    (episode_reward, "episode")
+                };
                 let line = json!({
                     "messages": [
                         {"role": "user", "content": turn_prompt(&messages[..i])},
@@ -457,6 +486,8 @@ impl Exporter for TurnsExporter {
                         "agent_name": agent_name,
                         "policy_name": r.key.model,
                         "reward": reward,
+                        "reward_scope": scope,
+                        "episode_reward": episode_reward,
                         "env_success": r.success,
                         "timestamp": r.timing.started_at,
                         "env_name": r.key.environment,

@@ -257,6 +257,7 @@ impl Episode for Game {
                 "max_guesses": self.max_guesses,
                 "history": self.history.iter().map(|(g, m)| json!({"guess": g, "marks": m})).collect::<Vec<_>>(),
             }),
+            ..Artifacts::default()
         })
     }
 }
