@@ -241,6 +241,14 @@ struct ExportArgs {
     /// The n-gram size of --decontaminate.
     #[arg(long, value_name = "N", default_value_t = 13)]
     decontaminate_ngram: usize,
+    /// Keep only tasks the model solves at least this often (the share of a task's scored
+    /// rollouts, per scaffold and model, that succeeded): 0.1 with --max-pass-rate 0.9 keeps
+    /// what it solves sometimes, not always or never.
+    #[arg(long, value_name = "RATE")]
+    min_pass_rate: Option<f64>,
+    /// Keep only tasks the model solves at most this often.
+    #[arg(long, value_name = "RATE")]
+    max_pass_rate: Option<f64>,
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -651,6 +659,32 @@ async fn run(
         summary.interrupted,
     );
     eprintln!("scoring: {}", summary.scoring);
+    if let Some(sm) = &summary.sampling {
+        eprintln!(
+            "sampling until {} succeed (at most {}): {} samples over {} task×scaffold×model cells ({:.2} per cell); {} reached {} successes, {} used all {}, {} unfinished",
+            sm.until_successes,
+            sm.max,
+            sm.samples,
+            sm.cells,
+            sm.samples as f64 / sm.cells.max(1) as f64,
+            sm.reached_successes,
+            sm.until_successes,
+            sm.reached_max,
+            sm.max,
+            sm.unfinished
+        );
+    }
+    if let Some(b) = config.max_total_tokens {
+        eprintln!(
+            "token budget: {} of {b} tokens used{}",
+            summary.tokens_used,
+            if summary.budget_spent {
+                "; spent: no more rollouts start (raise max_total_tokens and run again to go on)"
+            } else {
+                ""
+            }
+        );
+    }
     for s in &summary.skipped_combinations {
         eprintln!(
             "skipped {} × {}: {} ([matrix] skip_incompatible)",
@@ -691,9 +725,14 @@ async fn check(registry: &Registry, path: &Path, ping: bool) -> anyhow::Result<E
             other => input(other),
         })?;
     println!(
-        "{}: ok — {} rollouts: {} combination(s) × their tasks × {} sample(s)",
+        "{}: ok — {} rollouts{}: {} combination(s) × their tasks × {}",
         path.display(),
         report.rollouts,
+        if matches!(cfg.samples, trawl_core::config::Samples::Until { .. }) {
+            " at most"
+        } else {
+            ""
+        },
         report.combinations.len(),
         cfg.samples
     );
@@ -927,6 +966,14 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
             ))),
         }
     }
+    for (flag, v) in [
+        ("--min-pass-rate", args.min_pass_rate),
+        ("--max-pass-rate", args.max_pass_rate),
+    ] {
+        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            bail!(input(format!("{flag} must be a rate from 0 to 1")));
+        }
+    }
     let dedup = match args.dedup.as_deref() {
         None => None,
         Some("exact") => Some(trawl_core::hygiene::Dedup::Exact),
@@ -997,6 +1044,8 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         where_filter,
         decontaminate,
         dedup,
+        min_pass_rate: args.min_pass_rate,
+        max_pass_rate: args.max_pass_rate,
     };
     let mut settings = serde_json::Map::new();
     if let Some(a) = &args.agent {

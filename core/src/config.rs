@@ -112,8 +112,13 @@ impl EvaluatorSpec {
 pub struct ExperimentConfig {
     pub name: String,
     pub seed: u64,
-    /// Samples per (environment, scaffold, model, task).
-    pub samples: u32,
+    /// Samples per (environment, scaffold, model, task): a number, or sampling until enough
+    /// succeed (`{ max = 16, until_successes = 2 }`).
+    pub samples: Samples,
+    /// Stop starting rollouts once the run's rollouts (every session's) have used this many
+    /// tokens, prompt and completion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_total_tokens: Option<u64>,
     /// Most episodes in flight at once.
     pub concurrency: usize,
     /// Wall-time limit of one episode, in seconds.
@@ -144,6 +149,41 @@ pub struct ExperimentConfig {
     pub base_dir: PathBuf,
 }
 
+/// How many rollouts each (environment, scaffold, model, task) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Samples {
+    /// Exactly this many (`samples = 4`).
+    Fixed(u32),
+    /// One at a time until `until_successes` of them succeeded, at most `max`
+    /// (`samples = { max = 16, until_successes = 2 }`). Sample n + 1 starts when sample n has
+    /// finished, so which samples run depends only on their outcomes: the same seeds give the
+    /// same rollouts, and a resumed run goes on where it stopped.
+    Until { max: u32, until_successes: u32 },
+}
+
+impl Samples {
+    /// The most samples any cell gets.
+    pub fn max(self) -> u32 {
+        match self {
+            Samples::Fixed(n) => n,
+            Samples::Until { max, .. } => max,
+        }
+    }
+}
+
+impl std::fmt::Display for Samples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Samples::Fixed(n) => write!(f, "{n} sample(s)"),
+            Samples::Until {
+                max,
+                until_successes,
+            } => write!(f, "up to {max} samples, until {until_successes} succeed"),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopLevel {
@@ -151,7 +191,9 @@ struct TopLevel {
     #[serde(default)]
     seed: u64,
     #[serde(default = "one")]
-    samples: u32,
+    samples: Value,
+    #[serde(default)]
+    max_total_tokens: Option<u64>,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
     #[serde(default = "default_timeout")]
@@ -174,8 +216,8 @@ struct TopLevel {
     scoring: Option<Value>,
 }
 
-fn one() -> u32 {
-    1
+fn one() -> Value {
+    Value::from(1)
 }
 fn default_concurrency() -> usize {
     32
@@ -416,15 +458,72 @@ impl ExperimentConfig {
         let (json, map) = parse_toml(file, text)?;
         let top: TopLevel = crate::registry::parse_settings(&json).map_err(|e| {
             let hint = e.message.starts_with("unknown field").then(|| {
-                "top-level keys are name, seed, samples, concurrency, episode_timeout_secs, max_infra_error_rate, \
+                "top-level keys are name, seed, samples, max_total_tokens, concurrency, episode_timeout_secs, max_infra_error_rate, \
                  plugins, [matrix], [scoring], [[environments]], [[scaffolds]], [[models]], [[evaluators]]"
                     .to_string()
             });
             map.error(&e.path, e.message, hint)
         })?;
         let root = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        if top.samples == 0 {
-            return Err(map.error(&root(&["samples"]), "must be at least 1", None));
+        let samples_hint = || {
+            Some("write `samples = 4`, or `samples = { max = 16, until_successes = 2 }` to sample each task until enough rollouts succeed".to_string())
+        };
+        let samples = match &top.samples {
+            Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n >= 1 => Samples::Fixed(n),
+                _ => {
+                    return Err(map.error(
+                        &root(&["samples"]),
+                        "must be a whole number, at least 1",
+                        samples_hint(),
+                    ))
+                }
+            },
+            Value::Object(_) => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Adaptive {
+                    max: u32,
+                    until_successes: u32,
+                }
+                let a: Adaptive = crate::registry::parse_settings(&top.samples).map_err(|e| {
+                    let mut p = root(&["samples"]);
+                    p.extend(e.path);
+                    map.error(&p, e.message, samples_hint())
+                })?;
+                if a.max == 0 {
+                    return Err(map.error(
+                        &root(&["samples", "max"]),
+                        "must be at least 1",
+                        samples_hint(),
+                    ));
+                }
+                if a.until_successes == 0 || a.until_successes > a.max {
+                    return Err(map.error(
+                        &root(&["samples", "until_successes"]),
+                        format!("must be from 1 to max ({})", a.max),
+                        samples_hint(),
+                    ));
+                }
+                Samples::Until {
+                    max: a.max,
+                    until_successes: a.until_successes,
+                }
+            }
+            _ => {
+                return Err(map.error(
+                    &root(&["samples"]),
+                    "must be a number or a table",
+                    samples_hint(),
+                ))
+            }
+        };
+        if top.max_total_tokens == Some(0) {
+            return Err(map.error(
+                &root(&["max_total_tokens"]),
+                "must be at least 1 (leave it out for no budget)",
+                None,
+            ));
         }
         if top.concurrency == 0 || top.concurrency > MAX_CONCURRENCY {
             return Err(map.error(
@@ -644,7 +743,8 @@ impl ExperimentConfig {
         let config = ExperimentConfig {
             name: top.name.unwrap_or_else(|| default_name.to_string()),
             seed: top.seed,
-            samples: top.samples,
+            samples,
+            max_total_tokens: top.max_total_tokens,
             concurrency: top.concurrency,
             episode_timeout_secs: top.episode_timeout_secs,
             max_infra_error_rate: top.max_infra_error_rate,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ExperimentConfig, SourceMap};
+use crate::config::{ConfigError, ExperimentConfig, Samples, SourceMap};
 use crate::environment::{Environment, EnvironmentError};
 use crate::evaluator::{Evaluator, EvaluatorError};
 use crate::matrix::Skipped;
@@ -105,31 +105,220 @@ impl Shared {
             .sum()
     }
 
-    /// Every rollout of the run, sample-major so that early results cover every task.
-    fn plans(&self, samples: u32) -> impl Iterator<Item = Plan> + '_ {
-        (0..samples).flat_map(move |sample| {
-            self.environments
-                .iter()
-                .enumerate()
-                .flat_map(move |(ei, e)| {
-                    e.tasks.iter().enumerate().flat_map(move |(ti, task)| {
-                        e.pairs.iter().map(move |&(si, mi)| Plan {
-                            key: RolloutKey {
-                                environment: e.env.name.clone(),
-                                scaffold: self.scaffolds[si].name.clone(),
-                                model: self.models[mi].model.name.clone(),
-                                task: task.id.clone(),
-                                sample,
-                            },
-                            env: ei,
-                            task: ti,
-                            scaffold: si,
-                            model: mi,
-                        })
+    /// Every (environment, task, scaffold, model) of the run, in run order.
+    fn cells(&self) -> impl Iterator<Item = Cell> + '_ {
+        self.environments
+            .iter()
+            .enumerate()
+            .flat_map(move |(ei, e)| {
+                (0..e.tasks.len()).flat_map(move |ti| {
+                    e.pairs.iter().map(move |&(si, mi)| Cell {
+                        env: ei,
+                        task: ti,
+                        scaffold: si,
+                        model: mi,
                     })
                 })
-        })
+            })
     }
+
+    /// Sample `sample` of `cell`.
+    fn plan(&self, cell: Cell, sample: u32) -> Plan {
+        let e = &self.environments[cell.env];
+        Plan {
+            key: RolloutKey {
+                environment: e.env.name.clone(),
+                scaffold: self.scaffolds[cell.scaffold].name.clone(),
+                model: self.models[cell.model].model.name.clone(),
+                task: e.tasks[cell.task].id.clone(),
+                sample,
+            },
+            env: cell.env,
+            task: cell.task,
+            scaffold: cell.scaffold,
+            model: cell.model,
+        }
+    }
+
+    /// Every rollout of the run, sample-major so that early results cover every task.
+    fn plans(&self, samples: u32) -> impl Iterator<Item = Plan> + '_ {
+        (0..samples).flat_map(move |sample| self.cells().map(move |c| self.plan(c, sample)))
+    }
+}
+
+/// One (environment, task, scaffold, model): the unit samples are drawn for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Cell {
+    env: usize,
+    task: usize,
+    scaffold: usize,
+    model: usize,
+}
+
+/// Where the launcher takes its next rollout from: the whole matrix walked lazily (a fixed
+/// number of samples), or the follow-ups the writer asks for (sampling until enough succeed).
+enum PlanSource {
+    Fixed(Box<dyn Iterator<Item = Plan> + Send>),
+    Adaptive(mpsc::UnboundedReceiver<Plan>),
+}
+
+impl PlanSource {
+    async fn next(&mut self) -> Option<Plan> {
+        match self {
+            PlanSource::Fixed(it) => it.next(),
+            PlanSource::Adaptive(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Sampling until enough succeed: per cell, how far it got. Sample n + 1 of a cell is asked for
+/// only once sample n has a final record, so the samples a cell runs depend only on outcomes.
+struct Adaptive {
+    max: u32,
+    until_successes: u32,
+    cells: std::collections::HashMap<(String, String, String, String), CellState>,
+    /// Cells with a rollout in flight or due.
+    active: u64,
+    /// Where follow-ups go; dropped when no cell is active, which ends the run.
+    plans: Option<mpsc::UnboundedSender<Plan>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CellState {
+    cell: Cell,
+    /// Samples with a final record (this session's and earlier ones').
+    done: u32,
+    successes: u32,
+}
+
+fn cell_key(k: &RolloutKey) -> (String, String, String, String) {
+    (
+        k.environment.clone(),
+        k.task.clone(),
+        k.scaffold.clone(),
+        k.model.clone(),
+    )
+}
+
+impl Adaptive {
+    /// The starting state from what earlier sessions finished; sends each active cell's next
+    /// sample.
+    fn start(
+        shared: &Shared,
+        max: u32,
+        until_successes: u32,
+        completed: &std::collections::HashSet<RolloutKey>,
+        successes: &std::collections::HashSet<RolloutKey>,
+        budget_spent: bool,
+    ) -> (Self, mpsc::UnboundedReceiver<Plan>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut a = Adaptive {
+            max,
+            until_successes,
+            cells: std::collections::HashMap::new(),
+            active: 0,
+            plans: Some(tx),
+        };
+        for cell in shared.cells() {
+            let mut st = CellState {
+                cell,
+                done: 0,
+                successes: 0,
+            };
+            loop {
+                let plan = shared.plan(cell, st.done);
+                if st.done >= max || st.successes >= until_successes {
+                    break;
+                }
+                if !completed.contains(&plan.key) {
+                    if !budget_spent {
+                        if let Some(tx) = &a.plans {
+                            let _ = tx.send(plan);
+                            a.active += 1;
+                        }
+                    }
+                    break;
+                }
+                st.done += 1;
+                st.successes += u32::from(successes.contains(&plan.key));
+            }
+            a.cells.insert(cell_key(&shared.plan(cell, 0).key), st);
+        }
+        if a.active == 0 {
+            a.plans = None;
+        }
+        (a, rx)
+    }
+
+    /// A record came back: ask for the cell's next sample, or close the cell.
+    fn finished(&mut self, shared: &Shared, record: &TrajectoryRecord, stop_launching: bool) {
+        let Some(st) = self.cells.get_mut(&cell_key(&record.key)) else {
+            return;
+        };
+        let mut next = None;
+        if record.is_final() {
+            st.done += 1;
+            st.successes += u32::from(record.success);
+            if st.done < self.max && st.successes < self.until_successes && !stop_launching {
+                next = Some(shared.plan(st.cell, st.done));
+            }
+        }
+        // A rollout that is not final (infrastructure error, interrupted) stops its cell for
+        // this session; the next one re-runs it.
+        match (next, &self.plans) {
+            (Some(plan), Some(tx)) => {
+                let _ = tx.send(plan);
+            }
+            _ => {
+                self.active = self.active.saturating_sub(1);
+                if self.active == 0 {
+                    self.plans = None;
+                }
+            }
+        }
+    }
+
+    /// Stops asking for samples: the cells in flight finish, no new ones start.
+    fn close(&mut self) {
+        self.plans = None;
+    }
+
+    fn summary(&self) -> SamplingSummary {
+        let mut s = SamplingSummary {
+            max: self.max,
+            until_successes: self.until_successes,
+            cells: self.cells.len() as u64,
+            ..SamplingSummary::default()
+        };
+        for st in self.cells.values() {
+            s.samples += u64::from(st.done);
+            if st.successes >= self.until_successes {
+                s.reached_successes += 1;
+            } else if st.done >= self.max {
+                s.reached_max += 1;
+            } else {
+                s.unfinished += 1;
+            }
+        }
+        s
+    }
+}
+
+/// How sampling until enough succeed went: samples spent and where each cell stopped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SamplingSummary {
+    pub max: u32,
+    pub until_successes: u32,
+    /// (environment, task, scaffold, model) combinations.
+    pub cells: u64,
+    /// Finished samples over all cells (every session's).
+    pub samples: u64,
+    /// Cells that got `until_successes` successes.
+    pub reached_successes: u64,
+    /// Cells that used all `max` samples without that many.
+    pub reached_max: u64,
+    /// Cells stopped before either (interrupted, an infrastructure error, the token budget).
+    pub unfinished: u64,
 }
 
 /// One rollout to do.
@@ -217,6 +406,13 @@ pub struct RunSummary {
     pub skipped_combinations: Vec<Skipped>,
     /// What decides each record's reward and success.
     pub scoring: String,
+    /// With `samples = { max, until_successes }`: the samples spent and where cells stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingSummary>,
+    /// Tokens (prompt and completion) the run's rollouts have used, every session's.
+    pub tokens_used: u64,
+    /// Whether `max_total_tokens` stopped the run from starting more rollouts.
+    pub budget_spent: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -614,7 +810,7 @@ pub async fn check(
 ) -> Result<CheckReport, RunError> {
     let (shared, _) = build(config, map, registry).await?;
     let mut report = CheckReport {
-        rollouts: config.samples as u64 * shared.matrix_size(),
+        rollouts: u64::from(config.samples.max()) * shared.matrix_size(),
         tasks: BTreeMap::new(),
         combinations: Vec::new(),
         skipped_combinations: shared.skipped.clone(),
@@ -737,42 +933,105 @@ pub async fn run(
 
     // The matrix is walked lazily, so memory does not grow with the number of rollouts.
     let shared = Arc::new(shared);
+    let mut tokens_used = resume.tokens_used;
+    let over_budget = |used: u64| config.max_total_tokens.is_some_and(|b| used >= b);
+    let budget_spent_at_start = over_budget(tokens_used);
     let completed = Arc::new(resume.completed);
-    let total = config.samples as u64 * shared.matrix_size();
-    let skipped = shared
-        .plans(config.samples)
-        .filter(|p| completed.contains(&p.key))
-        .count() as u64;
-    let pending_count = total - skipped;
+    let (mut adaptive, source, total, skipped) = match config.samples {
+        Samples::Fixed(n) => {
+            let total = u64::from(n) * shared.matrix_size();
+            let skipped = shared
+                .plans(n)
+                .filter(|p| completed.contains(&p.key))
+                .count() as u64;
+            let plans: Box<dyn Iterator<Item = Plan> + Send> = if budget_spent_at_start {
+                Box::new(std::iter::empty())
+            } else {
+                let shared = shared.clone();
+                let completed = completed.clone();
+                Box::new(
+                    (0..n)
+                        .flat_map(move |sample| {
+                            let cells: Vec<Cell> = shared.cells().collect();
+                            let shared = shared.clone();
+                            cells.into_iter().map(move |c| shared.plan(c, sample))
+                        })
+                        .filter(move |p| !completed.contains(&p.key)),
+                )
+            };
+            (None, PlanSource::Fixed(plans), total, skipped)
+        }
+        Samples::Until {
+            max,
+            until_successes,
+        } => {
+            let (a, rx) = Adaptive::start(
+                &shared,
+                max,
+                until_successes,
+                &completed,
+                &resume.successes,
+                budget_spent_at_start,
+            );
+            let total = u64::from(max) * shared.matrix_size();
+            (
+                Some(a),
+                PlanSource::Adaptive(rx),
+                total,
+                completed.len() as u64,
+            )
+        }
+    };
+    let pending_count = total.saturating_sub(skipped);
     options.observer.started(pending_count, skipped);
     tracing::info!(dir = %options.out.display(), pending = pending_count, skipped, "run starting");
 
     let stop = options.stop.clone();
+    // Spending the token budget stops new rollouts; those in flight finish.
+    let budget = CancellationToken::new();
+    let mut budget_spent = budget_spent_at_start;
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let (tx, mut rx) = mpsc::channel::<TrajectoryRecord>(1024);
+    // Tokens spent, counted as each rollout ends (before the writer sees it), so that the
+    // launcher never starts one after the budget is gone: at most the rollouts in flight go over.
+    let spent = Arc::new(std::sync::atomic::AtomicU64::new(tokens_used));
+    let limit = config.max_total_tokens;
     let launcher = {
         let shared = shared.clone();
         let stop = stop.clone();
-        let samples = config.samples;
+        let budget = budget.clone();
+        let spent = spent.clone();
+        let mut source = source;
         tokio::spawn(async move {
             let mut launched = 0u64;
-            for plan in shared
-                .plans(samples)
-                .filter(|p| !completed.contains(&p.key))
-            {
+            loop {
+                let plan = tokio::select! {
+                    biased;
+                    _ = stop.soft.cancelled() => break,
+                    _ = budget.cancelled() => break,
+                    p = source.next() => match p { Some(p) => p, None => break },
+                };
                 let permit = tokio::select! {
                     biased;
                     _ = stop.soft.cancelled() => break,
+                    _ = budget.cancelled() => break,
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 };
-                if stop.soft.is_cancelled() {
+                let over =
+                    limit.is_some_and(|b| spent.load(std::sync::atomic::Ordering::SeqCst) >= b);
+                if stop.soft.is_cancelled() || budget.is_cancelled() || over {
                     break;
                 }
                 let tx = tx.clone();
                 let shared = shared.clone();
                 let hard = stop.hard.clone();
+                let spent = spent.clone();
                 tokio::spawn(async move {
                     let record = guarded_rollout(shared, plan, hard).await;
+                    spent.fetch_add(
+                        record.usage.total_tokens(),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
                     let _ = tx.send(record).await;
                     drop(permit);
                 });
@@ -785,18 +1044,33 @@ pub async fn run(
     let mut writer = dir.appender()?;
     let (mut written, mut successes, mut infra, mut interrupted) = (0u64, 0u64, 0u64, 0u64);
     let mut failed = false;
-    let mut budget = ErrorBudget::new(config.max_infra_error_rate);
+    let mut errors = ErrorBudget::new(config.max_infra_error_rate);
     let mut last_sync = Instant::now();
     while let Some(record) = rx.recv().await {
         writer.append(&record)?;
         written += 1;
+        tokens_used += record.usage.total_tokens();
         match record.outcome.exit_status {
             ExitStatus::InfraError => infra += 1,
             ExitStatus::Interrupted => interrupted += 1,
             _ => successes += u64::from(record.success),
         }
+        if !budget_spent && over_budget(tokens_used) {
+            budget_spent = true;
+            tracing::info!(
+                tokens_used,
+                "the token budget is spent; no more rollouts start"
+            );
+            budget.cancel();
+        }
+        if let Some(a) = &mut adaptive {
+            a.finished(&shared, &record, budget_spent || stop.soft.is_cancelled());
+            if budget_spent || stop.soft.is_cancelled() {
+                a.close();
+            }
+        }
         options.observer.finished(&record);
-        if !failed && budget.record(record.outcome.exit_status) {
+        if !failed && errors.record(record.outcome.exit_status) {
             failed = true;
             tracing::error!(
                 infra,
@@ -861,6 +1135,9 @@ pub async fn run(
         environments: manifest.environments,
         skipped_combinations: manifest.skipped_combinations,
         scoring: shared.scoring.describe(),
+        sampling: adaptive.as_ref().map(Adaptive::summary),
+        tokens_used,
+        budget_spent,
     })
 }
 

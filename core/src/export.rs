@@ -92,6 +92,13 @@ pub struct Selection {
     /// Leave out rollouts that duplicate an earlier kept one of the same task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::hygiene::Dedup>,
+    /// Keep only tasks whose pass rate (the share of a task's scored rollouts, per scaffold and
+    /// model, that succeeded, over the whole run) is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_pass_rate: Option<f64>,
+    /// Keep only tasks whose pass rate is at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pass_rate: Option<f64>,
 }
 
 /// Why a rollout was left out.
@@ -114,6 +121,9 @@ pub enum DropReason {
     OtherExitStatus,
     /// The `--where` filter left it out.
     FilteredOut,
+    /// Its task's pass rate is outside `min_pass_rate`..`max_pass_rate` (or no rollout of it
+    /// was scored).
+    OutsidePassRate,
     /// Its text shares an n-gram with a held-out file.
     Contaminated,
     /// It repeats (or nearly repeats) an earlier kept rollout of its task.
@@ -190,6 +200,27 @@ fn failed_criterion(
     }))
 }
 
+/// A task as the pass rate sees it: (environment, task, scaffold, model).
+fn cell_of(r: &TrajectoryRecord) -> (&str, &str, &str, &str) {
+    (
+        &r.key.environment,
+        &r.key.task,
+        &r.key.scaffold,
+        &r.key.model,
+    )
+}
+
+/// Per task (and scaffold and model): scored finished rollouts and how many succeeded.
+fn pass_rates(records: &[TrajectoryRecord]) -> HashMap<(&str, &str, &str, &str), (u64, u64)> {
+    let mut out: HashMap<_, (u64, u64)> = HashMap::new();
+    for r in records.iter().filter(|r| r.is_final() && r.is_scored()) {
+        let e = out.entry(cell_of(r)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(r.success);
+    }
+    out
+}
+
 /// Applies `sel` to `records`, keeping the run's order among what is kept. Fails only when the
 /// `--where` filter fails on a record.
 pub fn select<'a>(
@@ -200,9 +231,21 @@ pub fn select<'a>(
     let count = |out: &mut Selected<'a>, why| *out.dropped.entry(why).or_insert(0) += 1;
     let mut candidates: Vec<(usize, &TrajectoryRecord)> = Vec::new();
     let mut seen: HashMap<(&str, &str), Vec<crate::hygiene::Fingerprint>> = HashMap::new();
+    let rates =
+        (sel.min_pass_rate.is_some() || sel.max_pass_rate.is_some()).then(|| pass_rates(records));
+    let in_band = |r: &TrajectoryRecord| match &rates {
+        None => true,
+        Some(rates) => rates.get(&cell_of(r)).is_some_and(|&(n, ok)| {
+            let rate = ok as f64 / n as f64;
+            n > 0
+                && sel.min_pass_rate.is_none_or(|m| rate >= m)
+                && sel.max_pass_rate.is_none_or(|m| rate <= m)
+        }),
+    };
     for (i, r) in records.iter().enumerate() {
         match failed_criterion(r, sel)? {
             Some(why) => count(&mut out, why),
+            None if !in_band(r) => count(&mut out, DropReason::OutsidePassRate),
             None if sel
                 .decontaminate
                 .as_ref()

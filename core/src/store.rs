@@ -293,6 +293,11 @@ pub struct ResumeState {
     pub dropped_torn_tail: bool,
     /// Extra records for a key that already had one (only if the file was edited by hand).
     pub duplicates_removed: usize,
+    /// Completed keys whose rollout succeeded (sampling until enough succeed goes on from them).
+    pub successes: HashSet<RolloutKey>,
+    /// Tokens (prompt and completion) every record read used, those moved aside included: what
+    /// the run has spent of its budget.
+    pub tokens_used: u64,
 }
 
 impl RunDir {
@@ -343,9 +348,16 @@ impl RunDir {
         let mut aside: Vec<String> = Vec::new();
         for_each_line(&path, |line_no, line, unterminated| {
             let raw = String::from_utf8_lossy(line.raw()).into_owned();
-            match line.and_then(|l| parse_record(&path, line_no, l)) {
+            let parsed = line.and_then(|l| parse_record(&path, line_no, l));
+            if let Ok(rec) = &parsed {
+                state.tokens_used += rec.usage.total_tokens();
+            }
+            match parsed {
                 Ok(rec) if rec.is_final() => {
                     if state.completed.insert(rec.key.clone()) {
+                        if rec.success {
+                            state.successes.insert(rec.key.clone());
+                        }
                         keep.push(raw);
                     } else {
                         state.duplicates_removed += 1;
