@@ -869,7 +869,7 @@ pub async fn run(
     let resolved = config.to_toml();
     let config_path = dir.file(store::CONFIG);
     if let Ok(previous) = std::fs::read_to_string(&config_path) {
-        if previous != resolved && !options.force {
+        if without_budget(&previous) != without_budget(&resolved) && !options.force {
             return Err(RunError::ConfigChanged {
                 dir: options.out.clone(),
             });
@@ -1139,6 +1139,20 @@ pub async fn run(
         tokens_used,
         budget_spent,
     })
+}
+
+/// A resolved config without its top-level `max_total_tokens`: raising the budget to go on is
+/// the same experiment.
+fn without_budget(toml_text: &str) -> String {
+    let mut top = true;
+    toml_text
+        .lines()
+        .filter(|l| {
+            top &= !l.trim_start().starts_with('[');
+            !(top && l.trim_start().starts_with("max_total_tokens"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How many recent rollouts the infrastructure-error budget looks at.

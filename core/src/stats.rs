@@ -2,7 +2,7 @@
 //! pass^k, by environment × scaffold × model. Interrupted and infrastructure-error rollouts are
 //! counted apart and left out of every rate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -290,6 +290,10 @@ pub struct GroupStats {
     pub reward: Option<Mean>,
     pub reward_spread: Option<Spread>,
     pub turns: Option<Spread>,
+    /// Finished rollouts per task (per scaffold and model): the samples each task took, which
+    /// differ from task to task under `samples = { max, until_successes }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_per_task: Option<Spread>,
     pub completion_tokens: Option<Spread>,
     /// `pass@k` for k = 1..=max samples per task, averaged over tasks with at least k samples.
     pub pass_at_k: BTreeMap<u64, f64>,
@@ -477,6 +481,21 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
             reward: Mean::of(&rewards),
             reward_spread: Spread::of(&rewards),
             turns: Spread::of(&turns),
+            samples_per_task: {
+                let mut per: HashMap<(&str, &str, &str, &str), f64> = HashMap::new();
+                for r in &finished {
+                    *per.entry((
+                        r.key.environment.as_str(),
+                        r.key.task.as_str(),
+                        r.key.scaffold.as_str(),
+                        r.key.model.as_str(),
+                    ))
+                    .or_insert(0.0) += 1.0;
+                }
+                let counts: Vec<f64> = per.into_values().collect();
+                // Worth a line only when tasks took different numbers of samples.
+                Spread::of(&counts).filter(|s| s.min != s.max)
+            },
             completion_tokens: Spread::of(&tokens),
             pass_at_k,
             pass_hat_k,
@@ -806,6 +825,10 @@ impl RunStats {
             out.push_str(&format!("  exit statuses   {statuses}\n"));
             if let Some(s) = &g.turns {
                 out.push_str(&format!("  turns           {}\n", spread_text(s, 2)));
+            }
+            if let Some(s) = &g.samples_per_task {
+                out.push_str(&format!("  samples/task    {}\n", spread_text(s, 2)));
+                out.push_str("  note            tasks took different numbers of samples: when sampling stopped at enough successes, the rates and pass@k above describe the samples drawn, not the model's pass rate (when to stop depended on outcomes); compare models on fixed samples\n");
             }
             if let Some(s) = &g.completion_tokens {
                 out.push_str(&format!("  tokens          {}\n", spread_text(s, 1)));

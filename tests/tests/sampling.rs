@@ -216,6 +216,13 @@ async fn a_token_budget_stops_new_rollouts_across_sessions() {
     assert!(second.budget_spent);
     assert_eq!(second.launched, 0);
     assert_eq!(run_records(dir.path()).len(), n);
+    // Raising the budget is the same experiment: the run goes on where it stopped.
+    let more = config(&server.base_url(), "4", "max_total_tokens = 100000");
+    let third = run(dir.path(), &more, StopSignal::default()).await;
+    assert!(!third.budget_spent);
+    assert_eq!(third.status, RunStatus::Finished);
+    assert_eq!(run_records(dir.path()).len(), 4 * TASKS);
+    assert_eq!(third.skipped as usize, n);
 }
 
 #[test]
