@@ -164,7 +164,31 @@ def check_trajectory(path, tok):
     return f"{len(ds)} records"
 
 
+def check_swe_smith(path, tok):
+    ds = load(path)
+    raw = lines(path)
+    for row, orig in zip(ds, raw):
+        assert {"messages", "instance_id", "resolved", "model", "traj_id", "patch"} <= set(orig)
+        assert is_conversational(row)
+        msgs = [{k: v for k, v in m.items() if v is not None} for m in orig["messages"]]
+        text = apply_chat_template({"messages": msgs}, tok, tools=orig.get("tools"))["text"]
+        assert msgs[-1]["content"][:40] in text
+    return f"{len(ds)} rows, conversational, chat template applied"
+
+
+def check_preds(path, tok):
+    with open(path, encoding="utf-8") as f:
+        preds = json.load(f)
+    assert isinstance(preds, dict) and preds
+    for iid, p in preds.items():
+        assert set(p) == {"model_name_or_path", "instance_id", "model_patch"}, p.keys()
+        assert p["instance_id"] == iid and isinstance(p["model_patch"], str)
+    return f"{len(preds)} instances"
+
+
 CHECKS = {
+    "swe_smith": check_swe_smith,
+    "preds": check_preds,
     "openai": check_openai,
     "openai_tools_json": lambda p, t: check_openai(p, t, tools_json=True),
     "sharegpt": check_sharegpt,

@@ -189,3 +189,44 @@ logprobs = true
     let report = trawl_tests::check_with_trainers(&gguf, &[("tokens_decoded", path)]);
     assert!(report.contains("4 decoded back"), "{report}");
 }
+
+/// SWE formats from real trajectory files of SWE-agent and mini-swe-agent (../shared/fixtures):
+/// each `swe_smith` style loads in `datasets` and TRL reads its conversations; `preds.json` is
+/// what the SWE-bench harness reads.
+#[test]
+fn swe_formats_of_imported_trajectories_load_in_the_trainers_libraries() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let files = trawl_swe::import::find_trajectories(&fixtures).unwrap();
+    let records: Vec<TrajectoryRecord> = files
+        .iter()
+        .map(|f| trawl_swe::import::import_file(f, &trawl_swe::import::Extra::default()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut files = Vec::new();
+    for style in ["xml", "ticks", "tool"] {
+        let (path, stats) = export(
+            &records,
+            "swe_smith",
+            json!({"style": style}),
+            d,
+            &format!("swe-{style}.jsonl"),
+        );
+        assert_eq!(stats.total_sft_examples, 4);
+        files.push(("swe_smith", path));
+    }
+    // One prediction per instance (the two mini-swe-agent files are one instance).
+    let mut seen = std::collections::HashSet::new();
+    let one_each: Vec<TrajectoryRecord> = records
+        .iter()
+        .filter(|r| seen.insert(r.key.task.clone()))
+        .cloned()
+        .collect();
+    let (preds, _) = export(&one_each, "preds", json!({}), d, "preds.json");
+    files.push(("preds", preds));
+    let gguf = trawl_llama::fetch::default_model().unwrap();
+    let report = trawl_tests::check_with_trainers(&gguf, &files);
+    assert_eq!(report.matches("swe_smith: 4 rows").count(), 3, "{report}");
+    assert!(report.contains("preds: 3 instances"), "{report}");
+}
