@@ -132,7 +132,8 @@ fn unit_of(r: &TrajectoryRecord, by: &[GroupKey]) -> String {
 
 fn units(records: &[&TrajectoryRecord], by: &[GroupKey]) -> BTreeMap<String, UnitSide> {
     let mut out: BTreeMap<String, UnitSide> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.is_final()) {
+    // An unscored rollout (imported without a report) is no evidence either way.
+    for r in records.iter().filter(|r| r.is_final() && r.is_scored()) {
         let side = out.entry(unit_of(r, by)).or_default();
         side.rollouts += 1;
         side.successes += u64::from(r.success);
@@ -368,6 +369,27 @@ impl DiffReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unscored_rollouts_are_no_evidence() {
+        let mut r = crate::strategies::example_record();
+        r.outcome.exit_status = crate::trajectory::ExitStatus::Submitted;
+        r.evaluations = vec![crate::evaluator::Evaluation {
+            evaluator: "e".into(),
+            reward: 1.0,
+            success: true,
+            components: Default::default(),
+            details: serde_json::Value::Null,
+        }];
+        r.success = true;
+        let mut unscored = r.clone();
+        unscored.key.sample += 1;
+        unscored.evaluations.clear();
+        unscored.success = false;
+        let u = units(&[&r, &unscored], &[]);
+        let side = u.values().next().unwrap();
+        assert_eq!((side.rollouts, side.successes), (1, 1));
+    }
 
     #[test]
     fn sign_test_matches_the_binomial() {

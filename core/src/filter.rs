@@ -151,13 +151,9 @@ impl RecordFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::strategy::{Strategy, ValueTree};
 
     fn record() -> TrajectoryRecord {
-        crate::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current()
+        crate::strategies::example_record()
     }
 
     #[test]

@@ -244,11 +244,7 @@ mod tests {
 
     #[test]
     fn thirteen_words_in_common_contaminate_and_twelve_do_not() {
-        use proptest::strategy::{Strategy, ValueTree};
-        let mut r = crate::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let mut r = crate::strategies::example_record();
         let held = "Natalia sold clips to 48 of her friends in April and then half as many in May";
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("test.jsonl");

@@ -890,11 +890,7 @@ mod tests {
     fn sub_rewards_are_averaged_per_component_over_finished_rollouts() {
         use crate::evaluator::Evaluation;
         use crate::trajectory::ExitStatus;
-        use proptest::strategy::ValueTree;
-        let base = crate::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let base = crate::strategies::example_record();
         let with = |task: &str, status: ExitStatus, db: f64, info: Option<f64>| {
             let mut r = base.clone();
             r.key.task = task.into();
@@ -938,11 +934,7 @@ mod tests {
     #[test]
     fn groups_without_finished_rollouts_and_zero_rewards_print_cleanly() {
         use crate::trajectory::ExitStatus;
-        use proptest::strategy::ValueTree;
-        let base = crate::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let base = crate::strategies::example_record();
         let with = |model: &str, status: ExitStatus, reward: f64| {
             let mut r = base.clone();
             r.key.model = model.into();

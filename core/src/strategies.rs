@@ -184,3 +184,13 @@ prop_compose! {
         }
     }
 }
+
+/// One fixed record from [`record`] (the deterministic runner's first draw): the base that tests
+/// and benchmarks shape by hand.
+pub fn example_record() -> crate::trajectory::TrajectoryRecord {
+    use proptest::strategy::ValueTree;
+    record()
+        .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+        .expect("the record strategy draws a value")
+        .current()
+}

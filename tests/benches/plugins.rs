@@ -33,11 +33,7 @@ fn evaluator(registry: &Registry) -> Arc<dyn Evaluator> {
 
 /// A record like a short multi-turn rollout: 10 messages of about 300 characters.
 fn record() -> TrajectoryRecord {
-    use proptest::strategy::{Strategy, ValueTree};
-    let mut r = trawl_core::strategies::record()
-        .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-        .unwrap()
-        .current();
+    let mut r = trawl_core::strategies::example_record();
     r.messages = (0..10)
         .map(|i| {
             let text = format!("turn {i}: {}", "because the answer follows ".repeat(11));

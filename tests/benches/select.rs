@@ -19,11 +19,7 @@ use trawl_exporters as _;
 const RECORDS: usize = 100_000;
 
 fn records() -> Vec<TrajectoryRecord> {
-    use proptest::strategy::{Strategy, ValueTree};
-    let base = trawl_core::strategies::record()
-        .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-        .unwrap()
-        .current();
+    let base = trawl_core::strategies::example_record();
     (0..RECORDS)
         .map(|i| {
             let mut r = base.clone();

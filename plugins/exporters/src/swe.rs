@@ -473,11 +473,7 @@ mod tests {
 
     #[test]
     fn only_swe_rollouts_are_exported_under_their_own_instance_id() {
-        use proptest::strategy::{Strategy, ValueTree};
-        let mut r = trawl_core::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let mut r = trawl_core::strategies::example_record();
         r.key.task = "a-file-name".into();
         r.task.data = json!({"question": "1 + 1?", "answer": "2"});
         r.outcome.submission = Some("2".into());

@@ -105,14 +105,10 @@ impl Evaluator for AnswerFormat {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use proptest::strategy::{Strategy, ValueTree};
     use trawl_core::Message;
 
     fn record(task: serde_json::Value, reply: &str) -> TrajectoryRecord {
-        let mut r = trawl_core::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let mut r = trawl_core::strategies::example_record();
         r.task.data = task;
         r.messages = vec![Message::user("q"), Message::assistant(reply)];
         r

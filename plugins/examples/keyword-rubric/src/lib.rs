@@ -242,11 +242,7 @@ mod tests {
     }
 
     fn answered(text: &str, task_keywords: serde_json::Value) -> TrajectoryRecord {
-        use proptest::strategy::ValueTree;
-        let mut r = trawl_core::strategies::record()
-            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
-            .unwrap()
-            .current();
+        let mut r = trawl_core::strategies::example_record();
         r.outcome.submission = Some(text.into());
         r.task.data = json!({ "keywords": task_keywords });
         r
