@@ -33,16 +33,7 @@ fn rate_of(task: usize) -> u64 {
 fn policy(body: &Value) -> Reply {
     static ANSWERS: std::sync::OnceLock<Vec<(String, i64)>> = std::sync::OnceLock::new();
     let answers = ANSWERS.get_or_init(|| trawl_tests::generated_answers(1, &[1, 2, 3], TASKS));
-    let first = trawl_tests::first_user_message(body);
-    let seed = body["seed"].as_u64().unwrap_or(0);
-    let (i, n) = answers
-        .iter()
-        .enumerate()
-        .find(|(_, (q, _))| first.contains(q.as_str()))
-        .map(|(i, (_, n))| (i, *n))
-        .unwrap_or((0, 0));
-    let answer = if seed % 10 < rate_of(i) { n } else { n + 1 };
-    Reply::text(format!("The answer is \\boxed{{{answer}}}."))
+    trawl_tests::rated_math_reply(answers, rate_of, body)
 }
 
 fn config(base_url: &str, samples: &str) -> String {

@@ -815,18 +815,38 @@ pub fn generated_answers(seed: u64, levels: &[u8], count: usize) -> Vec<(String,
         .collect()
 }
 
+/// Which of the math problems `answers` (see [`generated_answers`]) a request asks: its index
+/// and its answer ((0, 0) when none is).
+pub fn task_asked(answers: &[(String, i64)], body: &Value) -> (usize, i64) {
+    let first = first_user_message(body);
+    answers
+        .iter()
+        .enumerate()
+        .find(|(_, (q, _))| first.contains(q.as_str()))
+        .map(|(i, (_, n))| (i, *n))
+        .unwrap_or((0, 0))
+}
+
+/// A model that solves problem i of `answers` in `tenths(i)` of ten requests (by the last digit
+/// of the request's seed, so a sample's outcome is fixed by its key), answering in `\boxed{}`.
+pub fn rated_math_reply(
+    answers: &[(String, i64)],
+    tenths: fn(usize) -> u64,
+    body: &Value,
+) -> Reply {
+    let seed = body["seed"].as_u64().unwrap_or(0);
+    let (i, n) = task_asked(answers, body);
+    let answer = if seed % 10 < tenths(i) { n } else { n + 1 };
+    Reply::text(format!("The answer is \\boxed{{{answer}}}."))
+}
+
 /// A vLLM-like model for the math problems `answers` (see [`generated_answers`]): right on some
 /// samples of a task and wrong on others (by the request's seed, so groups have variance), a
 /// calculator call with a sentence beside it when tools are offered, and token ids and logprobs
 /// when asked (`return_token_ids`).
 pub fn seeded_math_policy(answers: &[(String, i64)], body: &Value) -> Reply {
-    let first = first_user_message(body);
     let seed = body["seed"].as_u64().unwrap_or(0);
-    let n = answers
-        .iter()
-        .find(|(q, _)| first.contains(q.as_str()))
-        .map(|(_, n)| *n)
-        .unwrap_or(0);
+    let (_, n) = task_asked(answers, body);
     let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let called = body["messages"]
         .as_array()
@@ -856,6 +876,7 @@ pub fn seeded_math_policy(answers: &[(String, i64)], body: &Value) -> Reply {
     if body["logprobs"] == true && body["return_token_ids"] == true {
         let text = message["content"].as_str().unwrap_or("");
         let ids: Vec<u32> = text.bytes().map(u32::from).collect();
+        let first = first_user_message(body);
         reply["prompt_token_ids"] = json!(first.bytes().map(u32::from).collect::<Vec<_>>());
         reply["choices"][0]["token_ids"] = json!(ids);
         reply["choices"][0]["logprobs"] = json!({"content": ids.iter().map(|i| json!({"token": i.to_string(), "logprob": -0.25})).collect::<Vec<_>>()});

@@ -25,21 +25,11 @@ const TASKS: usize = 12;
 fn policy(body: &Value) -> Reply {
     static ANSWERS: std::sync::OnceLock<Vec<(String, i64)>> = std::sync::OnceLock::new();
     let answers = ANSWERS.get_or_init(|| trawl_tests::generated_answers(9, &[1, 2], TASKS));
-    let first = trawl_tests::first_user_message(body);
-    let seed = body["seed"].as_u64().unwrap_or(0);
-    let (i, n) = answers
-        .iter()
-        .enumerate()
-        .find(|(_, (q, _))| first.contains(q.as_str()))
-        .map(|(i, (_, n))| (i, *n))
-        .unwrap_or((0, 0));
     // Task i is solved when the seed's last digit is below its threshold: 0/10 .. 10/10.
-    let threshold = [0, 0, 1, 2, 3, 5, 5, 7, 8, 9, 10, 10][i % TASKS];
-    let right = seed % 10 < threshold;
-    let answer = if right { n } else { n + 1 };
+    let tenths = |i: usize| [0, 0, 1, 2, 3, 5, 5, 7, 8, 9, 10, 10][i % TASKS];
     Reply::Delayed(
         Duration::from_millis(25),
-        Box::new(Reply::text(format!("The answer is \\boxed{{{answer}}}."))),
+        Box::new(trawl_tests::rated_math_reply(answers, tenths, body)),
     )
 }
 
