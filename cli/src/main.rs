@@ -59,6 +59,9 @@ struct Cli {
     /// in TRAWL_PLUGIN_PATH and a config's `plugins` list are loaded too.
     #[arg(long = "plugin", value_name = "PATH", global = true)]
     plugins: Vec<PathBuf>,
+    /// Also write log lines and progress lines to this file (appended; never coloured).
+    #[arg(long, value_name = "PATH", global = true)]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,9 +145,12 @@ struct RunArgs {
     /// After Ctrl-C, seconds in-flight episodes get to finish before they are cut short.
     #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     grace_secs: f64,
-    /// No progress bar.
+    /// No progress bar and no progress lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Without a terminal (or with --log-file), seconds between plain progress lines.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    progress_secs: f64,
 }
 
 #[derive(Args)]
@@ -283,10 +289,35 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(path) = &cli.log_file {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => {
+                let _ = LOG_FILE.set(std::sync::Mutex::new(f));
+            }
+            Err(e) => {
+                eprintln!("error: --log-file {}: {e}", path.display());
+                return ExitCode::from(code::INPUT);
+            }
+        }
+    }
+    {
+        use tracing_subscriber::fmt::writer::MakeWriterExt;
+        // Colour only on a terminal, and never in the log file.
+        let ansi = std::io::stderr().is_terminal() && LOG_FILE.get().is_none();
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi);
+        match LOG_FILE.get() {
+            Some(_) => builder
+                .with_writer(std::io::stderr.and(|| LogFileWriter))
+                .init(),
+            None => builder.with_writer(std::io::stderr).init(),
+        }
+    }
     // Thousands of concurrent episodes need thousands of sockets.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
@@ -484,38 +515,119 @@ fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRec
     Ok(records)
 }
 
-/// Progress bar with live success rate.
+/// `--log-file`: where log and progress lines go besides stderr.
+static LOG_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Writes to the `--log-file` (tracing's second writer).
+struct LogFileWriter;
+
+impl Write for LogFileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match LOG_FILE.get() {
+            Some(f) => f.lock().unwrap_or_else(|p| p.into_inner()).write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match LOG_FILE.get() {
+            Some(f) => f.lock().unwrap_or_else(|p| p.into_inner()).flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A line for stderr and the log file: what a run prints when no terminal shows its bar.
+fn log_line(line: &str) {
+    eprintln!("{line}");
+    if let Some(f) = LOG_FILE.get() {
+        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Progress: a live bar on a terminal; otherwise (a log file, a cluster job) a plain line every
+/// `--progress-secs`.
 struct Progress {
     bar: ProgressBar,
     done: AtomicU64,
     successes: AtomicU64,
     infra: AtomicU64,
+    /// Rollouts to run this session (known once the run starts).
+    pending: AtomicU64,
+    /// The sum of scored rollouts' rewards, in millionths (an atomic integer).
+    reward_micros: std::sync::atomic::AtomicI64,
+    started: std::time::Instant,
 }
 
 impl Progress {
-    fn update_message(&self) {
+    fn new(bar: ProgressBar) -> Self {
+        Progress {
+            bar,
+            done: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            infra: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            reward_micros: std::sync::atomic::AtomicI64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// success rate, mean reward and infrastructure errors so far.
+    fn rates(&self) -> String {
         let done = self.done.load(Ordering::Relaxed);
         let ok = self.successes.load(Ordering::Relaxed);
         let infra = self.infra.load(Ordering::Relaxed);
         let scored = done.saturating_sub(infra);
-        let rate = if scored == 0 {
-            0.0
+        let (rate, mean) = if scored == 0 {
+            (0.0, 0.0)
         } else {
-            100.0 * ok as f64 / scored as f64
+            (
+                100.0 * ok as f64 / scored as f64,
+                self.reward_micros.load(Ordering::Relaxed) as f64 / 1e6 / scored as f64,
+            )
         };
-        self.bar.set_message(format!(
-            "success {rate:.1}% ({ok}/{scored})  infra errors {infra}"
-        ));
+        format!("success {rate:.1}% ({ok}/{scored})  mean reward {mean:.3}  infra errors {infra}")
+    }
+
+    fn update_message(&self) {
+        self.bar.set_message(self.rates());
+    }
+
+    /// The plain progress line: done/total, rates, throughput and time left.
+    fn plain_line(&self) -> String {
+        let done = self.done.load(Ordering::Relaxed);
+        let total = self.pending.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        let per_sec = done as f64 / secs.max(1e-9);
+        let left = if done == 0 || total <= done {
+            "-".to_string()
+        } else {
+            humantime::format_duration(Duration::from_secs(
+                ((total - done) as f64 / per_sec) as u64,
+            ))
+            .to_string()
+        };
+        format!(
+            "progress {done}/{total} ({:.1}%)  {}  {per_sec:.2} rollouts/s  elapsed {}  left {left}",
+            100.0 * done as f64 / total.max(1) as f64,
+            self.rates(),
+            humantime::format_duration(Duration::from_secs(secs as u64)),
+        )
     }
 }
 
 impl RunObserver for Progress {
     fn started(&self, pending: u64, skipped: u64) {
+        self.pending.store(pending, Ordering::Relaxed);
         self.bar.set_length(pending);
         if skipped > 0 {
-            self.bar.println(format!(
-                "resuming: {skipped} rollouts already done, {pending} to run"
-            ));
+            let line = format!("resuming: {skipped} rollouts already done, {pending} to run");
+            if self.bar.is_hidden() {
+                log_line(&line);
+            } else {
+                self.bar.println(line);
+            }
         }
         self.update_message();
     }
@@ -529,6 +641,8 @@ impl RunObserver for Progress {
             _ => {
                 self.successes
                     .fetch_add(u64::from(record.success), Ordering::Relaxed);
+                self.reward_micros
+                    .fetch_add((record.reward * 1e6).round() as i64, Ordering::Relaxed);
             }
         }
         self.update_message();
@@ -554,6 +668,7 @@ async fn quickstart(registry: Registry, out: PathBuf) -> anyhow::Result<ExitCode
         force: false,
         grace_secs: 30.0,
         quiet: false,
+        progress_secs: 30.0,
     };
     let (code, summary) = run(&config, &map, &registry, out.clone(), &args).await?;
     if code != ExitCode::SUCCESS {
@@ -591,7 +706,10 @@ async fn run(
 ) -> anyhow::Result<(ExitCode, engine::RunSummary)> {
     trawl_core::config::check_secs(args.grace_secs, true)
         .map_err(|m| input(format!("--grace-secs {m}")))?;
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+    trawl_core::config::check_secs(args.progress_secs, false)
+        .map_err(|m| input(format!("--progress-secs {m}")))?;
+    let on_terminal = std::io::stderr().is_terminal();
+    let bar = if args.quiet || !on_terminal {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(0)
@@ -603,11 +721,19 @@ async fn run(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let progress = Arc::new(Progress {
-        bar: bar.clone(),
-        done: AtomicU64::new(0),
-        successes: AtomicU64::new(0),
-        infra: AtomicU64::new(0),
+    let progress = Arc::new(Progress::new(bar.clone()));
+    // No terminal to draw on (a log file, a cluster job): a plain line at an interval.
+    let ticker = (!args.quiet && (!on_terminal || LOG_FILE.get().is_some())).then(|| {
+        let progress = progress.clone();
+        let every = trawl_core::config::secs(args.progress_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                log_line(&progress.plain_line());
+            }
+        })
     });
     let stop = StopSignal::default();
     spawn_signal_handler(stop.clone(), trawl_core::config::secs(args.grace_secs));
@@ -630,6 +756,10 @@ async fn run(
         other => input(other),
     })?;
     bar.finish_and_clear();
+    if let Some(t) = ticker {
+        t.abort();
+        log_line(&progress.plain_line());
+    }
     if summary.resume.moved_aside > 0 || summary.resume.dropped_torn_tail {
         eprintln!(
             "resume: re-ran {} interrupted or failed rollout(s){}; earlier attempts kept in {}",

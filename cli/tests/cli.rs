@@ -1237,3 +1237,60 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
     let parquet = std::fs::read(d.join(run).join("export-verl.parquet")).unwrap();
     assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
 }
+
+/// Without a terminal, a run prints plain progress lines at an interval, to stderr and to
+/// `--log-file`, with no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_runs_print_plain_progress_lines_and_log_to_a_file() {
+    let server = ScriptedServer::start(Arc::new(|body: &Value| {
+        Reply::Delayed(Duration::from_millis(40), Box::new(adder_policy(body)))
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(
+        d,
+        &server.base_url(),
+        MATH_CHAT.replace("count = 60", "count = 20").as_str(),
+    );
+    let out = trawl(
+        &[
+            "-v",
+            "run",
+            "exp.toml",
+            "--progress-secs",
+            "0.1",
+            "--log-file",
+            "trawl.log",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("progress ")).collect();
+    assert!(lines.len() >= 2, "{err}");
+    let last = lines.last().unwrap();
+    for needle in [
+        "progress 40/40 (100.0%)",
+        "success ",
+        "mean reward ",
+        "infra errors 0",
+        "rollouts/s",
+        "left ",
+    ] {
+        assert!(last.contains(needle), "missing {needle:?} in {last}");
+    }
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes without a terminal"
+    );
+    let log = std::fs::read_to_string(d.join("trawl.log")).unwrap();
+    assert!(log.contains("progress 40/40"), "{log}");
+    assert!(log.contains("INFO"), "log lines go to the file too: {log}");
+    assert!(!log.contains('\u{1b}'));
+    // A bad interval is refused, naming the flag.
+    let out = trawl(&["run", "exp.toml", "--progress-secs", "0"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--progress-secs"));
+}
