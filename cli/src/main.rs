@@ -33,6 +33,7 @@ use trawl_tool_calling as _;
 use trawl_tools_env as _;
 use trawl_usersim as _;
 
+mod show;
 mod swe;
 
 /// Exit codes scripts can rely on.
@@ -116,6 +117,9 @@ enum Command {
     /// Compare two runs, or two groups of one run, task by task: change in success rate and mean
     /// reward with paired bootstrap intervals, an exact sign test, the tasks that flipped.
     Diff(DiffArgs),
+    /// Show trajectories as a conversation: messages, tool calls and results (long ones
+    /// folded), the ending, each evaluator's verdict. Colour on a terminal only.
+    Show(ShowArgs),
     /// Select trajectories and write a training file.
     Export(ExportArgs),
     /// List every registered kind, per role, and the plugin libraries loaded.
@@ -151,6 +155,36 @@ struct RunArgs {
     /// Without a terminal (or with --log-file), seconds between plain progress lines.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     progress_secs: f64,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// A run directory or a trajectories .jsonl file.
+    run: PathBuf,
+    /// Only this task (its id), every sample.
+    #[arg(long)]
+    task: Option<String>,
+    /// Only rollouts this jq filter selects (as for `trawl export --where`).
+    #[arg(long = "where", value_name = "FILTER")]
+    where_filter: Option<String>,
+    /// Only successful rollouts.
+    #[arg(long, conflicts_with = "failed")]
+    success: bool,
+    /// Only rollouts that failed (finished, scored, not successful).
+    #[arg(long)]
+    failed: bool,
+    /// At most this many rollouts.
+    #[arg(long, short = 'n', default_value_t = 3)]
+    limit: usize,
+    /// Lines of a long tool result or system prompt shown before folding (0: fold nothing).
+    #[arg(long, default_value_t = 12)]
+    fold: usize,
+    /// Fold nothing.
+    #[arg(long)]
+    full: bool,
+    /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
+    #[arg(long)]
+    skip_bad_lines: bool,
 }
 
 #[derive(Args)]
@@ -379,6 +413,7 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         }
         Command::Quickstart { out } => quickstart(registry(None)?, out).await,
         Command::Check { config, ping } => check(&registry(Some(&config))?, &config, ping).await,
+        Command::Show(args) => show(&args),
         Command::Stats {
             run,
             by,
@@ -513,6 +548,67 @@ fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRec
         eprintln!("warning: {}: the last line was cut off mid-write and is ignored; `trawl run` resumes it", path.display());
     }
     Ok(records)
+}
+
+/// `trawl show`.
+fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let records = load_run_with(&args.run, args.skip_bad_lines)?;
+    let filter = match &args.where_filter {
+        Some(f) => Some(
+            trawl_core::filter::RecordFilter::compile(f)
+                .map_err(|e| input(format!("--where: {e}")))?,
+        ),
+        None => None,
+    };
+    let fold = show::Fold {
+        lines: if args.full { 0 } else { args.fold },
+    };
+    let mut out = anstream::stdout().lock();
+    let mut shown = 0usize;
+    let mut matched = 0usize;
+    for r in &records {
+        if args.task.as_deref().is_some_and(|t| r.key.task != t)
+            || (args.success && !r.success)
+            || (args.failed && !(r.is_final() && r.is_scored() && !r.success))
+        {
+            continue;
+        }
+        if let Some(f) = &filter {
+            match f.keeps(r) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(message) => bail!(input(format!(
+                    "--where `{}` on record {}: {message}",
+                    f.source(),
+                    r.key
+                ))),
+            }
+        }
+        matched += 1;
+        if shown < args.limit {
+            show::render(&mut out, r, fold)?;
+            shown += 1;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    if matched == 0 {
+        bail!(input(format!(
+            "no rollout of {} matches ({} records read)",
+            args.run.display(),
+            records.len()
+        )));
+    }
+    eprintln!(
+        "showed {shown} of {matched} matching rollouts ({} records){}",
+        records.len(),
+        if matched > shown {
+            "; -n N shows more"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--log-file`: where log and progress lines go besides stderr.

@@ -1294,3 +1294,54 @@ async fn headless_runs_print_plain_progress_lines_and_log_to_a_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--progress-secs"));
 }
+
+/// `trawl show` renders a rollout as a conversation: tool calls and results, the ending and the
+/// evaluators; filters choose which; without a terminal there are no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_renders_rollouts_as_conversations() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = "samples = 2\n\n[[environments]]\ntype = \"math\"\ncalculator = true\ngenerator = { count = 4, levels = [1] }\n\n[[scaffolds]]\ntype = \"tool_calling\"\nmax_steps = 3\n";
+    write_config(d, &server.base_url(), body);
+    assert!(trawl(&["run", "exp.toml", "--quiet"], d).status.success());
+    let records = jsonl(&d.join("runs/cli/trajectories.jsonl"));
+    let task = records[0]["task"]["id"].as_str().unwrap().to_string();
+
+    let out = trawl(&["show", "runs/cli", "--task", &task, "-n", "5"], d);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("══ math/tool_calling/mock/").count(),
+        2,
+        "{text}"
+    );
+    for needle in [
+        "[0] user",
+        "[1] assistant",
+        "call calculator {\"expression\":",
+        "[2] tool → call_1",
+        "evaluator math_answer: ",
+        "exit Submitted",
+        "tools: calculator",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes without a terminal"
+    );
+
+    // A jq filter, and nothing matching: exit 2 with what was read.
+    let out = trawl(&["show", "runs/cli", "--where", ".success", "-n", "100"], d);
+    let shown = String::from_utf8_lossy(&out.stdout).matches("══ ").count();
+    let successes = records.iter().filter(|r| r["success"] == true).count();
+    assert_eq!(shown, successes);
+    let out = trawl(&["show", "runs/cli", "--task", "no-such-task"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rollout of runs/cli matches"));
+}
