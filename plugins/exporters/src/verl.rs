@@ -136,7 +136,9 @@ impl VerlExporter {
             split.append_value(&self.config.split);
             index.append_value(i as i64);
             let tool_list = g.tools.as_str().unwrap_or("[]");
-            need_tools.append_value(tool_list != "[]");
+            // trawl serves its environments' tools itself: there are no verl tool kwargs to
+            // pass, and verl warns when it is told to expect some and finds none.
+            need_tools.append_value(false);
             task_id.append_value(&g.task);
             environment.append_value(&g.environment);
             tools.append_value(tool_list);
