@@ -24,6 +24,25 @@ fn trawl(args: &[&str], cwd: &Path) -> Output {
         .expect("trawl runs")
 }
 
+/// Runs trawl and requires it to succeed, showing its stderr if it does not.
+fn trawl_ok(args: &[&str], cwd: &Path) -> Output {
+    let out = trawl(args, cwd);
+    assert!(
+        out.status.success(),
+        "trawl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A JSON file's value.
+fn json_file(path: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -1054,21 +1073,13 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
     let d = dir.path();
     let body = "samples = 4\n\n[[environments]]\ntype = \"math\"\ngenerator = { count = 8, levels = [1, 2] }\n\n[[scaffolds]]\ntype = \"chat\"\n";
     write_config(d, &server.base_url(), body);
-    let out = trawl(&["run", "exp.toml", "--quiet"], d);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    trawl_ok(&["run", "exp.toml", "--quiet"], d);
     let run = "runs/cli";
 
     let out = trawl(&["export", run, "--format", "grpo"], d);
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{said}");
-    let stats: Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join(run).join("export-grpo_stats.json")).unwrap(),
-    )
-    .unwrap();
+    let stats = json_file(&d.join(run).join("export-grpo_stats.json"));
     let groups = jsonl(&d.join(run).join("export-grpo.jsonl")).len() as u64;
     let zero = stats["counts"]["groups_zero_variance"]
         .as_u64()
@@ -1077,7 +1088,7 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
     assert!(said.contains(&format!("groups: {groups}")), "{said}");
 
     // A margin no pair of 0/1 rewards reaches: every task is counted below it, none paired.
-    let out = trawl(
+    trawl_ok(
         &[
             "export",
             run,
@@ -1090,13 +1101,7 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
         ],
         d,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("dpo_stats.json")).unwrap()).unwrap();
+    let stats = json_file(&d.join("dpo_stats.json"));
     assert_eq!(
         stats["counts"]["tasks_below_margin"].as_u64(),
         Some(groups),
@@ -1149,7 +1154,7 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
         format!("{}\n", serde_json::json!({"question": held_out_question})),
     )
     .unwrap();
-    let out = trawl(
+    trawl_ok(
         &[
             "export",
             run,
@@ -1168,14 +1173,7 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
         ],
         d,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("clean_stats.json")).unwrap())
-            .unwrap();
+    let stats = json_file(&d.join("clean_stats.json"));
     assert_eq!(
         stats["dropped"]["contaminated"].as_u64(),
         Some(same_task as u64),
@@ -1225,14 +1223,9 @@ async fn rl_formats_export_groups_and_count_what_they_leave_out() {
         card
     );
 
-    let out = trawl(
+    trawl_ok(
         &["export", run, "--format", "verl", "--set", "split=test"],
         d,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let parquet = std::fs::read(d.join(run).join("export-verl.parquet")).unwrap();
     assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
