@@ -33,6 +33,7 @@ use trawl_tool_calling as _;
 use trawl_tools_env as _;
 use trawl_usersim as _;
 
+mod report;
 mod show;
 mod swe;
 
@@ -120,6 +121,10 @@ enum Command {
     /// Show trajectories as a conversation: messages, tool calls and results (long ones
     /// folded), the ending, each evaluator's verdict. Colour on a terminal only.
     Show(ShowArgs),
+    /// One self-contained HTML file (no network requests) with a run's numbers and charts:
+    /// success and reward with intervals, pass@k curves, distributions, exit statuses, a
+    /// per-task table, examples; with two runs, the task-by-task comparison.
+    Report(ReportArgs),
     /// Select trajectories and write a training file.
     Export(ExportArgs),
     /// List every registered kind, per role, and the plugin libraries loaded.
@@ -155,6 +160,22 @@ struct RunArgs {
     /// Without a terminal (or with --log-file), seconds between plain progress lines.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     progress_secs: f64,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// One or two runs (run directories or trajectories .jsonl files).
+    #[arg(required = true, num_args = 1..=2)]
+    runs: Vec<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long, short, default_value = "report.html")]
+    output: PathBuf,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
+    #[arg(long)]
+    skip_bad_lines: bool,
 }
 
 #[derive(Args)]
@@ -414,6 +435,7 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         Command::Quickstart { out } => quickstart(registry(None)?, out).await,
         Command::Check { config, ping } => check(&registry(Some(&config))?, &config, ping).await,
         Command::Show(args) => show(&args),
+        Command::Report(args) => report(&args),
         Command::Stats {
             run,
             by,
@@ -548,6 +570,25 @@ fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRec
         eprintln!("warning: {}: the last line was cut off mid-write and is ignored; `trawl run` resumes it", path.display());
     }
     Ok(records)
+}
+
+/// `trawl report`.
+fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    store::check_output(&args.output, args.force).map_err(input)?;
+    let mut runs = Vec::new();
+    for run in &args.runs {
+        let records = load_run_with(run, args.skip_bad_lines)?;
+        let stats = trawl_core::stats::compute(&records);
+        runs.push((run.display().to_string(), records, stats));
+    }
+    let html = report::render(&runs);
+    store::write_atomic(&args.output, html.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} bytes, self-contained: open it in any browser, offline)",
+        args.output.display(),
+        html.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `trawl show`.

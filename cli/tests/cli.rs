@@ -1338,3 +1338,56 @@ async fn show_renders_rollouts_as_conversations() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rollout of runs/cli matches"));
 }
+
+/// `trawl report` writes one self-contained HTML file: no network reference, charts as inline
+/// SVG, the numbers of `trawl stats --json` embedded and shown, a second run compared; an
+/// existing file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_is_one_offline_html_file_with_the_stats_numbers() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &server.base_url(), MATH_CHAT);
+    trawl_ok(&["run", "exp.toml", "--quiet"], d);
+    trawl_ok(
+        &[
+            "report",
+            "runs/cli",
+            "runs/cli/trajectories.jsonl",
+            "-o",
+            "r.html",
+        ],
+        d,
+    );
+    let html = std::fs::read_to_string(d.join("r.html")).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    for forbidden in ["http://", "https://", "<link", "src="] {
+        assert!(
+            !html.contains(forbidden),
+            "the report must not load {forbidden}"
+        );
+    }
+    assert!(
+        html.matches("<svg").count() >= 6,
+        "pass curves and distributions"
+    );
+    assert!(html.matches("<polyline").count() >= 2 && html.contains("<rect"));
+    // The embedded numbers are `trawl stats --json`'s.
+    let stats: Value =
+        serde_json::from_slice(&trawl_ok(&["stats", "runs/cli", "--json"], d).stdout).unwrap();
+    let start = html
+        .find("id=\"trawl-stats\" type=\"application/json\">")
+        .unwrap();
+    let json = &html[start..];
+    let json = &json[json.find('>').unwrap() + 1..json.find("</script>").unwrap()];
+    let embedded: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(embedded[0], stats);
+    let g = &stats["groups"][0];
+    assert!(html.contains(&format!("data-successes=\"{}\"", g["successes"])));
+    assert!(
+        html.contains("vs runs/cli/trajectories.jsonl"),
+        "two runs are compared"
+    );
+    let out = trawl(&["report", "runs/cli", "-o", "r.html"], d);
+    assert_eq!(out.status.code(), Some(2));
+}
