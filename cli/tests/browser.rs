@@ -10,7 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use trawl_tests::{adder_policy, ScriptedServer};
 
-const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
+mod common;
+use common::trawl_ok;
 
 fn chromium() -> &'static str {
     for c in ["chromium", "chromium-browser"] {
@@ -60,19 +61,7 @@ async fn the_report_renders_in_chromium_with_charts_and_the_stats_numbers() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(TRAWL)
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let run = |args: &[&str]| trawl_ok(args, d);
     run(&["run", "exp.toml", "--quiet"]);
     run(&["report", "runs/b", "-o", "report.html"]);
     let page = d.join("report.html");

@@ -6,53 +6,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use trawl_tests::{adder_policy, Reply, ScriptedServer};
 
-const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
-
-fn trawl(args: &[&str], cwd: &Path) -> Output {
-    Command::new(TRAWL)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("trawl runs")
-}
-
-/// Runs trawl and requires it to succeed, showing its stderr if it does not.
-fn trawl_ok(args: &[&str], cwd: &Path) -> Output {
-    let out = trawl(args, cwd);
-    assert!(
-        out.status.success(),
-        "trawl {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A JSON file's value.
-fn json_file(path: &Path) -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: bad line {l}: {e}", path.display()))
-        })
-        .collect()
-}
+mod common;
+use common::{json_file, jsonl, trawl, trawl_ok, TRAWL};
 
 fn write_config(dir: &Path, base_url: &str, body: &str) -> std::path::PathBuf {
     let text = format!(

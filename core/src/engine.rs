@@ -933,9 +933,17 @@ pub async fn run(
 
     // The matrix is walked lazily, so memory does not grow with the number of rollouts.
     let shared = Arc::new(shared);
-    let mut tokens_used = resume.tokens_used;
-    let over_budget = |used: u64| config.max_total_tokens.is_some_and(|b| used >= b);
-    let budget_spent_at_start = over_budget(tokens_used);
+    // Tokens spent, every session's, counted as each rollout ends (before the writer sees it),
+    // so that the launcher never starts one after the budget is gone: at most the rollouts in
+    // flight go over.
+    let spent = Arc::new(std::sync::atomic::AtomicU64::new(resume.tokens_used));
+    let tokens_used = {
+        let spent = spent.clone();
+        move || spent.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let limit = config.max_total_tokens;
+    let over_budget = move |used: u64| limit.is_some_and(|b| used >= b);
+    let budget_spent_at_start = over_budget(tokens_used());
     let completed = Arc::new(resume.completed);
     let (mut adaptive, source, total, skipped) = match config.samples {
         Samples::Fixed(n) => {
@@ -992,15 +1000,12 @@ pub async fn run(
     let mut budget_spent = budget_spent_at_start;
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let (tx, mut rx) = mpsc::channel::<TrajectoryRecord>(1024);
-    // Tokens spent, counted as each rollout ends (before the writer sees it), so that the
-    // launcher never starts one after the budget is gone: at most the rollouts in flight go over.
-    let spent = Arc::new(std::sync::atomic::AtomicU64::new(tokens_used));
-    let limit = config.max_total_tokens;
     let launcher = {
         let shared = shared.clone();
         let stop = stop.clone();
         let budget = budget.clone();
         let spent = spent.clone();
+        let tokens_used = tokens_used.clone();
         let mut source = source;
         tokio::spawn(async move {
             let mut launched = 0u64;
@@ -1017,9 +1022,7 @@ pub async fn run(
                     _ = budget.cancelled() => break,
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 };
-                let over =
-                    limit.is_some_and(|b| spent.load(std::sync::atomic::Ordering::SeqCst) >= b);
-                if stop.soft.is_cancelled() || budget.is_cancelled() || over {
+                if stop.soft.is_cancelled() || budget.is_cancelled() || over_budget(tokens_used()) {
                     break;
                 }
                 let tx = tx.clone();
@@ -1049,16 +1052,15 @@ pub async fn run(
     while let Some(record) = rx.recv().await {
         writer.append(&record)?;
         written += 1;
-        tokens_used += record.usage.total_tokens();
         match record.outcome.exit_status {
             ExitStatus::InfraError => infra += 1,
             ExitStatus::Interrupted => interrupted += 1,
             _ => successes += u64::from(record.success),
         }
-        if !budget_spent && over_budget(tokens_used) {
+        if !budget_spent && over_budget(tokens_used()) {
             budget_spent = true;
             tracing::info!(
-                tokens_used,
+                tokens_used = tokens_used(),
                 "the token budget is spent; no more rollouts start"
             );
             budget.cancel();
@@ -1136,7 +1138,7 @@ pub async fn run(
         skipped_combinations: manifest.skipped_combinations,
         scoring: shared.scoring.describe(),
         sampling: adaptive.as_ref().map(Adaptive::summary),
-        tokens_used,
+        tokens_used: tokens_used(),
         budget_spent,
     })
 }
