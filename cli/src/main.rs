@@ -33,7 +33,6 @@ use trawl_tool_calling as _;
 use trawl_tools_env as _;
 use trawl_usersim as _;
 
-mod report;
 mod show;
 mod swe;
 
@@ -125,6 +124,10 @@ enum Command {
     /// success and reward with intervals, pass@k curves, distributions, exit statuses, a
     /// per-task table, examples; with two runs, the task-by-task comparison.
     Report(ReportArgs),
+    /// A local web application to browse runs: filter, read a rollout as a conversation, put
+    /// two rollouts of a task side by side, accept or reject with a note (kept in the run's
+    /// labels.jsonl, used by `trawl export --labels`).
+    View(ViewArgs),
     /// Select trajectories and write a training file.
     Export(ExportArgs),
     /// List every registered kind, per role, and the plugin libraries loaded.
@@ -176,6 +179,16 @@ struct ReportArgs {
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
+}
+
+#[derive(Args)]
+struct ViewArgs {
+    /// Runs (run directories or trajectories .jsonl files).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// The port on 127.0.0.1 to serve on (0: any free port).
+    #[arg(long, default_value_t = 8711)]
+    port: u16,
 }
 
 #[derive(Args)]
@@ -310,6 +323,11 @@ struct ExportArgs {
     /// Keep only tasks the model solves at most this often.
     #[arg(long, value_name = "RATE")]
     max_pass_rate: Option<f64>,
+    /// Use reviewers' labels (made in `trawl view`, kept in RUN/labels.jsonl): `not-rejected`
+    /// (the default) leaves out what a reviewer rejected, `accepted` keeps only what a
+    /// reviewer accepted.
+    #[arg(long, value_name = "accepted|not-rejected", num_args = 0..=1, default_missing_value = "not-rejected")]
+    labels: Option<String>,
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -436,6 +454,7 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         Command::Check { config, ping } => check(&registry(Some(&config))?, &config, ping).await,
         Command::Show(args) => show(&args),
         Command::Report(args) => report(&args),
+        Command::View(args) => view(&args).await,
         Command::Stats {
             run,
             by,
@@ -581,13 +600,74 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         let stats = trawl_core::stats::compute(&records);
         runs.push((run.display().to_string(), records, stats));
     }
-    let html = report::render(&runs);
+    let html = trawl_view::report::render(&runs);
     store::write_atomic(&args.output, html.as_bytes())?;
     eprintln!(
         "wrote {} ({} bytes, self-contained: open it in any browser, offline)",
         args.output.display(),
         html.len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--labels MODE`: the reviewers' labels of `run` (its directory, or the folder of the
+/// trajectories file given).
+fn review_labels(run: &Path, mode: &str) -> anyhow::Result<trawl_core::labels::LabelFilter> {
+    use trawl_core::labels::{LabelFilter, LabelMode, Labels, LABELS};
+    let Some(mode) = LabelMode::parse(mode) else {
+        bail!(input(format!(
+            "--labels `{mode}`: give `accepted` (only what a reviewer accepted) or `not-rejected` (all but what a reviewer rejected)"
+        )));
+    };
+    let dir = if run.is_file() {
+        run.parent().unwrap_or(Path::new("."))
+    } else {
+        run
+    };
+    if !dir.join(LABELS).exists() {
+        bail!(input(format!(
+            "--labels: {} has no {LABELS}: nobody has labelled this run yet; label rollouts in `trawl view {}` first",
+            dir.display(),
+            run.display()
+        )));
+    }
+    let labels = Labels::read(dir).map_err(input)?;
+    Ok(LabelFilter { mode, labels })
+}
+
+/// `trawl view`: serves until Ctrl-C.
+async fn view(args: &ViewArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let viewer = trawl_view::Viewer::open(&args.runs).map_err(input)?;
+    let damaged = viewer.damaged();
+    if !damaged.is_empty() {
+        eprintln!("warning: left out {} damaged line(s):", damaged.len());
+        for d in damaged.iter().take(10) {
+            eprintln!("  {d}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .map_err(|e| {
+            input(format!(
+                "cannot listen on 127.0.0.1:{}: {e}\n  hint: pass another --port (0 picks a free one)",
+                args.port
+            ))
+        })?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "trawl view: http://{addr}/ ({} rollouts from {} run(s), indexed in {:.1} s); Ctrl-C stops",
+        viewer.rollouts(),
+        args.runs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    viewer
+        .serve(listener, async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            wait_for_signal(&mut term).await;
+        })
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1271,6 +1351,10 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let labels = match args.labels.as_deref() {
+        None => None,
+        Some(mode) => Some(review_labels(&args.run, mode)?),
+    };
     let named: Vec<&String> = args
         .evaluator_success
         .iter()
@@ -1313,6 +1397,7 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         dedup,
         min_pass_rate: args.min_pass_rate,
         max_pass_rate: args.max_pass_rate,
+        labels,
     };
     let mut settings = serde_json::Map::new();
     if let Some(a) = &args.agent {

@@ -1353,3 +1353,84 @@ async fn report_is_one_offline_html_file_with_the_stats_numbers() {
     let out = trawl(&["report", "runs/cli", "-o", "r.html"], d);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Reviewers' labels as a selection: `--labels accepted` keeps what a reviewer accepted,
+/// `--labels` (not-rejected) leaves out what one rejected; the last decision per rollout counts;
+/// a missing or damaged labels file is an error that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_labels_keep_what_reviewers_accepted_and_drop_what_they_rejected() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = "samples = 2\n[[environments]]\ntype = \"math\"\ngenerator = { count = 5, levels = [1] }\n\n[[scaffolds]]\ntype = \"chat\"\n";
+    write_config(d, &server.base_url(), body);
+    trawl_ok(&["run", "exp.toml", "--quiet"], d);
+    let records = jsonl(&d.join("runs/cli/trajectories.jsonl"));
+    assert_eq!(records.len(), 10);
+
+    let out = trawl(&["export", "runs/cli", "-o", "x.jsonl", "--labels"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("labels.jsonl") && err.contains("trawl view"),
+        "{err}"
+    );
+
+    let label = |i: usize, verdict: &str| {
+        format!(
+            "{{\"key\": {}, \"verdict\": \"{verdict}\", \"note\": \"n{i}\", \"at\": \"2026-11-24T00:00:00Z\"}}\n",
+            records[i]["key"]
+        )
+    };
+    let labels = [
+        label(0, "accept"),
+        label(1, "reject"),
+        label(2, "accept"),
+        label(2, "clear"),
+        label(3, "reject"),
+        label(3, "accept"),
+    ]
+    .concat();
+    std::fs::write(d.join("runs/cli/labels.jsonl"), &labels).unwrap();
+
+    trawl_ok(
+        &[
+            "export",
+            "runs/cli",
+            "-o",
+            "accepted.jsonl",
+            "--labels",
+            "accepted",
+        ],
+        d,
+    );
+    assert_eq!(jsonl(&d.join("accepted.jsonl")).len(), 2);
+    let stats = json_file(&d.join("accepted_stats.json"));
+    assert_eq!(stats["dropped"]["rejected_by_reviewer"], 1, "{stats}");
+    assert_eq!(stats["dropped"]["not_accepted"], 7, "{stats}");
+    trawl_ok(&["export", "runs/cli", "-o", "kept.jsonl", "--labels"], d);
+    assert_eq!(jsonl(&d.join("kept.jsonl")).len(), 9);
+
+    let out = trawl(
+        &[
+            "export", "runs/cli", "-o", "y.jsonl", "--labels", "approved",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`accepted`"));
+
+    std::fs::write(
+        d.join("runs/cli/labels.jsonl"),
+        format!(
+            "{labels}{{\"key\": {}, \"verdict\": \"ok\", \"at\": \"x\"}}\n",
+            records[4]["key"]
+        ),
+    )
+    .unwrap();
+    let out = trawl(&["export", "runs/cli", "-o", "z.jsonl", "--labels"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("labels.jsonl:7: field `verdict`"), "{err}");
+    assert!(!d.join("z.jsonl").exists());
+}

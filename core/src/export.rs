@@ -99,6 +99,10 @@ pub struct Selection {
     /// Keep only tasks whose pass rate is at most this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pass_rate: Option<f64>,
+    /// What reviewers decided (`labels.jsonl`, written by `trawl view`): leave out what they
+    /// rejected, or keep only what they accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::labels::LabelFilter>,
 }
 
 /// Why a rollout was left out.
@@ -108,6 +112,10 @@ pub enum DropReason {
     /// Interrupted or infrastructure error: never training data.
     NotFinal,
     ExcludedTask,
+    /// A reviewer rejected it (`trawl view`, `--labels`).
+    RejectedByReviewer,
+    /// `--labels accepted`, and no reviewer accepted it.
+    NotAccepted,
     NotSuccessful,
     /// A reply was cut off by `max_tokens` (left out of success-only exports by default).
     Truncated,
@@ -158,6 +166,11 @@ fn failed_criterion(
             .contains(&format!("{}/{}", r.key.environment, r.key.task))
     {
         DropReason::ExcludedTask
+    } else if let Some(drop) = sel.labels.as_ref().and_then(|l| l.check(&r.key)) {
+        match drop {
+            crate::labels::LabelDrop::Rejected => DropReason::RejectedByReviewer,
+            crate::labels::LabelDrop::NotAccepted => DropReason::NotAccepted,
+        }
     } else if sel.success_only && !r.success {
         DropReason::NotSuccessful
     } else if sel.success_only && !sel.include_truncated && r.truncated() {

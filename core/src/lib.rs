@@ -13,6 +13,7 @@ pub mod export;
 pub mod fetch;
 pub mod filter;
 pub mod hygiene;
+pub mod labels;
 pub mod matrix;
 pub mod message;
 pub mod model;

@@ -49,8 +49,15 @@ pub enum StoreError {
 }
 
 /// The files a run directory owns. No command but `trawl run` (and `trawl import` into a run)
-/// writes them.
-pub const RUN_FILES: [&str; 5] = [TRAJECTORIES, ATTEMPTS, CONFIG, MANIFEST, LOCK];
+/// writes them, and `trawl view` appends to the reviewers' labels.
+pub const RUN_FILES: [&str; 6] = [
+    TRAJECTORIES,
+    ATTEMPTS,
+    CONFIG,
+    MANIFEST,
+    LOCK,
+    crate::labels::LABELS,
+];
 
 /// Whether `dir` is a run directory: it holds a run's data or manifest.
 pub fn is_run_dir(dir: &Path) -> bool {

@@ -194,3 +194,58 @@ pub fn example_record() -> crate::trajectory::TrajectoryRecord {
         .expect("the record strategy draws a value")
         .current()
 }
+
+/// `n` records like short multi-turn math rollouts (three assistant turns with token ids, two
+/// evaluators, 5,000 tasks in two scaffolds), for benchmarks of what reads a run.
+pub fn short_rollouts(n: usize) -> Vec<TrajectoryRecord> {
+    let base = crate::strategies::example_record();
+    (0..n)
+        .map(|i| {
+            let mut r = base.clone();
+            r.key.environment = "math".into();
+            r.key.scaffold = if i % 2 == 0 { "chat" } else { "tool_calling" }.into();
+            r.key.model = "m".into();
+            r.key.task = format!("t{}", i / 2 % 5000);
+            r.key.sample = (i / 10_000) as u32;
+            r.task.data = serde_json::json!({"level": i % 5 + 1, "answer": "42"});
+            r.outcome.exit_status = crate::ExitStatus::Submitted;
+            r.messages = (0..6)
+                .map(|j| {
+                    let text = format!("turn {j}: {}", "because the answer follows ".repeat(11));
+                    if j % 2 == 0 {
+                        Message::user(text)
+                    } else {
+                        Message::assistant(text)
+                    }
+                })
+                .collect();
+            r.tokens = (0..3)
+                .map(|j| crate::model::TokenDetail {
+                    prompt_ids: (0..200 + 60 * j).collect(),
+                    completion_ids: (0..50).collect(),
+                    logprobs: vec![-0.5; 50],
+                })
+                .collect();
+            // Samples of a task differ: groups have variance, pairs can be made.
+            r.success = (i / 10_000 + i) % 3 == 0;
+            r.reward = f64::from(u8::from(r.success));
+            r.evaluations = vec![
+                Evaluation {
+                    evaluator: "math_answer".into(),
+                    reward: r.reward,
+                    success: r.success,
+                    components: Default::default(),
+                    details: serde_json::Value::Null,
+                },
+                Evaluation {
+                    evaluator: "format".into(),
+                    reward: (i % 4) as f64 / 3.0,
+                    success: i % 4 != 0,
+                    components: Default::default(),
+                    details: serde_json::Value::Null,
+                },
+            ];
+            r
+        })
+        .collect()
+}

@@ -9,66 +9,16 @@
 use std::time::Instant;
 
 use trawl_core::compare::{diff, pairing_keys, Selector};
-use trawl_core::evaluator::Evaluation;
 use trawl_core::export::{select, Selection};
 use trawl_core::filter::RecordFilter;
 use trawl_core::stats::{compute, compute_by, GroupKey};
-use trawl_core::{Message, TrajectoryRecord};
+use trawl_core::TrajectoryRecord;
 use trawl_exporters as _;
 
 const RECORDS: usize = 100_000;
 
 fn records() -> Vec<TrajectoryRecord> {
-    let base = trawl_core::strategies::example_record();
-    (0..RECORDS)
-        .map(|i| {
-            let mut r = base.clone();
-            r.key.environment = "math".into();
-            r.key.scaffold = if i % 2 == 0 { "chat" } else { "tool_calling" }.into();
-            r.key.model = "m".into();
-            r.key.task = format!("t{}", i / 2 % 5000);
-            r.key.sample = (i / 10_000) as u32;
-            r.task.data = serde_json::json!({"level": i % 5 + 1, "answer": "42"});
-            r.outcome.exit_status = trawl_core::ExitStatus::Submitted;
-            r.messages = (0..6)
-                .map(|j| {
-                    let text = format!("turn {j}: {}", "because the answer follows ".repeat(11));
-                    if j % 2 == 0 {
-                        Message::user(text)
-                    } else {
-                        Message::assistant(text)
-                    }
-                })
-                .collect();
-            r.tokens = (0..3)
-                .map(|j| trawl_core::model::TokenDetail {
-                    prompt_ids: (0..200 + 60 * j).collect(),
-                    completion_ids: (0..50).collect(),
-                    logprobs: vec![-0.5; 50],
-                })
-                .collect();
-            // Samples of a task differ: groups have variance, pairs can be made.
-            r.success = (i / 10_000 + i) % 3 == 0;
-            r.reward = f64::from(u8::from(r.success));
-            r.evaluations = vec![
-                Evaluation {
-                    evaluator: "math_answer".into(),
-                    reward: r.reward,
-                    success: r.success,
-                    components: Default::default(),
-                    details: serde_json::Value::Null,
-                },
-                Evaluation {
-                    evaluator: "format".into(),
-                    reward: (i % 4) as f64 / 3.0,
-                    success: i % 4 != 0,
-                    components: Default::default(),
-                    details: serde_json::Value::Null,
-                },
-            ];
-            r
-        })
-        .collect()
+    trawl_core::strategies::short_rollouts(RECORDS)
 }
 
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {

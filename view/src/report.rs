@@ -23,7 +23,8 @@ const W: f64 = 360.0;
 const H: f64 = 200.0;
 const PAD: f64 = 32.0;
 
-/// A line chart of `series` (name, points with x ≥ 1 and y in 0..=1) as inline SVG.
+/// A line chart of `series` (name, points with x ≥ 1 and y in 0..=1) as inline SVG, with a
+/// legend naming each series in its colour.
 pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let max_x = series
         .iter()
@@ -67,7 +68,16 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
             );
         }
     }
-    svg.push_str("</svg>");
+    svg.push_str("</svg><div class=\"legend\">");
+    for (i, (name, _)) in series.iter().enumerate() {
+        let _ = write!(
+            svg,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            PALETTE[i % PALETTE.len()],
+            esc(name)
+        );
+    }
+    svg.push_str("</div>");
     svg
 }
 
@@ -353,7 +363,8 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px}tab
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}\
 th{cursor:pointer;background:#f4f4f4}.charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}\
 figcaption{font-size:12px;text-align:center}pre{white-space:pre-wrap;margin:0}.msg{border-left:3px solid #ccc;padding-left:6px;margin:4px 0}\
-.msg.assistant{border-color:#109618}.msg.user{border-color:#3366cc}.msg.tool{border-color:#ff9900}";
+.legend{font-size:12px;max-width:360px}.legend span{margin-right:10px;white-space:nowrap}\
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}.msg.assistant{border-color:#109618}.msg.user{border-color:#3366cc}.msg.tool{border-color:#ff9900}";
 
 /// Sorting by a click on a column header: numbers as numbers, text as text.
 const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){\
