@@ -242,6 +242,25 @@ async fn the_viewer_lists_filters_opens_and_labels_in_chromium() {
         .unwrap();
     assert!(evals.contains("success"), "{evals}");
 
+    // Side by side: the other sample of the same task, chosen from the compare menu.
+    tab.wait_for_element("#compare")
+        .unwrap()
+        .call_js_fn(
+            "function () { this.value = this.options[1].value; this.dispatchEvent(new Event('change')); }",
+            vec![],
+            false,
+        )
+        .unwrap();
+    wait_for_value(
+        &tab,
+        "document.querySelectorAll('.panes.two .pane').length",
+        &Value::from(2),
+    );
+    let tasks = "JSON.stringify(Array.from(document.querySelectorAll('.pane h2')).map(h => h.textContent.replace(/ #\\d+$/, '')))";
+    let tasks = tab.evaluate(tasks, false).unwrap().value.unwrap();
+    let tasks: Vec<String> = serde_json::from_str(tasks.as_str().unwrap()).unwrap();
+    assert_eq!(tasks[0], tasks[1], "the same task on both sides");
+
     // Labels: a reviewer rejects it with a note through the page.
     tab.wait_for_element("#label-note")
         .unwrap()
