@@ -27,6 +27,8 @@ use trawl_exporters as _;
 use trawl_llama as _;
 use trawl_math as _;
 use trawl_openai as _;
+use trawl_sandbox_docker as _;
+use trawl_sandbox_local as _;
 use trawl_swe as _;
 use trawl_swe_tools as _;
 use trawl_tool_calling as _;
@@ -506,7 +508,7 @@ fn plugins_listing(registry: &Registry) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for role in Role::ALL {
-        let _ = writeln!(out, "{role}s:");
+        let _ = writeln!(out, "{}:", role.plural());
         for e in registry.kinds(role) {
             let from = match &e.origin {
                 trawl_core::registry::Origin::BuiltIn => String::new(),

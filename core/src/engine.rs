@@ -522,6 +522,7 @@ async fn build(
         run_name: config.name.clone(),
         // Set once the run's own models are built (below), so that components can share them.
         models: None,
+        sandboxes: Some(crate::registry::SandboxBuilder::from_registry(registry)),
     };
     let mut versions = BTreeMap::new();
     let factory = |role: Role, kind: &str| registry.get(role, kind).map(|e| e.factory.clone());

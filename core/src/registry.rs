@@ -14,6 +14,7 @@ use crate::environment::Environment;
 use crate::evaluator::Evaluator;
 use crate::export::Exporter;
 use crate::model::LanguageModel;
+use crate::sandbox::SandboxBackend;
 use crate::scaffold::AgentScaffold;
 
 /// The roles a component can play.
@@ -27,15 +28,17 @@ pub enum Role {
     Evaluator,
     Exporter,
     Model,
+    Sandbox,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Environment,
         Role::Scaffold,
         Role::Evaluator,
         Role::Exporter,
         Role::Model,
+        Role::Sandbox,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,21 @@ impl Role {
             Role::Evaluator => "evaluator",
             Role::Exporter => "exporter",
             Role::Model => "model",
+            Role::Sandbox => "sandbox",
+        }
+    }
+}
+
+impl Role {
+    /// The role's name for more than one kind: `environments`, `sandboxes`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Role::Environment => "environments",
+            Role::Scaffold => "scaffolds",
+            Role::Evaluator => "evaluators",
+            Role::Exporter => "exporters",
+            Role::Model => "models",
+            Role::Sandbox => "sandboxes",
         }
     }
 }
@@ -92,20 +110,12 @@ impl ModelBuilder {
     pub fn from_registry(registry: &Registry) -> Self {
         let registry = Arc::new(registry.clone());
         ModelBuilder(Arc::new(move |table: &Value| {
-            let mut settings = match table {
-                Value::Object(m) => m.clone(),
-                Value::Null => serde_json::Map::new(),
-                _ => {
-                    return Err(ComponentError::new(
-                        "a model is a table with `type` and its settings, or the name of a [[models]] entry",
-                    ))
-                }
-            };
-            let kind = match settings.remove("type") {
-                Some(Value::String(k)) => k,
-                None => crate::config::DEFAULT_MODEL_KIND.to_string(),
-                Some(_) => return Err(ComponentError::at("type", "must be a model kind name")),
-            };
+            let (kind, settings) = kind_and_settings(
+                table,
+                crate::config::DEFAULT_MODEL_KIND,
+                Role::Model,
+                "a model is a table with `type` and its settings, or the name of a [[models]] entry",
+            )?;
             let Some(Factory::Model(build)) =
                 registry.get(Role::Model, &kind).map(|e| e.factory.clone())
             else {
@@ -123,6 +133,76 @@ impl ModelBuilder {
     }
 }
 
+/// A component's table split into its kind (`type`, else `default_kind`) and its settings;
+/// `not_a_table` is the error when it is no table at all.
+fn kind_and_settings(
+    table: &Value,
+    default_kind: &str,
+    role: Role,
+    not_a_table: &str,
+) -> Result<(String, serde_json::Map<String, Value>), ComponentError> {
+    let mut settings = match table {
+        Value::Object(m) => m.clone(),
+        Value::Null => serde_json::Map::new(),
+        _ => return Err(ComponentError::new(not_a_table)),
+    };
+    let kind = match settings.remove("type") {
+        Some(Value::String(k)) => k,
+        None => default_kind.to_string(),
+        Some(_) => {
+            return Err(ComponentError::at(
+                "type",
+                format!("must be a {role} kind name"),
+            ))
+        }
+    };
+    Ok((kind, settings))
+}
+
+/// Builds sandbox backends from `sandbox = { type = ... }` tables, by the registry's kinds.
+#[derive(Clone)]
+pub struct SandboxBuilder(Arc<Registry>);
+
+impl fmt::Debug for SandboxBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SandboxBuilder")
+    }
+}
+
+impl SandboxBuilder {
+    pub fn from_registry(registry: &Registry) -> Self {
+        SandboxBuilder(Arc::new(registry.clone()))
+    }
+
+    /// The backend a `sandbox` table names (`type`, else `default_kind`), built with the rest
+    /// of the table as its settings.
+    pub fn build(
+        &self,
+        table: &Value,
+        default_kind: &str,
+        cx: &BuildContext,
+    ) -> Result<Arc<dyn SandboxBackend>, ComponentError> {
+        let (kind, settings) = kind_and_settings(
+            table,
+            default_kind,
+            Role::Sandbox,
+            "a sandbox is a table: { type = \"local\", ... }",
+        )?;
+        let Some(Factory::Sandbox(build)) =
+            self.0.get(Role::Sandbox, &kind).map(|e| e.factory.clone())
+        else {
+            return Err(ComponentError::at(
+                "type",
+                format!(
+                    "unknown sandbox kind `{kind}`; valid: {}",
+                    self.0.kind_list(Role::Sandbox)
+                ),
+            ));
+        };
+        build(&Value::Object(settings), cx)
+    }
+}
+
 /// What a factory knows about the run it builds for.
 #[derive(Debug, Clone, Default)]
 pub struct BuildContext {
@@ -135,6 +215,9 @@ pub struct BuildContext {
     pub run_name: String,
     /// Builds models for components that need their own (absent outside a run).
     pub models: Option<ModelBuilder>,
+    /// Builds sandbox backends for environments that run commands (absent: the kinds built
+    /// into this binary).
+    pub sandboxes: Option<SandboxBuilder>,
 }
 
 impl BuildContext {
@@ -146,6 +229,25 @@ impl BuildContext {
                 "no model kinds are available here (this component needs a model of its own)",
             )),
         }
+    }
+
+    /// The sandbox backend a component's `sandbox` table names (`type`, else `default_kind`).
+    /// Errors point inside the table (`sandbox.isolation`).
+    pub fn build_sandbox(
+        &self,
+        table: &Value,
+        default_kind: &str,
+    ) -> Result<Arc<dyn SandboxBackend>, ComponentError> {
+        let builder = match &self.sandboxes {
+            Some(b) => b.clone(),
+            None => SandboxBuilder::from_registry(
+                &Registry::builtin().map_err(|e| ComponentError::new(e.to_string()))?,
+            ),
+        };
+        builder.build(table, default_kind, self).map_err(|mut e| {
+            e.path.insert(0, "sandbox".into());
+            e
+        })
     }
 
     /// `path` as given if absolute, else relative to the config's folder.
@@ -232,6 +334,10 @@ pub trait ExporterConfig: DeserializeOwned {
 pub trait ModelConfig: DeserializeOwned {
     fn build(self, cx: &BuildContext) -> Result<Arc<dyn LanguageModel>, ComponentError>;
 }
+/// A config struct that builds a sandbox backend.
+pub trait SandboxConfig: DeserializeOwned {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn SandboxBackend>, ComponentError>;
+}
 
 /// How a compiled-in kind is built: a plain function, so that registrations are statics.
 pub type StaticFactory<T> = fn(&Value, &BuildContext) -> Result<Arc<T>, ComponentError>;
@@ -244,6 +350,7 @@ pub type ScaffoldFactory = StaticFactory<dyn AgentScaffold>;
 pub type EvaluatorFactory = StaticFactory<dyn Evaluator>;
 pub type ExporterFactory = StaticFactory<dyn Exporter>;
 pub type ModelFactory = StaticFactory<dyn LanguageModel>;
+pub type SandboxFactory = StaticFactory<dyn SandboxBackend>;
 
 pub fn build_environment<C: EnvironmentConfig>(
     v: &Value,
@@ -275,6 +382,12 @@ pub fn build_model<C: ModelConfig>(
 ) -> Result<Arc<dyn LanguageModel>, ComponentError> {
     parse_settings::<C>(v)?.build(cx)
 }
+pub fn build_sandbox<C: SandboxConfig>(
+    v: &Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn SandboxBackend>, ComponentError> {
+    parse_settings::<C>(v)?.build(cx)
+}
 
 /// How to build a compiled-in component, by role.
 #[derive(Clone, Copy)]
@@ -284,6 +397,7 @@ pub enum StaticBuilder {
     Evaluator(EvaluatorFactory),
     Exporter(ExporterFactory),
     Model(ModelFactory),
+    Sandbox(SandboxFactory),
 }
 
 impl StaticBuilder {
@@ -294,6 +408,7 @@ impl StaticBuilder {
             StaticBuilder::Evaluator(_) => Role::Evaluator,
             StaticBuilder::Exporter(_) => Role::Exporter,
             StaticBuilder::Model(_) => Role::Model,
+            StaticBuilder::Sandbox(_) => Role::Sandbox,
         }
     }
 }
@@ -306,6 +421,7 @@ impl From<StaticBuilder> for Factory {
             StaticBuilder::Evaluator(f) => Factory::Evaluator(Arc::new(f)),
             StaticBuilder::Exporter(f) => Factory::Exporter(Arc::new(f)),
             StaticBuilder::Model(f) => Factory::Model(Arc::new(f)),
+            StaticBuilder::Sandbox(f) => Factory::Sandbox(Arc::new(f)),
         }
     }
 }
@@ -318,6 +434,7 @@ pub enum Factory {
     Evaluator(DynFactory<dyn Evaluator>),
     Exporter(DynFactory<dyn Exporter>),
     Model(DynFactory<dyn LanguageModel>),
+    Sandbox(DynFactory<dyn SandboxBackend>),
 }
 
 impl Factory {
@@ -328,6 +445,7 @@ impl Factory {
             Factory::Evaluator(_) => Role::Evaluator,
             Factory::Exporter(_) => Role::Exporter,
             Factory::Model(_) => Role::Model,
+            Factory::Sandbox(_) => Role::Sandbox,
         }
     }
 }
@@ -364,6 +482,9 @@ macro_rules! register {
     };
     (model, $kind:literal, $desc:literal, $config:ty) => {
         $crate::register!(@ Model, build_model, $kind, $desc, $config);
+    };
+    (sandbox, $kind:literal, $desc:literal, $config:ty) => {
+        $crate::register!(@ Sandbox, build_sandbox, $kind, $desc, $config);
     };
     (@ $variant:ident, $builder:ident, $kind:literal, $desc:literal, $config:ty) => {
         $crate::inventory::submit! {

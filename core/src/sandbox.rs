@@ -356,3 +356,26 @@ mod tests {
         assert!(CappedOutput::lost().truncated());
     }
 }
+
+/// What an environment asks of a backend for one sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// The image a container backend starts (`None`: the one its config names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Labels for what the backend creates (the run's name), so that leftovers can be found.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A sandbox backend, the `sandbox` role: it makes a fresh [`Sandbox`] for each episode.
+/// Environments see only this trait and [`Sandbox`] (commands, files, close), never a backend's
+/// crate, so a backend that runs sandboxes on another machine fits without changing them.
+/// Config: `sandbox = { type = "local", ... }` in an environment that runs commands.
+#[async_trait]
+pub trait SandboxBackend: Send + Sync {
+    /// How its sandboxes are isolated, for the run's manifest and `trawl check`.
+    fn describe(&self) -> serde_json::Value;
+    /// A fresh sandbox, its own working folder empty.
+    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
+}

@@ -12,6 +12,7 @@ use trawl_tests::{coder_policy, run_experiment, run_records, ScriptedServer};
 use trawl_chat as _;
 use trawl_code as _;
 use trawl_openai as _;
+use trawl_sandbox_local as _; // the `local` sandbox kind the code environment runs programs in
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

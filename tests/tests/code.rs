@@ -18,6 +18,7 @@ use trawl_code as _;
 use trawl_coder_tester as _;
 use trawl_exporters as _;
 use trawl_openai as _;
+use trawl_sandbox_local as _; // the `local` sandbox kind the code environment runs programs in
 use trawl_tool_calling as _;
 
 fn solutions() -> HashMap<String, String> {

@@ -11,6 +11,7 @@ use trawl_chat as _;
 use trawl_code as _;
 use trawl_math as _;
 use trawl_openai as _;
+use trawl_sandbox_local as _; // the `local` sandbox kind the code environment runs programs in
 use trawl_tool_calling as _;
 
 /// A float as TOML writes it, from the values that break code: non-finite, negative, zero,

@@ -1,29 +1,7 @@
 //! Pulling the program out of a model's reply: fenced code blocks (closed or not), the block
 //! that defines the function asked for, and HumanEval-style completions of a given prompt.
 
-/// Fenced code blocks in `text`, in order. An unclosed last fence runs to the end of the text
-/// (small models often stop before closing it).
-pub fn code_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("```") {
-        let after = &rest[start + 3..];
-        // The info string (python, py, ...) runs to the end of the line.
-        let body_start = after.find('\n').map(|i| i + 1).unwrap_or(after.len());
-        let body = &after[body_start..];
-        match body.find("```") {
-            Some(end) => {
-                blocks.push(body[..end].to_string());
-                rest = &body[end + 3..];
-            }
-            None => {
-                blocks.push(body.to_string());
-                break;
-            }
-        }
-    }
-    blocks
-}
+pub use trawl_core::actions::code_blocks;
 
 fn defines(code: &str, name: &str) -> bool {
     code.lines().any(|l| {

@@ -22,14 +22,14 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
 use trawl_core::sandbox::{
-    limit_from_stderr, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
+    limit_from_stderr, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxBackend,
+    SandboxError, SandboxSpec,
 };
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
     Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, ToolSchema,
     TrajectoryRecord,
 };
-use trawl_sandbox_local::{LocalSandbox, LocalSandboxConfig, LocalSandboxFactory};
 
 const HARNESS: &str = include_str!("harness.py");
 /// Characters of test or tool output shown to the model.
@@ -42,8 +42,10 @@ pub struct RunSettings {
     /// The Python interpreter, as the sandbox sees it. `/usr/bin/python3` when it exists.
     #[serde(default = "default_python")]
     pub python: String,
-    #[serde(default)]
-    pub sandbox: LocalSandboxConfig,
+    /// Where programs run: a `sandbox` kind and its settings (`{ type = "local", isolation =
+    /// "process" }`); the `local` kind when no `type` is given.
+    #[serde(default = "default_sandbox")]
+    pub sandbox: Value,
     /// Limits on each program run (tests, or one `run_python` call).
     #[serde(default)]
     pub limits: ExecLimits,
@@ -65,6 +67,10 @@ fn default_python() -> String {
     }
 }
 
+fn default_sandbox() -> Value {
+    json!({})
+}
+
 fn default_per_test() -> f64 {
     5.0
 }
@@ -73,7 +79,7 @@ impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
             python: default_python(),
-            sandbox: LocalSandboxConfig::default(),
+            sandbox: default_sandbox(),
             limits: ExecLimits::default(),
             per_test_timeout_secs: default_per_test(),
             success_despite_limits: false,
@@ -186,40 +192,51 @@ impl TestSpec {
 }
 
 /// Runs programs in sandboxes of one configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CodeRunner {
     settings: RunSettings,
-    factory: LocalSandboxFactory,
+    backend: Arc<dyn SandboxBackend>,
+}
+
+impl std::fmt::Debug for CodeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeRunner")
+            .field("settings", &self.settings)
+            .field("sandbox", &self.backend.describe())
+            .finish()
+    }
 }
 
 impl CodeRunner {
-    pub fn new(settings: RunSettings) -> Result<Self, ComponentError> {
+    /// A runner whose sandboxes come from the backend `settings.sandbox` names, built by `cx`
+    /// (the run's registry, or the kinds built into this binary).
+    pub fn new(settings: RunSettings, cx: &BuildContext) -> Result<Self, ComponentError> {
         if let Err((field, msg)) = settings.limits.validate() {
             return Err(ComponentError::at(&format!("limits.{field}"), msg));
         }
         trawl_core::config::check_secs(settings.per_test_timeout_secs, false)
             .map_err(|m| ComponentError::at("per_test_timeout_secs", m))?;
-        let factory = LocalSandboxFactory::new(settings.sandbox.clone())
-            .map_err(|e| ComponentError::at("sandbox", e.to_string()))?;
-        Ok(CodeRunner { settings, factory })
+        let backend = cx.build_sandbox(&settings.sandbox, "local")?;
+        Ok(CodeRunner { settings, backend })
     }
 
     pub fn settings(&self) -> &RunSettings {
         &self.settings
     }
 
-    pub fn factory(&self) -> &LocalSandboxFactory {
-        &self.factory
+    /// The sandbox backend in use.
+    pub fn backend(&self) -> &Arc<dyn SandboxBackend> {
+        &self.backend
     }
 
-    pub fn new_sandbox(&self) -> Result<LocalSandbox, SandboxError> {
-        self.factory.create()
+    pub async fn new_sandbox(&self) -> Result<Box<dyn Sandbox>, SandboxError> {
+        self.backend.create(&SandboxSpec::default()).await
     }
 
     /// Runs `program` against `spec` in `sandbox`. Err only when the sandbox itself failed.
     pub async fn run_tests(
         &self,
-        sandbox: &LocalSandbox,
+        sandbox: &dyn Sandbox,
         program: &str,
         spec: &TestSpec,
     ) -> Result<TestReport, SandboxError> {
@@ -251,7 +268,7 @@ impl CodeRunner {
     /// Runs a snippet of Python in `sandbox`.
     pub async fn run_python(
         &self,
-        sandbox: &LocalSandbox,
+        sandbox: &dyn Sandbox,
         code: &str,
     ) -> Result<ExecResult, SandboxError> {
         sandbox.write_file("snippet.py", code.as_bytes()).await?;
@@ -359,8 +376,9 @@ pub struct CodeEnvironmentConfig {
     pub tools: Vec<String>,
     #[serde(default = "default_python")]
     pub python: String,
-    #[serde(default)]
-    pub sandbox: LocalSandboxConfig,
+    /// Where programs run (see [`RunSettings::sandbox`]).
+    #[serde(default = "default_sandbox")]
+    pub sandbox: Value,
     #[serde(default)]
     pub limits: ExecLimits,
     #[serde(default = "default_per_test")]
@@ -425,7 +443,7 @@ impl EnvironmentConfig for CodeEnvironmentConfig {
         };
         Ok(Arc::new(CodeEnvironment {
             tasks,
-            runner: CodeRunner::new(settings)?,
+            runner: CodeRunner::new(settings, cx)?,
             feedback: self.feedback,
             tools: self.tools,
         }))
@@ -510,7 +528,7 @@ impl Environment for CodeEnvironment {
     }
 
     fn facts(&self) -> Value {
-        json!({ "sandbox": self.runner.factory().isolation() })
+        json!({ "sandbox": self.runner.backend().describe() })
     }
 }
 
@@ -518,7 +536,7 @@ struct CodeEpisode {
     data: Value,
     runner: CodeRunner,
     /// Made on first use: a chat episode without feedback never needs one.
-    sandbox: OnceCell<LocalSandbox>,
+    sandbox: OnceCell<Box<dyn Sandbox>>,
     feedback: bool,
     tools: Vec<String>,
     last_answer: Option<String>,
@@ -569,10 +587,11 @@ fn describe_run(r: &ExecResult) -> String {
 }
 
 impl CodeEpisode {
-    async fn sandbox(&self) -> Result<&LocalSandbox, EnvironmentError> {
+    async fn sandbox(&self) -> Result<&dyn Sandbox, EnvironmentError> {
         self.sandbox
-            .get_or_try_init(|| async { self.runner.new_sandbox() })
+            .get_or_try_init(|| self.runner.new_sandbox())
             .await
+            .map(|s| s.as_ref())
             .map_err(|e| EnvironmentError::Runtime(e.to_string()))
     }
 
@@ -708,9 +727,9 @@ impl Episode for CodeEpisode {
 /// `[[evaluators]] type = "code_tests"` takes [`RunSettings`]: it runs the task's tests against
 /// the submission on a fresh sandbox.
 impl EvaluatorConfig for RunSettings {
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError> {
+    fn build(self, cx: &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError> {
         Ok(Arc::new(CodeTestsEvaluator {
-            runner: CodeRunner::new(self)?,
+            runner: CodeRunner::new(self, cx)?,
         }))
     }
 }
@@ -728,9 +747,9 @@ pub struct CodeTestsEvaluator {
 }
 
 impl CodeTestsEvaluator {
-    pub fn new(settings: RunSettings) -> Result<Self, ComponentError> {
+    pub fn new(settings: RunSettings, cx: &BuildContext) -> Result<Self, ComponentError> {
         Ok(CodeTestsEvaluator {
-            runner: CodeRunner::new(settings)?,
+            runner: CodeRunner::new(settings, cx)?,
         })
     }
 
@@ -739,8 +758,8 @@ impl CodeTestsEvaluator {
             evaluator: "code_tests".into(),
             message: e.to_string(),
         };
-        let sandbox = self.runner.new_sandbox().map_err(failed)?;
-        let report = self.runner.run_tests(&sandbox, program, spec).await;
+        let sandbox = self.runner.new_sandbox().await.map_err(failed)?;
+        let report = self.runner.run_tests(sandbox.as_ref(), program, spec).await;
         let closed = sandbox.close().await;
         let report = report.map_err(failed)?;
         closed.map_err(failed)?;

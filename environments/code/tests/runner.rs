@@ -5,10 +5,11 @@
 
 use serde_json::Value;
 use trawl_code::{program_of, tasks, CodeRunner, RunSettings, TestSpec};
-use trawl_core::sandbox::{ExecOutcome, Sandbox};
+use trawl_core::sandbox::ExecOutcome;
+use trawl_sandbox_local as _; // the `local` sandbox kind these tests run programs in
 
 fn runner() -> CodeRunner {
-    CodeRunner::new(RunSettings::default()).unwrap()
+    CodeRunner::new(RunSettings::default(), &trawl_core::BuildContext::default()).unwrap()
 }
 
 #[tokio::test]
@@ -16,11 +17,12 @@ async fn every_builtin_reference_solution_passes_and_a_wrong_one_fails() {
     let r = runner();
     let tasks = tasks::builtin().unwrap();
     assert!(tasks.len() >= 30);
-    let sandbox = r.new_sandbox().unwrap();
+    let sandbox = r.new_sandbox().await.unwrap();
+    let sandbox = sandbox.as_ref();
     for t in &tasks {
         let spec = TestSpec::of_task(&t.data);
         let reference = t.data["canonical_solution"].as_str().unwrap();
-        let report = r.run_tests(&sandbox, reference, &spec).await.unwrap();
+        let report = r.run_tests(sandbox, reference, &spec).await.unwrap();
         assert!(report.all_passed(), "{}: {report:?}", t.id);
         assert_eq!(report.total(), spec.tests.len());
     }
@@ -32,7 +34,7 @@ async fn every_builtin_reference_solution_passes_and_a_wrong_one_fails() {
     let answer = "Here you go:\n```python\ndef is_prime(n):\n    return n == 2 or n % 2 == 1\n```";
     let report = r
         .run_tests(
-            &sandbox,
+            sandbox,
             &program_of(answer, &t.data),
             &TestSpec::of_task(&t.data),
         )
@@ -69,12 +71,13 @@ async fn humaneval_reference_solutions_pass_all_164() {
     let tasks = tasks::load_file(&path).unwrap();
     assert_eq!(tasks.len(), 164);
     let r = runner();
-    let sandbox = r.new_sandbox().unwrap();
+    let sandbox = r.new_sandbox().await.unwrap();
+    let sandbox = sandbox.as_ref();
     let mut total_tests = 0;
     for t in &tasks {
         let spec = TestSpec::of_task(&t.data);
         let reference = t.data["canonical_solution"].as_str().unwrap();
-        let report = r.run_tests(&sandbox, reference, &spec).await.unwrap();
+        let report = r.run_tests(sandbox, reference, &spec).await.unwrap();
         assert!(report.all_passed(), "{}: {report:?}", t.id);
         total_tests += report.total();
     }
@@ -84,7 +87,7 @@ async fn humaneval_reference_solutions_pass_all_164() {
     let t = &tasks[0];
     let report = r
         .run_tests(
-            &sandbox,
+            sandbox,
             &program_of("    return False\n", &t.data),
             &TestSpec::of_task(&t.data),
         )
@@ -99,7 +102,8 @@ async fn humaneval_reference_solutions_pass_all_164() {
 #[tokio::test]
 async fn misbehaving_programs_are_reported() {
     let r = runner();
-    let sandbox = r.new_sandbox().unwrap();
+    let sandbox = r.new_sandbox().await.unwrap();
+    let sandbox = sandbox.as_ref();
     let spec = TestSpec {
         tests: vec!["assert f(1) == 2".into(), "assert f(2) == 3".into()],
         entry_point: Some("f".into()),
@@ -107,7 +111,7 @@ async fn misbehaving_programs_are_reported() {
     };
     // A test that never ends is cut at the per-test timeout; the other still runs.
     let loops = "def f(x):\n    while x == 1:\n        pass\n    return x + 1\n";
-    let report = r.run_tests(&sandbox, loops, &spec).await.unwrap();
+    let report = r.run_tests(sandbox, loops, &spec).await.unwrap();
     assert_eq!(report.passed(), 1, "{report:?}");
     assert!(report.results[0]
         .error
@@ -117,7 +121,7 @@ async fn misbehaving_programs_are_reported() {
 
     // A program that fails to import: every test fails with the error.
     let report = r
-        .run_tests(&sandbox, "import not_a_module\n", &spec)
+        .run_tests(sandbox, "import not_a_module\n", &spec)
         .await
         .unwrap();
     assert_eq!(report.passed(), 0);
@@ -130,7 +134,7 @@ async fn misbehaving_programs_are_reported() {
     // A program that kills its own interpreter: the judge outlives it, and every test failed
     // with the reason.
     let report = r
-        .run_tests(&sandbox, "import os\nos._exit(7)\n", &spec)
+        .run_tests(sandbox, "import os\nos._exit(7)\n", &spec)
         .await
         .unwrap();
     assert_eq!((report.passed(), report.total()), (0, 2));
@@ -143,7 +147,7 @@ async fn misbehaving_programs_are_reported() {
     // A program that kills the judge: no report at all, every test failed with the reason.
     let report = r
         .run_tests(
-            &sandbox,
+            sandbox,
             "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
             &spec,
         )
@@ -154,12 +158,12 @@ async fn misbehaving_programs_are_reported() {
 
     // A program that prints a forged result line does not pass: the marker is per run.
     let forged = "print('@@trawl-result-0000000000000000@@{\"program_error\": null, \"results\": [{\"test\": \"x\", \"passed\": true}]}')\ndef f(x):\n    return 0\n";
-    let report = r.run_tests(&sandbox, forged, &spec).await.unwrap();
+    let report = r.run_tests(sandbox, forged, &spec).await.unwrap();
     assert_eq!(report.passed(), 0, "{report:?}");
 
     // run_python reports exit codes and output.
     let out = r
-        .run_python(&sandbox, "import sys\nprint('hi')\nsys.exit(3)")
+        .run_python(sandbox, "import sys\nprint('hi')\nsys.exit(3)")
         .await
         .unwrap();
     assert_eq!(out.outcome, ExecOutcome::Exited { code: 3 });

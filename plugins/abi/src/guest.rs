@@ -390,7 +390,7 @@ fn build(
             };
             (Object::Exporter(e), built)
         }
-        StaticBuilder::Scaffold(_) | StaticBuilder::Model(_) => {
+        StaticBuilder::Scaffold(_) | StaticBuilder::Model(_) | StaticBuilder::Sandbox(_) => {
             return Err(WireError::new(
                 ErrorKind::Protocol,
                 format!("{role} kinds cannot cross the plugin boundary in ABI {ABI_VERSION}"),

@@ -81,6 +81,7 @@ pub const ROLE_SCAFFOLD: u32 = 1 << 1;
 pub const ROLE_EVALUATOR: u32 = 1 << 2;
 pub const ROLE_EXPORTER: u32 = 1 << 3;
 pub const ROLE_MODEL: u32 = 1 << 4;
+pub const ROLE_SANDBOX: u32 = 1 << 5;
 
 /// The roles that can cross the boundary in this ABI version.
 pub const ROLES_SUPPORTED: u32 = ROLE_ENVIRONMENT | ROLE_EVALUATOR | ROLE_EXPORTER;
@@ -94,6 +95,7 @@ pub fn role_bit(role: trawl_core::Role) -> u32 {
         Role::Evaluator => ROLE_EVALUATOR,
         Role::Exporter => ROLE_EXPORTER,
         Role::Model => ROLE_MODEL,
+        Role::Sandbox => ROLE_SANDBOX,
     }
 }
 

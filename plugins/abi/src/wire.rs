@@ -36,6 +36,7 @@ impl From<Context> for trawl_core::BuildContext {
             seed: cx.seed,
             run_name: cx.run_name,
             models: None,
+            sandboxes: None,
         }
     }
 }

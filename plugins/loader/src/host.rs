@@ -113,6 +113,7 @@ pub(crate) fn factory(plugin: &Arc<Plugin>, role: Role, kind: &str) -> Factory {
         // Refused when the library was checked; kept total for the compiler.
         Role::Scaffold => Factory::Scaffold(Arc::new(move |_, _| Err(unsupported(role)))),
         Role::Model => Factory::Model(Arc::new(move |_, _| Err(unsupported(role)))),
+        Role::Sandbox => Factory::Sandbox(Arc::new(move |_, _| Err(unsupported(role)))),
     }
 }
 

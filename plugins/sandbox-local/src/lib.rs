@@ -867,3 +867,35 @@ mod tests {
         );
     }
 }
+
+impl trawl_core::registry::SandboxConfig for LocalSandboxConfig {
+    fn build(
+        self,
+        _cx: &trawl_core::BuildContext,
+    ) -> Result<Arc<dyn trawl_core::sandbox::SandboxBackend>, trawl_core::ComponentError> {
+        LocalSandboxFactory::new(self)
+            .map(|f| Arc::new(f) as Arc<dyn trawl_core::sandbox::SandboxBackend>)
+            .map_err(|e| trawl_core::ComponentError::new(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl trawl_core::sandbox::SandboxBackend for LocalSandboxFactory {
+    fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(self.isolation()).unwrap_or(serde_json::Value::Null)
+    }
+
+    async fn create(
+        &self,
+        _spec: &trawl_core::sandbox::SandboxSpec,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        Ok(Box::new(LocalSandboxFactory::create(self)?))
+    }
+}
+
+trawl_core::register!(
+    sandbox,
+    "local",
+    "processes on this machine: a process group with rlimits, behind bubblewrap namespaces where they work",
+    LocalSandboxConfig
+);

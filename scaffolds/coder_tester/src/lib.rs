@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use trawl_code::extract::code_blocks;
+use trawl_core::actions::code_blocks;
 use trawl_core::registry::{BuildContext, ComponentError, ScaffoldConfig};
 use trawl_core::scaffold::context_overflow_or;
 use trawl_core::{
