@@ -561,6 +561,9 @@ fn every_command_has_help_and_plugins_lists_every_role() {
         "sharegpt ",
         "models:",
         "openai ",
+        "sandboxes:",
+        "docker ",
+        "local ",
     ] {
         assert!(text.contains(needle), "plugins lacks {needle}: {text}");
     }

@@ -836,7 +836,7 @@ fn check_refuses_exactly_what_run_refuses() {
         ("unscored", format!("{head}{math}[[environments]]\ntype = \"math\"\nname = \"other\"\ngenerator = {{ count = 2, levels = [1] }}\n{chat}[[evaluators]]\ntype = \"math_answer\"\nname = \"m2\"\nenvironments = [\"math\"]\n[scoring]\nprimary = \"m2\"\n"), "environment `other` would have no reward"),
         ("same name as the environment's own", format!("{head}{math}{chat}[[evaluators]]\ntype = \"math_answer\"\n"), "field `evaluators[0].name`"),
         ("reserved name", format!("{head}{math}{chat}[[evaluators]]\ntype = \"math_answer\"\nname = \"environment\"\n"), "field `evaluators[0].name`"),
-        ("sandbox kind", format!("{head}[[environments]]\ntype = \"code\"\nsandbox = {{ type = \"remote\" }}\n{chat}"), "field `environments[0].sandbox.type`: unknown sandbox kind `remote`; valid: local"),
+        ("sandbox kind", format!("{head}[[environments]]\ntype = \"code\"\nsandbox = {{ type = \"remote\" }}\n{chat}"), "field `environments[0].sandbox.type`: unknown sandbox kind `remote`; valid: docker, local"),
         ("sandbox setting", format!("{head}[[environments]]\ntype = \"code\"\nsandbox = {{ type = \"local\", isolation = \"vm\" }}\n{chat}"), "field `environments[0].sandbox.isolation`"),
     ];
     for (what, text, needle) in cases {

@@ -363,6 +363,10 @@ pub struct SandboxSpec {
     /// The image a container backend starts (`None`: the one its config names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The folder commands run in and relative paths resolve against (`None`: the backend's
+    /// own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
     /// Labels for what the backend creates (the run's name), so that leftovers can be found.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,

@@ -18,6 +18,7 @@ use trawl_code as _;
 use trawl_coder_tester as _;
 use trawl_exporters as _;
 use trawl_openai as _;
+use trawl_sandbox_docker as _; // the `docker` sandbox kind
 use trawl_sandbox_local as _; // the `local` sandbox kind the code environment runs programs in
 use trawl_tool_calling as _;
 
@@ -358,4 +359,37 @@ async fn time_spent_in_the_agents_own_actions_is_time_exceeded() {
         assert_eq!(r.outcome.exit_status, ExitStatus::TimeExceeded);
         assert!(r.is_final() && !r.success);
     }
+}
+
+/// The sandbox is a role: the same environment and evaluator run their programs in Docker
+/// containers (the SWE base image's Python) when the config names the `docker` kind, and score
+/// exactly as in the local sandbox; every container is gone afterwards.
+#[tokio::test]
+async fn the_code_environment_runs_in_docker_containers_through_the_sandbox_role() {
+    if !trawl_tests::swe_images_present() {
+        return;
+    }
+    let env = "limit = 6\npython = \"/usr/bin/python3\"\nsandbox = { type = \"docker\", image = \"trawl-swe/textkit:latest\" }";
+    let (dir, records) = run_code(env, "type = \"chat\"").await;
+    assert_eq!(records.len(), 6);
+    for r in &records {
+        let name = r.task.data["entry_point"].as_str().unwrap();
+        let eval = &r.evaluations[0];
+        assert_eq!(eval.evaluator, "code_tests");
+        assert_eq!(r.success, name.len() % 2 == 0, "{name}: {:?}", eval.details);
+        assert_eq!(
+            eval.components["total"] as usize,
+            r.task.data["tests"].as_array().unwrap().len()
+        );
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/manifest.json")).unwrap())
+            .unwrap();
+    let sandbox = &manifest["environments"]["code"]["sandbox"];
+    assert_eq!(sandbox["sandbox"], "docker", "{manifest}");
+    assert_eq!(sandbox["image"], "trawl-swe/textkit:latest");
+    assert!(
+        trawl_tests::containers_of("code-test").is_empty(),
+        "containers left behind"
+    );
 }

@@ -56,7 +56,7 @@ const STREAM_MARGIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSandboxConfig {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default = "docker_kind")]
     pub kind: String,
     /// The image, when the task does not name its own (`image_name`).
     #[serde(default)]
@@ -1051,3 +1051,77 @@ mod tests {
         assert_eq!(s, "hello");
     }
 }
+
+fn docker_kind() -> String {
+    "docker".into()
+}
+
+/// The `docker` sandbox kind: a fresh container per sandbox, of the image the environment asks
+/// for or else the config's `image`, on an engine connected at the first sandbox.
+pub struct DockerBackend {
+    config: DockerSandboxConfig,
+    factory: tokio::sync::OnceCell<DockerFactory>,
+    run_name: String,
+}
+
+impl trawl_core::registry::SandboxConfig for DockerSandboxConfig {
+    fn build(
+        self,
+        cx: &trawl_core::BuildContext,
+    ) -> Result<Arc<dyn trawl_core::sandbox::SandboxBackend>, trawl_core::ComponentError> {
+        self.validate()
+            .map_err(|(field, msg)| trawl_core::ComponentError::at(field, msg))?;
+        Ok(Arc::new(DockerBackend {
+            config: self,
+            factory: tokio::sync::OnceCell::new(),
+            run_name: cx.run_name.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl trawl_core::sandbox::SandboxBackend for DockerBackend {
+    fn describe(&self) -> serde_json::Value {
+        let c = &self.config;
+        serde_json::json!({
+            "sandbox": "docker",
+            "image": c.image,
+            "engine": self.factory.get().map(|f| serde_json::json!(f.engine())),
+            "memory_mb": c.memory_mb,
+            "pids": c.pids,
+            "cpus": c.cpus,
+            "network": c.network,
+        })
+    }
+
+    async fn create(
+        &self,
+        spec: &trawl_core::sandbox::SandboxSpec,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let image = spec
+            .image
+            .clone()
+            .or_else(|| self.config.image.clone())
+            .ok_or_else(|| {
+                unavailable("the docker sandbox needs an image: give `image` in its table")
+            })?;
+        let factory = self
+            .factory
+            .get_or_try_init(|| DockerFactory::connect(self.config.clone()))
+            .await?;
+        let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
+        Ok(Box::new(
+            factory.create(&image, workdir, &self.run_name).await?,
+        ))
+    }
+}
+
+/// Where commands run in a container when the environment names no folder.
+const DEFAULT_WORKDIR: &str = "/sandbox";
+
+trawl_core::register!(
+    sandbox,
+    "docker",
+    "a fresh container per sandbox on a Docker engine: memory, process and CPU limits, no network unless opted in",
+    DockerSandboxConfig
+);
