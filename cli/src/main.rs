@@ -37,6 +37,7 @@ use trawl_usersim as _;
 
 mod show;
 mod swe;
+mod swe_images;
 
 /// Exit codes scripts can rely on.
 mod code {

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::swe_images::{self as images, BuildOptions};
 use clap::{Args, Subcommand};
 use trawl_sandbox_docker::{DockerFactory, DockerSandboxConfig};
-use trawl_swe::images::{self, BuildOptions};
 use trawl_swe::{instance, repos};
 
 #[derive(Subcommand)]
@@ -239,7 +239,16 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let config: trawl_swe::SweConfig =
             serde_json::from_value(serde_json::json!({"sandbox": {"type": args.sandbox}}))
                 .map_err(crate::input)?;
-        Some(trawl_swe::SweTestsEvaluator::new(config, "import").map_err(crate::input)?)
+        Some(
+            trawl_swe::SweTestsEvaluator::new(
+                config,
+                &trawl_core::BuildContext {
+                    run_name: "import".into(),
+                    ..Default::default()
+                },
+            )
+            .map_err(crate::input)?,
+        )
     } else {
         None
     };

@@ -302,6 +302,8 @@ pub trait Sandbox: Send + Sync {
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// Tears the sandbox down; bounded in time, never blocks the run.
     async fn close(&self) -> Result<(), SandboxError>;
+    /// The working directory as the sandbox's commands see it.
+    fn working_dir(&self) -> String;
 }
 
 #[cfg(test)]
@@ -382,4 +384,16 @@ pub trait SandboxBackend: Send + Sync {
     fn describe(&self) -> serde_json::Value;
     /// A fresh sandbox, its own working folder empty.
     async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Whether it starts sandboxes from images (`SandboxSpec::image`), so that what a task
+    /// needs comes inside the image rather than being copied in.
+    fn runs_images(&self) -> bool {
+        false
+    }
+    /// Of `images`, those it lacks (it never fetches one; empty where images mean nothing).
+    async fn missing_images(&self, images: &[String]) -> Result<Vec<String>, SandboxError> {
+        let _ = images;
+        Ok(Vec::new())
+    }
+    /// Removes whatever this run's sandboxes left behind (at the end of a run).
+    async fn shutdown(&self) {}
 }

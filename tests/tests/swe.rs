@@ -10,6 +10,8 @@ use std::path::Path;
 
 use trawl_core::engine::StopSignal;
 use trawl_core::{ExitStatus, TrajectoryRecord};
+use trawl_sandbox_docker as _; // the sandbox kinds SWE instances run in
+use trawl_sandbox_local as _;
 use trawl_swe::instance::{self, SweInstance};
 use trawl_tests::{
     containers_of, swe_images_present, swe_policy, ScriptedServer, SweFix, SweStyle,

@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 pub mod editor;
-pub mod images;
 pub mod import;
 pub mod instance;
 pub mod report;
@@ -24,28 +23,30 @@ pub mod repos;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
-use trawl_core::registry::{
-    parse_settings, BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig,
+use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
+use trawl_core::sandbox::{
+    ExecLimits, ExecOutcome, ExecResult, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
 };
-use trawl_core::sandbox::{ExecLimits, ExecOutcome, ExecResult, Sandbox, SandboxError};
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
     Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, ToolCall, ToolSchema,
     TrajectoryRecord,
 };
-use trawl_sandbox_docker::{DockerFactory, DockerSandboxConfig};
-use trawl_sandbox_local::{LocalSandboxConfig, LocalSandboxFactory};
 
 use crate::instance::{InstanceFormat, SweInstance};
 use crate::report::Report;
 
+/// Where bundled repositories sit in their images, as in SWE-bench's images (the default
+/// `workdir`). `trawl swe build-images` builds them.
+pub const TESTBED: &str = "/testbed";
 /// Printed as the first line of a command's output, it ends the episode and submits.
 pub const SUBMIT_SENTINEL: &str = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
+/// The repository as it travels into a sandbox without images, for a moment.
+const BUNDLE: &str = ".trawl-repo.bundle";
 /// The folder, inside the working copy, where trawl puts its patch files for a moment.
 const SCRATCH: &str = ".trawl-scratch";
 /// The pytest invocation the evaluator runs (the test ids follow).
@@ -64,34 +65,16 @@ fn agent_limits() -> ExecLimits {
     }
 }
 fn testbed() -> String {
-    images::TESTBED.into()
-}
-
-/// The backend a config chose.
-#[derive(Clone)]
-enum Backend {
-    Docker {
-        config: DockerSandboxConfig,
-        factory: Arc<OnceCell<DockerFactory>>,
-    },
-    Local(LocalSandboxFactory),
-}
-
-fn field_error(prefix: &str, e: ComponentError) -> ComponentError {
-    let mut path = vec![prefix.to_string()];
-    path.extend(e.path);
-    ComponentError {
-        path,
-        message: e.message,
-    }
+    TESTBED.into()
 }
 
 /// Runs tasks' repositories in sandboxes: shared by the environment and its evaluator.
 #[derive(Clone)]
 pub struct Workspace {
     settings: Arc<SweConfig>,
-    backend: Backend,
-    run_name: String,
+    backend: Arc<dyn SandboxBackend>,
+    /// Each repository as a git bundle, made once, for backends that do not run images.
+    bundles: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<Vec<u8>>>>>,
 }
 
 /// A working copy of an instance's repository in a sandbox.
@@ -102,48 +85,24 @@ pub struct Checkout {
 }
 
 impl Workspace {
-    pub fn new(settings: SweConfig, run_name: &str) -> Result<Self, ComponentError> {
+    /// A workspace on the sandbox kind `settings.sandbox` names (`docker` when it names none),
+    /// built by `cx`.
+    pub fn new(settings: SweConfig, cx: &BuildContext) -> Result<Self, ComponentError> {
         settings
             .limits
             .validate()
             .map_err(|(field, msg)| ComponentError::at(&format!("limits.{field}"), msg))?;
-        let kind = settings.sandbox.get("type").and_then(Value::as_str);
-        let backend = match kind {
-            Some("docker") | None => {
-                let mut v = settings.sandbox.clone();
-                v["type"] = json!("docker");
-                let config: DockerSandboxConfig =
-                    parse_settings(&v).map_err(|e| field_error("sandbox", e))?;
-                config
-                    .validate()
-                    .map_err(|(field, msg)| ComponentError::at(&format!("sandbox.{field}"), msg))?;
-                Backend::Docker {
-                    config,
-                    factory: Arc::new(OnceCell::new()),
-                }
-            }
-            Some("local") => {
-                let config: LocalSandboxConfig =
-                    parse_settings(&settings.sandbox).map_err(|e| field_error("sandbox", e))?;
-                let factory = LocalSandboxFactory::new(config)
-                    .map_err(|e| ComponentError::at("sandbox", e.to_string()))?;
-                tracing::warn!(
-                    mode = %factory.isolation().mode,
-                    "SWE tasks in the local sandbox: a clone of the repository on this machine, weaker isolation than a container"
-                );
-                Backend::Local(factory)
-            }
-            Some(other) => {
-                return Err(ComponentError::at(
-                    "sandbox.type",
-                    format!("unknown sandbox `{other}`; use \"docker\" or \"local\""),
-                ))
-            }
-        };
+        let backend = cx.build_sandbox(&settings.sandbox, "docker")?;
+        if !backend.runs_images() {
+            tracing::warn!(
+                sandbox = %backend.describe(),
+                "SWE tasks in a sandbox without images: a copy of the repository is made in each, weaker isolation than a container"
+            );
+        }
         Ok(Workspace {
             settings: Arc::new(settings),
             backend,
-            run_name: run_name.to_string(),
+            bundles: Arc::default(),
         })
     }
 
@@ -151,66 +110,42 @@ impl Workspace {
         &self.settings
     }
 
-    async fn docker(&self) -> Result<Option<&DockerFactory>, SandboxError> {
-        match &self.backend {
-            Backend::Docker { config, factory } => factory
-                .get_or_try_init(|| DockerFactory::connect(config.clone()))
-                .await
-                .map(Some),
-            Backend::Local(_) => Ok(None),
-        }
-    }
-
     /// Checks, before any episode, that every instance can be checked out: the engine answers
     /// and has each image, or the local repositories exist.
     pub async fn preflight(&self, instances: &[SweInstance]) -> Result<(), String> {
-        match &self.backend {
-            Backend::Docker { config, .. } => {
-                let factory = self.docker().await.map_err(|e| e.to_string())?;
-                let Some(factory) = factory else {
-                    return Ok(());
-                };
-                let mut missing = Vec::new();
-                let mut checked = std::collections::BTreeSet::new();
-                for inst in instances {
-                    let image = self.image_of(inst, config).map_err(|e| e.to_string())?;
-                    if checked.insert(image.clone())
-                        && !factory.has_image(&image).await.map_err(|e| e.to_string())?
-                    {
-                        missing.push(image);
-                    }
-                }
-                if !missing.is_empty() {
-                    return Err(format!(
-                        "the Docker engine lacks image(s) {}. trawl never pulls images: run `trawl swe build-images` for the bundled instances, or `docker load -i FILE` yours",
-                        missing.join(", ")
-                    ));
-                }
-                Ok(())
+        if !self.backend.runs_images() {
+            for inst in instances {
+                self.local_repo(inst)?;
             }
-            Backend::Local(_) => {
-                for inst in instances {
-                    self.local_repo(inst)?;
-                }
-                Ok(())
-            }
+            return Ok(());
         }
+        let mut images = std::collections::BTreeSet::new();
+        for inst in instances {
+            images.insert(self.image_of(inst).map_err(|e| e.to_string())?);
+        }
+        let images: Vec<String> = images.into_iter().collect();
+        let missing = self
+            .backend
+            .missing_images(&images)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !missing.is_empty() {
+            return Err(format!(
+                "the sandbox lacks image(s) {}. trawl never pulls images: run `trawl swe build-images` for the bundled instances, or `docker load -i FILE` yours",
+                missing.join(", ")
+            ));
+        }
+        Ok(())
     }
 
-    fn image_of(
-        &self,
-        inst: &SweInstance,
-        config: &DockerSandboxConfig,
-    ) -> Result<String, SandboxError> {
-        inst.image_name
-            .clone()
-            .or_else(|| config.image.clone())
-            .ok_or_else(|| {
-                SandboxError::Unavailable(format!(
-                    "instance `{}` names no `image_name` and the sandbox has no `image`",
-                    inst.instance_id
-                ))
-            })
+    fn image_of(&self, inst: &SweInstance) -> Result<String, SandboxError> {
+        let configured = self.settings.sandbox["image"].as_str().map(str::to_string);
+        inst.image_name.clone().or(configured).ok_or_else(|| {
+            SandboxError::Unavailable(format!(
+                "instance `{}` names no `image_name` and the sandbox has no `image`",
+                inst.instance_id
+            ))
+        })
     }
 
     /// The git repository a local checkout clones from.
@@ -239,36 +174,62 @@ impl Workspace {
 
     /// A fresh sandbox holding the repository at `base_commit`, clean.
     async fn fresh(&self, inst: &SweInstance) -> Result<Checkout, SandboxError> {
-        match &self.backend {
-            Backend::Docker { config, .. } => {
-                let image = self.image_of(inst, config)?;
-                let factory = self
-                    .docker()
-                    .await?
-                    .ok_or_else(|| SandboxError::Infra("no Docker engine".into()))?;
-                let sandbox = factory
-                    .create(&image, &self.settings.workdir, &self.run_name)
-                    .await?;
-                Ok(Checkout {
-                    sandbox: Box::new(sandbox),
-                    workdir: self.settings.workdir.clone(),
-                })
-            }
-            Backend::Local(factory) => {
-                let repo = self.local_repo(inst).map_err(SandboxError::Unavailable)?;
-                let sandbox = factory.create()?;
-                let dir = sandbox.workdir().to_path_buf();
-                let uid = sandbox.user();
-                tokio::task::spawn_blocking(move || clone_into(&repo, &dir, uid))
-                    .await
-                    .map_err(|e| SandboxError::Infra(e.to_string()))?
-                    .map_err(SandboxError::Infra)?;
-                Ok(Checkout {
-                    workdir: sandbox.workdir().display().to_string(),
-                    sandbox: Box::new(sandbox),
-                })
+        if self.backend.runs_images() {
+            let spec = SandboxSpec {
+                image: Some(self.image_of(inst)?),
+                workdir: Some(self.settings.workdir.clone()),
+                ..SandboxSpec::default()
+            };
+            let sandbox = self.backend.create(&spec).await?;
+            return Ok(Checkout {
+                sandbox,
+                workdir: self.settings.workdir.clone(),
+            });
+        }
+        // No image holds the repository: it travels in as a git bundle, through the sandbox's
+        // own file interface, and is cloned inside by the sandbox's user.
+        let repo = self.local_repo(inst).map_err(SandboxError::Unavailable)?;
+        let bundle = self.bundle(&repo).await?;
+        let sandbox = self.backend.create(&SandboxSpec::default()).await?;
+        let c = Checkout {
+            workdir: sandbox.working_dir(),
+            sandbox,
+        };
+        let unpack = async {
+            c.sandbox.write_file(BUNDLE, &bundle).await?;
+            self.script(
+                &c,
+                &format!(
+                    "set -e\ngit clone -q --no-checkout {BUNDLE} .trawl-clone\nmv .trawl-clone/.git .git\nrm -rf .trawl-clone {BUNDLE}\n"
+                ),
+                "copying the repository in",
+            )
+            .await
+        };
+        match unpack.await {
+            Ok(_) => Ok(c),
+            Err(e) => {
+                let _ = c.sandbox.close().await;
+                Err(e)
             }
         }
+    }
+
+    /// `repo` as a git bundle of all its refs, made once per run.
+    async fn bundle(&self, repo: &std::path::Path) -> Result<Arc<Vec<u8>>, SandboxError> {
+        if let Some(b) = self.bundles.lock().ok().and_then(|m| m.get(repo).cloned()) {
+            return Ok(b);
+        }
+        let dir = repo.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || make_bundle(&dir))
+            .await
+            .map_err(|e| SandboxError::Infra(e.to_string()))?
+            .map_err(SandboxError::Infra)?;
+        let bytes = Arc::new(bytes);
+        if let Ok(mut m) = self.bundles.lock() {
+            m.insert(repo.to_path_buf(), bytes.clone());
+        }
+        Ok(bytes)
     }
 
     /// Runs a script of trawl's own in the checkout; an error unless it exits 0.
@@ -336,33 +297,13 @@ impl Workspace {
         }
     }
 
-    /// Removes what this run's episodes left in the engine.
+    /// Removes what this run's episodes left behind.
     pub async fn shutdown(&self) {
-        if let Backend::Docker { factory, .. } = &self.backend {
-            if let Some(f) = factory.get() {
-                let reaped = f.shutdown(&self.run_name, Duration::from_secs(60)).await;
-                if !reaped.removed.is_empty() {
-                    tracing::info!(count = reaped.removed.len(), "removed leftover containers");
-                }
-                if !reaped.failed.is_empty() {
-                    tracing::warn!(ids = ?reaped.failed, "containers could not be removed");
-                }
-            }
-        }
+        self.backend.shutdown().await;
     }
 
     fn facts(&self) -> Value {
-        match &self.backend {
-            Backend::Docker { config, factory } => json!({
-                "sandbox": "docker",
-                "engine": factory.get().map(|f| json!(f.engine())),
-                "memory_mb": config.memory_mb,
-                "pids": config.pids,
-                "cpus": config.cpus,
-                "network": config.network,
-            }),
-            Backend::Local(f) => json!({ "sandbox": "local", "isolation": f.isolation() }),
-        }
+        self.backend.describe()
     }
 }
 
@@ -395,26 +336,20 @@ fn host(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
 }
 
 /// Clones `repo` into the empty folder `dir` (on the host), owned by `uid`.
-fn clone_into(repo: &std::path::Path, dir: &std::path::Path, uid: u32) -> Result<(), String> {
+fn make_bundle(repo: &std::path::Path) -> Result<Vec<u8>, String> {
+    let file = tempfile::NamedTempFile::new().map_err(|e| format!("cannot make a bundle: {e}"))?;
     host(
         "git",
         &[
-            "clone".as_ref(),
-            "-q".as_ref(),
-            "--no-hardlinks".as_ref(),
+            "-C".as_ref(),
             repo.as_os_str(),
-            dir.as_os_str(),
+            "bundle".as_ref(),
+            "create".as_ref(),
+            file.path().as_os_str(),
+            "--all".as_ref(),
         ],
     )?;
-    // The clone belongs to trawl's user; commands may run as another (the sandbox's own user
-    // under root).
-    let cloned_by =
-        std::fs::metadata(dir.join(".git")).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if cloned_by.ok() != Some(uid) {
-        let owner = format!("{uid}:{uid}");
-        host("chown", &["-R".as_ref(), owner.as_ref(), dir.as_os_str()])?;
-    }
-    Ok(())
+    std::fs::read(file.path()).map_err(|e| format!("cannot read the bundle: {e}"))
 }
 
 /// `s` as one shell word.
@@ -556,7 +491,7 @@ impl EnvironmentConfig for SweConfig {
         }
         trawl_core::config::check_secs(self.eval_timeout_secs, false)
             .map_err(|m| ComponentError::at("eval_timeout_secs", m))?;
-        let workspace = Workspace::new(self, &cx.run_name)?;
+        let workspace = Workspace::new(self, cx)?;
         Ok(Arc::new(SweEnvironment {
             instances,
             workspace,
@@ -966,7 +901,7 @@ impl Episode for SweEpisode {
 /// `[[evaluators]] type = "swe_tests"` takes the environment's table.
 impl EvaluatorConfig for SweConfig {
     fn build(self, cx: &BuildContext) -> Result<Arc<dyn Evaluator>, ComponentError> {
-        Ok(Arc::new(SweTestsEvaluator::new(self, &cx.run_name)?))
+        Ok(Arc::new(SweTestsEvaluator::new(self, cx)?))
     }
 }
 
@@ -996,9 +931,9 @@ impl SweTestsEvaluator {
         self.workspace.shutdown().await;
     }
 
-    pub fn new(config: SweConfig, run_name: &str) -> Result<Self, ComponentError> {
+    pub fn new(config: SweConfig, cx: &BuildContext) -> Result<Self, ComponentError> {
         Ok(SweTestsEvaluator {
-            workspace: Workspace::new(config, run_name)?,
+            workspace: Workspace::new(config, cx)?,
         })
     }
 

@@ -5,6 +5,8 @@
 use serde_json::json;
 use trawl_core::registry::{BuildContext, EnvironmentConfig};
 use trawl_core::{Action, Environment, FunctionCall, ToolCall};
+use trawl_sandbox_docker as _; // the sandbox kinds the instances run in
+use trawl_sandbox_local as _;
 use trawl_swe::instance::{self, SweInstance};
 use trawl_swe::{SweConfig, SweTestsEvaluator};
 
@@ -97,7 +99,14 @@ async fn validate(sandbox: serde_json::Value) {
     };
     let env = config(sandbox.clone()).build(&cx).expect("build");
     env.tasks().await.expect("preflight");
-    let evaluator = SweTestsEvaluator::new(config(sandbox), "test-instances").expect("evaluator");
+    let evaluator = SweTestsEvaluator::new(
+        config(sandbox),
+        &BuildContext {
+            run_name: "test-instances".into(),
+            ..BuildContext::default()
+        },
+    )
+    .expect("evaluator");
     for inst in instance::builtin() {
         let id = &inst.instance_id;
         // Before: the bug is in; FAIL_TO_PASS fails, PASS_TO_PASS passes.

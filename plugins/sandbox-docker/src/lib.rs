@@ -963,6 +963,10 @@ impl Sandbox for DockerSandbox {
         self.upload_tar("/", tar).await
     }
 
+    fn working_dir(&self) -> String {
+        self.workdir.clone()
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -1079,6 +1083,15 @@ impl trawl_core::registry::SandboxConfig for DockerSandboxConfig {
     }
 }
 
+impl DockerBackend {
+    /// The engine, connected (and this host's dead runs reaped) on first use.
+    async fn engine(&self) -> Result<&DockerFactory, SandboxError> {
+        self.factory
+            .get_or_try_init(|| DockerFactory::connect(self.config.clone()))
+            .await
+    }
+}
+
 #[async_trait]
 impl trawl_core::sandbox::SandboxBackend for DockerBackend {
     fn describe(&self) -> serde_json::Value {
@@ -1105,14 +1118,38 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
             .ok_or_else(|| {
                 unavailable("the docker sandbox needs an image: give `image` in its table")
             })?;
-        let factory = self
-            .factory
-            .get_or_try_init(|| DockerFactory::connect(self.config.clone()))
-            .await?;
+        let factory = self.engine().await?;
         let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
         Ok(Box::new(
             factory.create(&image, workdir, &self.run_name).await?,
         ))
+    }
+
+    fn runs_images(&self) -> bool {
+        true
+    }
+
+    async fn missing_images(&self, images: &[String]) -> Result<Vec<String>, SandboxError> {
+        let factory = self.engine().await?;
+        let mut missing = Vec::new();
+        for image in images {
+            if !factory.has_image(image).await? {
+                missing.push(image.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn shutdown(&self) {
+        if let Some(f) = self.factory.get() {
+            let reaped = f.shutdown(&self.run_name, Duration::from_secs(60)).await;
+            if !reaped.removed.is_empty() {
+                tracing::info!(count = reaped.removed.len(), "removed leftover containers");
+            }
+            if !reaped.failed.is_empty() {
+                tracing::warn!(ids = ?reaped.failed, "containers could not be removed");
+            }
+        }
     }
 }
 

@@ -774,6 +774,10 @@ impl Sandbox for LocalSandbox {
         Ok(())
     }
 
+    fn working_dir(&self) -> String {
+        self.workdir.display().to_string()
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         // Processes first: nothing of the sandbox's user may write while its files go.
         self.teardown();
@@ -882,7 +886,11 @@ impl trawl_core::registry::SandboxConfig for LocalSandboxConfig {
 #[async_trait]
 impl trawl_core::sandbox::SandboxBackend for LocalSandboxFactory {
     fn describe(&self) -> serde_json::Value {
-        serde_json::to_value(self.isolation()).unwrap_or(serde_json::Value::Null)
+        let mut v = serde_json::to_value(self.isolation()).unwrap_or(serde_json::Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("sandbox".into(), "local".into());
+        }
+        v
     }
 
     async fn create(

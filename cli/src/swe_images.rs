@@ -17,11 +17,11 @@ use futures_util::StreamExt;
 use trawl_core::sandbox::{ExecLimits, Sandbox};
 use trawl_sandbox_docker::{tar_dir, DockerFactory};
 
-use crate::repos;
+use trawl_swe::repos;
 
 pub const BASE_IMAGE: &str = "trawl-swe-base:latest";
 /// Where bundled repositories sit in their images, as in SWE-bench's images.
-pub const TESTBED: &str = "/testbed";
+pub use trawl_swe::TESTBED;
 /// Debian packages in the base image.
 pub const BASE_PACKAGES: &str = "python3,python3-pytest,git,procps,patch,ca-certificates";
 
