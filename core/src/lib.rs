@@ -26,6 +26,7 @@ pub mod store;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
 pub mod task;
+pub mod testing;
 pub mod trajectory;
 pub mod usersim;
 
