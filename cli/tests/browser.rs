@@ -153,6 +153,21 @@ impl Drop for Viewing {
     }
 }
 
+/// Sets the `<select>` at `selector` to `value` (a JavaScript expression, `this` being the
+/// select) and fires its change event, as choosing an option does.
+fn choose(tab: &headless_chrome::Tab, selector: &str, value: &str) {
+    tab.wait_for_element(selector)
+        .unwrap()
+        .call_js_fn(
+            &format!(
+                "function () {{ this.value = {value}; this.dispatchEvent(new Event('change')); }}"
+            ),
+            vec![],
+            false,
+        )
+        .unwrap();
+}
+
 /// Polls `js` in the page until it gives `want` (the page loads lists asynchronously).
 fn wait_for_value(tab: &headless_chrome::Tab, js: &str, want: &Value) -> Value {
     let mut last = Value::Null;
@@ -210,15 +225,8 @@ async fn the_viewer_lists_filters_opens_and_labels_in_chromium() {
     let rows = tab.find_elements("#rows tr.row").unwrap().len() as u64;
     assert_eq!(rows, rollouts.min(50));
 
-    // Filters: the successes, as many as `trawl stats` counts; then text typed into the search.
-    tab.wait_for_element("#f-outcome")
-        .unwrap()
-        .call_js_fn(
-            "function () { this.value = 'success'; this.dispatchEvent(new Event('change')); }",
-            vec![],
-            false,
-        )
-        .unwrap();
+    // Filters: the successes, as many as `trawl stats` counts.
+    choose(&tab, "#f-outcome", "'success'");
     wait_for_value(&tab, total, &Value::from(successes));
     let outcomes = "Array.from(document.querySelectorAll('#rows tr.row td:nth-child(6)')).every(td => td.textContent === 'success')";
     wait_for_value(&tab, outcomes, &Value::Bool(true));
@@ -243,14 +251,7 @@ async fn the_viewer_lists_filters_opens_and_labels_in_chromium() {
     assert!(evals.contains("success"), "{evals}");
 
     // Side by side: the other sample of the same task, chosen from the compare menu.
-    tab.wait_for_element("#compare")
-        .unwrap()
-        .call_js_fn(
-            "function () { this.value = this.options[1].value; this.dispatchEvent(new Event('change')); }",
-            vec![],
-            false,
-        )
-        .unwrap();
+    choose(&tab, "#compare", "this.options[1].value");
     wait_for_value(
         &tab,
         "document.querySelectorAll('.panes.two .pane').length",
