@@ -344,14 +344,14 @@ fn incompatible_and_foreign_libraries_are_refused_with_a_clear_message() {
         dir.path(),
         &[("TRAWL_TEST_FUTURE_ABI_MARKER", marker.to_str().unwrap())],
     );
-    assert_ne!(
-        2,
-        trawl_plugin_abi::ABI_VERSION,
-        "the fixture claims ABI 2 as a future one"
+    assert_eq!(
+        3,
+        trawl_plugin_abi::ABI_VERSION + 1,
+        "the fixture claims ABI 3 as the next one"
     );
     assert!(
         out.contains(&format!(
-            "{future}: built for trawl plugin ABI 2, but this trawl (0.1.0) loads ABI {}",
+            "{future}: built for trawl plugin ABI 3, but this trawl (0.1.0) loads ABI 1 to {}",
             trawl_plugin_abi::ABI_VERSION
         )),
         "{out}"
@@ -560,4 +560,398 @@ async fn guide_plugin_builds_loads_runs_and_exports() {
     let solved = recs.iter().filter(|r| r["success"] == true).count();
     assert!(solved > 0);
     assert_eq!(exported.lines().count(), solved);
+}
+
+/// Writes `config` to `file` in `dir`, runs it into `out` and returns the run's records and what
+/// trawl printed; the run must succeed.
+fn run_into(dir: &Path, file: &str, config: &str, out: &str) -> (Vec<Value>, String) {
+    std::fs::write(dir.join(file), config).unwrap();
+    let o = trawl(&["run", file, "--quiet", "--out", out], dir, &[]);
+    let printed = text(&o);
+    assert!(o.status.success(), "{printed}");
+    (records(&dir.join(out)), printed)
+}
+
+/// The one record of `recs` that ended in an infrastructure error.
+fn the_one_infra_error(recs: &[Value]) -> &Value {
+    let broken: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["outcome"]["exit_status"] == "InfraError")
+        .collect();
+    assert_eq!(broken.len(), 1, "{recs:?}");
+    broken[0]
+}
+
+/// Solves the generator's level-1 problems (a gift subtracts, anything else adds).
+fn level1_policy(body: &Value) -> Reply {
+    let question = first_user_message(body);
+    let n = trawl_tests::numbers_in(&question);
+    let answer = if question.contains("gave") {
+        n[0] - n[1]
+    } else {
+        n[0] + n[1]
+    };
+    Reply::text(format!("The answer is {answer}."))
+}
+
+/// The last user message of a request.
+fn last_user_message(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffold_plugin_and_a_model_plugin_drive_builtin_environments() {
+    // Plans when asked for a plan; the first answer is wrong, the one after the feedback right.
+    let server = ScriptedServer::start(Arc::new(|body: &Value| {
+        let last = last_user_message(body);
+        if last.contains("numbered plan") {
+            return Reply::text("1. Find the two numbers. 2. Add them.");
+        }
+        if last.contains("carry out your plan") {
+            return Reply::text("The answer is -1");
+        }
+        level1_policy(body)
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan_act = lib("trawl_plan_act");
+    let config = |extra: &str, model: &str| {
+        format!(
+            r#"name = "planned"
+seed = 3
+plugins = ["{plan_act}"{extra}]
+
+[[environments]]
+type = "math"
+generator = {{ count = 4, levels = [1] }}
+feedback = true
+
+[[scaffolds]]
+type = "plan_then_act"
+max_attempts = 2
+{model}"#
+        )
+    };
+    let (first, _) = run_into(
+        dir.path(),
+        "planned.toml",
+        &config("", &model_table(&server.base_url())),
+        "runs/planned",
+    );
+    assert_eq!(first.len(), 4);
+    for r in &first {
+        assert_eq!(r["key"]["scaffold"], "plan_then_act");
+        assert_eq!(r["outcome"]["exit_status"], "Submitted", "{r}");
+        assert_eq!(r["success"], true, "{r}");
+        // The plan, a wrong answer, the environment's feedback, the right answer: all through
+        // the host, recorded as if the scaffold were built in.
+        let roles: Vec<&str> = r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                "system",
+                "user",
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "user",
+                "assistant"
+            ],
+            "{r}"
+        );
+        assert_eq!(r["steps"].as_array().unwrap().len(), 2);
+        assert_eq!(r["steps"][0]["action"]["text"], "The answer is -1");
+        assert_eq!(r["steps"][0]["reply"], 5);
+        assert_eq!(r["steps"][1]["reply"], 7);
+        assert_eq!(r["usage"]["model_calls"], 3);
+        assert_eq!(r["finish_reasons"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            r["outcome"]["artifacts"]["plan"],
+            "1. Find the two numbers. 2. Add them."
+        );
+    }
+
+    // The same experiment again with the replay model plugin in place of the server: the same
+    // conversations and labels, with no server at all.
+    drop(server);
+    let replay = lib("trawl_replay_model");
+    let (again, _) = run_into(
+        dir.path(),
+        "planned.toml",
+        &config(
+            &format!(r#", "{replay}""#),
+            "[[models]]\ntype = \"replay\"\nname = \"mock\"\nrun = \"runs/planned\"\n",
+        ),
+        "runs/replayed",
+    );
+    assert_eq!(again.len(), 4);
+    for r in &again {
+        let before = first.iter().find(|f| f["key"] == r["key"]).unwrap();
+        assert_eq!(r["messages"], before["messages"], "{r}");
+        assert_eq!(r["success"], before["success"]);
+        assert_eq!(r["provenance"]["model_kind"], "replay");
+    }
+    let o = trawl(
+        &[
+            "export",
+            "runs/replayed",
+            "--format",
+            "openai",
+            "--success-only",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let sft =
+        std::fs::read_to_string(dir.path().join("runs/replayed/export-openai.jsonl")).unwrap();
+    assert_eq!(sft.lines().count(), 4);
+
+    // A config error inside the plugin's scaffold names the file, line and field.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        config("", &model_table("http://127.0.0.1:9"))
+            .replace("max_attempts = 2", "max_attempts = 0"),
+    )
+    .unwrap();
+    let out = refused(&["check", "bad.toml"], dir.path(), &[]);
+    assert!(
+        out.contains("bad.toml:12:")
+            && out.contains("max_attempts")
+            && out.contains("must be at least 1"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_scaffold_and_model_plugins_fail_only_their_rollout() {
+    let panicky = lib("trawl_test_panicky");
+    // The scaffold: the first reply says PANIC.
+    let said = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = ScriptedServer::start(Arc::new(move |body: &Value| {
+        if !said.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Reply::text("PANIC");
+        }
+        level1_policy(body)
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |scaffold: &str, model: &str| {
+        format!(
+            r#"name = "panics"
+plugins = ["{panicky}"]
+
+[[environments]]
+type = "math"
+generator = {{ count = 5, levels = [1] }}
+
+[[scaffolds]]
+type = "{scaffold}"
+{model}"#
+        )
+    };
+    let (recs, out) = run_into(
+        dir.path(),
+        "s.toml",
+        &config("panicky", &model_table(&server.base_url())),
+        "runs/s",
+    );
+    assert!(out.contains("1 infrastructure errors"), "{out}");
+    assert_eq!(recs.len(), 5);
+    let broken = the_one_infra_error(&recs);
+    let error = &broken["outcome"]["error"];
+    assert_eq!(error["kind"], "scaffold", "{error}");
+    let msg = error["message"].as_str().unwrap();
+    assert!(
+        msg.contains("plugin `panicky`")
+            && msg.contains("panicked in `run`")
+            && msg.contains("told to panic by the model's reply"),
+        "{msg}"
+    );
+    // The model call before the panic is in the record: the host kept it.
+    assert_eq!(broken["usage"]["model_calls"], 1, "{broken}");
+    for r in recs
+        .iter()
+        .filter(|r| r["outcome"]["exit_status"] != "InfraError")
+    {
+        assert_eq!(r["success"], true, "{r}");
+    }
+
+    // A plugin scaffold that never returns is cut off by the episode's time limit like a built-in
+    // one: the model's fault (it ran out of time), with the model call it made on record.
+    let hang = ScriptedServer::start(Arc::new(|_: &Value| Reply::text("HANG")))
+        .await
+        .unwrap();
+    let (recs, _) = run_into(
+        dir.path(),
+        "h.toml",
+        &config("panicky", &model_table(&hang.base_url())).replace(
+            "name = \"panics\"",
+            "name = \"panics\"\nepisode_timeout_secs = 1",
+        ),
+        "runs/h",
+    );
+    for r in recs {
+        assert_eq!(r["outcome"]["exit_status"], "TimeExceeded", "{r}");
+        assert_eq!(r["usage"]["model_calls"], 1, "{r}");
+        assert_eq!(r["messages"][1]["content"], "HANG", "{r}");
+    }
+
+    // The model: its second call panics; the other four rollouts are scored as usual.
+    let (recs, _) = run_into(
+        dir.path(),
+        "m.toml",
+        &config(
+            "chat",
+            "[[models]]\ntype = \"panicky\"\nname = \"p\"\npanic_on_call = 2\n",
+        ),
+        "runs/m",
+    );
+    assert_eq!(recs.len(), 5);
+    let broken = the_one_infra_error(&recs);
+    let error = &broken["outcome"]["error"];
+    assert_eq!(error["kind"], "model_backend", "{error}");
+    let msg = error["message"].as_str().unwrap();
+    assert!(
+        msg.contains("panicked in `complete`") && msg.contains("told to panic on call 2"),
+        "{msg}"
+    );
+    for r in recs
+        .iter()
+        .filter(|r| r["outcome"]["exit_status"] != "InfraError")
+    {
+        assert_eq!(r["outcome"]["exit_status"], "Submitted");
+        assert_eq!(r["provenance"]["model_kind"], "panicky");
+        assert_eq!(r["messages"][1]["content"], "The answer is 42");
+    }
+}
+
+#[test]
+fn an_abi_1_plugin_keeps_loading_and_cannot_claim_newer_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = lib("trawl_test_abi_v1");
+    let o = trawl(&["plugins", "--plugin", &v1], dir.path(), &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("v1_nonempty") && out.contains("offers evaluator/v1_nonempty"),
+        "{out}"
+    );
+
+    let out = refused(
+        &["plugins", "--plugin", &v1],
+        dir.path(),
+        &[("TRAWL_TEST_V1_CLAIM_SCAFFOLD", "1")],
+    );
+    assert!(
+        out.contains(&format!("{v1}: incompatible plugin: it registers scaffold kinds, which cannot cross the plugin boundary in ABI 1 (environments, evaluators, exporters can; rebuild it for ABI 2)")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abi_1_evaluator_scores_a_run_beside_abi_2_plugins() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, plan_act) = (lib("trawl_test_abi_v1"), lib("trawl_plan_act"));
+    let (recs, _) = run_into(
+        dir.path(),
+        "mixed.toml",
+        &format!(
+            r#"name = "mixed"
+plugins = ["{v1}", "{plan_act}"]
+
+[[environments]]
+type = "math"
+generator = {{ count = 3, levels = [1] }}
+
+[[scaffolds]]
+type = "plan_then_act"
+
+[[evaluators]]
+type = "v1_nonempty"
+{}"#,
+            model_table(&server.base_url())
+        ),
+        "runs/mixed",
+    );
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        assert_eq!(r["evaluations"][1]["evaluator"], "v1_nonempty", "{r}");
+        assert_eq!(r["evaluations"][1]["details"]["abi"], 1);
+        assert_eq!(r["evaluations"][1]["success"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_environment_runs_on_a_sandbox_backend_from_a_plugin() {
+    let solutions = trawl_code::tasks::reference_solutions(&trawl_code::tasks::builtin().unwrap());
+    let server = ScriptedServer::start(trawl_tests::coder_policy(solutions))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tempdir = lib("trawl_sandbox_tempdir");
+    let config = |sandbox: &str| {
+        format!(
+            r#"name = "code"
+plugins = ["{tempdir}"]
+
+[[environments]]
+type = "code"
+limit = 6
+python = "/usr/bin/python3"
+sandbox = {sandbox}
+
+[[scaffolds]]
+type = "chat"
+{}"#,
+            model_table(&server.base_url())
+        )
+    };
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        config(r#"{ type = "tempdir" }"#),
+    )
+    .unwrap();
+    let out = refused(&["check", "bad.toml"], dir.path(), &[]);
+    assert!(
+        out.contains("bad.toml:") && out.contains("trusted_code_only"),
+        "{out}"
+    );
+    let (recs, _) = run_into(
+        dir.path(),
+        "code.toml",
+        &config(r#"{ type = "tempdir", trusted_code_only = true }"#),
+        "runs/code",
+    );
+    assert_eq!(recs.len(), 6);
+    let mut passed = 0;
+    for r in &recs {
+        let name = r["task"]["data"]["entry_point"].as_str().unwrap();
+        assert_eq!(r["evaluations"][0]["evaluator"], "code_tests");
+        // The coding policy is right exactly for names of even length.
+        assert_eq!(r["success"], name.len() % 2 == 0, "{name}: {r}");
+        passed += usize::from(r["success"] == true);
+    }
+    assert!(passed > 0 && passed < 6, "{passed}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/code/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["environments"]["code"]["sandbox"]["backend"], "tempdir",
+        "{manifest}"
+    );
 }

@@ -1408,6 +1408,7 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
         Some(Ok(Ok(o))) => outcome(o.exit_status, o.submission, None),
         Some(Ok(Err(ScaffoldError::Model(e)))) => infra(e.kind(), e.to_string()),
         Some(Ok(Err(ScaffoldError::Environment(e)))) => infra("environment", e.to_string()),
+        Some(Ok(Err(ScaffoldError::Scaffold(m)))) => infra("scaffold", m),
     };
     if !b.outcome.exit_status.is_final() {
         return b.into_record(transcript);

@@ -101,7 +101,8 @@ pub struct Artifacts {
 
 /// Errors of environments and episodes. All of them are infrastructure failures: they are never
 /// counted against the model.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum EnvironmentError {
     #[error("{0}")]
     Tasks(String),

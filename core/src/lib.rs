@@ -49,6 +49,8 @@ pub use model::{
     Sampling, Usage,
 };
 pub use registry::{BuildContext, ComponentError, Registry, Role};
-pub use scaffold::{AgentScaffold, RolloutContext, ScaffoldError, ScaffoldOutcome, Transcript};
+pub use scaffold::{
+    AgentScaffold, RolloutContext, ScaffoldError, ScaffoldOutcome, Transcript, TranscriptState,
+};
 pub use task::Task;
 pub use trajectory::{ExitStatus, RolloutKey, TrajectoryRecord};

@@ -116,7 +116,7 @@ impl TokenDetail {
 }
 
 /// One request to a model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRequest {
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSchema>,
@@ -124,7 +124,7 @@ pub struct CompletionRequest {
 }
 
 /// One reply.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     /// The assistant message, tool calls included.
     pub message: Message,
@@ -133,8 +133,10 @@ pub struct Completion {
     pub tokens: Option<TokenDetail>,
 }
 
-/// What went wrong with a model call, classified by what the caller should do.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong with a model call, classified by what the caller should do. Serializable, so
+/// that a plugin on either side of the boundary sees the same class.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum ModelError {
     /// Worth retrying: connection refused or reset, timeout, 408/409/429/5xx, a cut-off or
     /// unreadable body.
@@ -195,7 +197,7 @@ pub trait LanguageModel: Send + Sync {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelDescription {
     pub kind: String,
     pub model_id: String,

@@ -278,7 +278,8 @@ pub fn classify_exit(signal: Option<i32>, code: Option<i32>, stderr: &str) -> Ex
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum SandboxError {
     /// The sandbox itself failed (spawn failed, container gone): an infrastructure error, never
     /// the model's fault.

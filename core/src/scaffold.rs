@@ -50,6 +50,57 @@ impl Transcript {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Counts time as if the episode had started `ms` milliseconds ago: a copy of a transcript
+    /// made elsewhere (a plugin scaffold's) keeps the episode's clock.
+    pub fn started_before(&mut self, ms: u64) {
+        let now = Instant::now();
+        self.started = now
+            .checked_sub(std::time::Duration::from_millis(ms))
+            .unwrap_or(now);
+    }
+
+    /// Everything said and done so far, as data.
+    pub fn state(&self) -> TranscriptState {
+        TranscriptState {
+            messages: self.messages.clone(),
+            tools: self.tools.clone(),
+            steps: self.steps.clone(),
+            usage: self.usage,
+            model_ms: self.model_ms,
+            tokens: self.tokens.clone(),
+            finish_reasons: self.finish_reasons.clone(),
+            artifacts: self.artifacts.clone(),
+        }
+    }
+
+    /// Takes over `state`, keeping this transcript's clock.
+    pub fn restore(&mut self, state: TranscriptState) {
+        self.messages = state.messages;
+        self.tools = state.tools;
+        self.steps = state.steps;
+        self.usage = state.usage;
+        self.model_ms = state.model_ms;
+        self.tokens = state.tokens;
+        self.finish_reasons = state.finish_reasons;
+        self.artifacts = state.artifacts;
+    }
+
+    /// Records a model call's reply as [`Transcript::call_model`] does: usage, token data,
+    /// finish reason, and the reply itself (marked with `agent`).
+    pub fn record_completion(&mut self, agent: Option<&str>, completion: &Completion) {
+        let mut usage = completion.usage;
+        usage.model_calls = usage.model_calls.max(1);
+        self.usage.add(usage);
+        // One entry per model call, empty when the backend gave none: entry i is the i-th
+        // assistant turn's, so a turn without token data never takes another's.
+        self.tokens
+            .push(completion.tokens.clone().unwrap_or_default());
+        self.finish_reasons.push(completion.finish_reason.clone());
+        let mut reply = completion.message.clone();
+        reply.agent = agent.map(str::to_string);
+        self.messages.push(reply);
+    }
+
     /// Puts the scaffold's system prompt in front of the episode's opening messages. When the
     /// episode opens with a system message of its own (a policy, say), the two become one
     /// system message, the scaffold's first: some chat templates accept only one, at the start.
@@ -120,17 +171,7 @@ impl Transcript {
         let result = model.complete(&request).await;
         self.model_ms += t.elapsed().as_millis() as u64;
         let completion = result?;
-        let mut usage = completion.usage;
-        usage.model_calls = usage.model_calls.max(1);
-        self.usage.add(usage);
-        // One entry per model call, empty when the backend gave none: entry i is the i-th
-        // assistant turn's, so a turn without token data never takes another's.
-        self.tokens
-            .push(completion.tokens.clone().unwrap_or_default());
-        self.finish_reasons.push(completion.finish_reason.clone());
-        let mut reply = completion.message.clone();
-        reply.agent = agent.map(str::to_string);
-        self.messages.push(reply);
+        self.record_completion(agent, &completion);
         Ok(completion)
     }
 
@@ -159,6 +200,26 @@ impl Transcript {
         });
         Ok(observation)
     }
+}
+
+/// A transcript as data: what crosses the plugin boundary when a scaffold runs in a plugin.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TranscriptState {
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub tools: Vec<ToolSchema>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub model_ms: u64,
+    #[serde(default)]
+    pub tokens: Vec<TokenDetail>,
+    #[serde(default)]
+    pub finish_reasons: Vec<crate::model::FinishReason>,
+    #[serde(default)]
+    pub artifacts: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for Transcript {
@@ -250,7 +311,7 @@ pub fn frame_task(transcript: &mut Transcript, system: &str, template: &str) {
 }
 
 /// How a scaffold's run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScaffoldOutcome {
     pub exit_status: ExitStatus,
     pub submission: Option<String>,
@@ -258,12 +319,17 @@ pub struct ScaffoldOutcome {
 
 /// Why a scaffold could not finish. Model-side truncation is an outcome, not an error; these are
 /// infrastructure failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "error", rename_all = "snake_case")]
 pub enum ScaffoldError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Environment(#[from] EnvironmentError),
+    /// The scaffold itself broke (a plugin's scaffold panicked or broke the protocol): the
+    /// scaffold's fault, never the model's.
+    #[error("scaffold failure: {0}")]
+    Scaffold(String),
 }
 
 /// Everything a scaffold needs for one rollout.

@@ -1,6 +1,7 @@
-//! Helpers for testing a component on its own, without a model or a run: play an episode of an
-//! environment with scripted actions, and build the finished record an evaluator scores or an
-//! exporter writes. For plugin authors as much as for trawl's own tests.
+//! Helpers for testing a component on its own, without a model server or a run: play an episode
+//! of an environment with scripted actions, drive a scaffold through an episode with a
+//! [`ScriptedModel`], and build the finished record an evaluator scores or an exporter writes.
+//! For plugin authors as much as for trawl's own tests.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,13 @@ use serde_json::Value;
 
 use crate::environment::{Action, Artifacts, Environment, EnvironmentError, Observation};
 use crate::message::{Message, ToolSchema};
-use crate::model::{Sampling, Usage};
+use crate::model::{
+    Completion, CompletionRequest, FinishReason, LanguageModel, ModelDescription, ModelError,
+    Sampling, Usage,
+};
+use crate::scaffold::{
+    AgentScaffold, RolloutContext, ScaffoldError, ScaffoldOutcome, Transcript, TranscriptState,
+};
 use crate::task::Task;
 use crate::trajectory::{
     ExitStatus, Outcome, Provenance, RolloutKey, Timing, TrajectoryRecord, TRAJECTORY_SCHEMA,
@@ -51,6 +58,95 @@ pub async fn play(
         opening,
         tools,
         observations,
+        artifacts,
+    })
+}
+
+/// A model that answers with scripted replies, in order, and keeps every request it was sent.
+/// Past the end of its script it fails with a backend error.
+pub struct ScriptedModel {
+    replies: std::sync::Mutex<std::collections::VecDeque<String>>,
+    seen: std::sync::Mutex<Vec<CompletionRequest>>,
+}
+
+impl ScriptedModel {
+    pub fn new<S: Into<String>>(replies: impl IntoIterator<Item = S>) -> Self {
+        ScriptedModel {
+            replies: std::sync::Mutex::new(replies.into_iter().map(Into::into).collect()),
+            seen: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<CompletionRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl LanguageModel for ScriptedModel {
+    fn describe(&self) -> ModelDescription {
+        ModelDescription {
+            kind: "scripted".into(),
+            model_id: "scripted".into(),
+        }
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(request.clone());
+        }
+        let next = self.replies.lock().ok().and_then(|mut r| r.pop_front());
+        let text =
+            next.ok_or_else(|| ModelError::Backend("the script has no more replies".into()))?;
+        Ok(Completion {
+            message: Message::assistant(text),
+            finish_reason: FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                model_calls: 1,
+            },
+            tokens: None,
+        })
+    }
+}
+
+/// What a scaffold driven by [`drive`] did.
+#[derive(Debug)]
+pub struct Driven {
+    pub outcome: Result<ScaffoldOutcome, ScaffoldError>,
+    /// The transcript as the run would record it.
+    pub transcript: TranscriptState,
+    /// What the episode's `finish` returned.
+    pub artifacts: Artifacts,
+}
+
+/// Runs `scaffold` on one episode of `task` with `model`, as a run would (without its time
+/// limit and scoring), then finishes the episode.
+pub async fn drive(
+    scaffold: &dyn AgentScaffold,
+    env: &dyn Environment,
+    task: &Task,
+    model: &dyn LanguageModel,
+) -> Result<Driven, EnvironmentError> {
+    let mut episode = env.start(task).await?;
+    let mut transcript = Transcript::new();
+    transcript.messages = episode.opening();
+    transcript.tools = episode.tools();
+    let sampling = Sampling::default();
+    let outcome = scaffold
+        .run(RolloutContext {
+            episode: episode.as_mut(),
+            model,
+            sampling: &sampling,
+            transcript: &mut transcript,
+        })
+        .await;
+    let artifacts = episode.finish().await?;
+    Ok(Driven {
+        outcome,
+        transcript: transcript.state(),
         artifacts,
     })
 }

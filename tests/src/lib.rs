@@ -704,6 +704,10 @@ pub fn plugin_libraries() -> &'static std::path::Path {
             "trawl-test-panicky",
             "trawl-test-future-abi",
             "trawl-test-missing-entry",
+            "trawl-test-abi-v1",
+            "trawl-plan-act",
+            "trawl-replay-model",
+            "trawl-sandbox-tempdir",
         ] {
             cmd.args(["-p", p]);
         }

@@ -99,3 +99,89 @@ async fn episodes_across_the_boundary_run_concurrently() {
     assert!(e.message.contains("no object with handle"), "{}", e.message);
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_and_model_plugins_keep_their_errors_and_survive_a_panic() {
+    use trawl_core::model::{CompletionRequest, ModelError, Sampling};
+    use trawl_core::sandbox::{ExecLimits, ExecOutcome, SandboxError, SandboxSpec};
+
+    let mut registry = Registry::builtin().unwrap();
+    let plugin = trawl_plugin_loader::load(&plugin_library("trawl_test_panicky")).unwrap();
+    trawl_plugin_loader::register(&mut registry, &plugin).unwrap();
+    let cx = BuildContext::default();
+
+    let Factory::Sandbox(build) = registry
+        .get(Role::Sandbox, "panicky")
+        .unwrap()
+        .factory
+        .clone()
+    else {
+        panic!("not a sandbox backend")
+    };
+    let backend = build(&json!({}), &cx).unwrap();
+    assert_eq!(backend.describe()["backend"], "panicky");
+    let sandbox = backend.create(&SandboxSpec::default()).await.unwrap();
+    assert_eq!(sandbox.working_dir(), "/memory");
+    sandbox.write_file("a.txt", b"\x00bytes\xff").await.unwrap();
+    assert_eq!(sandbox.read_file("a.txt").await.unwrap(), b"\x00bytes\xff");
+    let limits = ExecLimits::default();
+    let ok = sandbox.exec("echo hi", &limits).await.unwrap();
+    assert_eq!(
+        (ok.outcome, ok.stdout.as_str()),
+        (ExecOutcome::Exited { code: 0 }, "echo hi")
+    );
+    // A panic fails that one call, as an infrastructure error naming the plugin.
+    match sandbox.exec("panic now", &limits).await {
+        Err(SandboxError::Infra(m)) => assert!(
+            m.contains("plugin `panicky`")
+                && m.contains("panicked in `exec`")
+                && m.contains("told to panic on `panic now`"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(sandbox.exec("echo again", &limits).await.is_ok());
+    // The backend's own errors cross whole, variant and all.
+    assert_eq!(
+        sandbox.read_file("missing.txt").await.unwrap_err(),
+        SandboxError::OutsidePath("missing.txt".into())
+    );
+    let spec = SandboxSpec {
+        image: Some("missing".into()),
+        ..SandboxSpec::default()
+    };
+    assert_eq!(
+        backend.create(&spec).await.err().unwrap(),
+        SandboxError::Unavailable("no image `missing`".into())
+    );
+    sandbox.close().await.unwrap();
+
+    let Factory::Model(build) = registry
+        .get(Role::Model, "panicky")
+        .unwrap()
+        .factory
+        .clone()
+    else {
+        panic!("not a model")
+    };
+    let model = build(&json!({ "panic_on_call": 1 }), &cx).unwrap();
+    assert_eq!(model.describe().model_id, "panicky-42");
+    let request = CompletionRequest {
+        messages: vec![trawl_core::Message::user("hi")],
+        tools: Vec::new(),
+        sampling: Sampling::default(),
+    };
+    match model.complete(&request).await {
+        Err(ModelError::Backend(m)) => {
+            assert!(
+                m.contains("panicked in `complete`: told to panic on call 1"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = model.complete(&request).await.unwrap();
+    assert_eq!(c.message.text(), "The answer is 42");
+    assert_eq!(c.usage.prompt_tokens, 10);
+    assert_eq!(model.list_models().await.unwrap(), None);
+}

@@ -11,9 +11,12 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use trawl_core::model::LanguageModel;
 use trawl_core::registry::{Registration, StaticBuilder};
-use trawl_core::{Environment, Episode, Evaluator, Exporter, Role};
+use trawl_core::sandbox::{Sandbox, SandboxBackend};
+use trawl_core::{AgentScaffold, Environment, Episode, Evaluator, Exporter, Role};
 
+use crate::rollout::{self, Rollout};
 use crate::wire::{
     decode, encode, Built, Context, ErrorKind, KindInfo, Reply, Request, Response, WireError,
 };
@@ -30,6 +33,11 @@ enum Object {
     Evaluator(Arc<dyn Evaluator>),
     Exporter(Arc<dyn Exporter>),
     Episode(Arc<Mutex<Box<dyn Episode>>>),
+    Scaffold(Arc<dyn AgentScaffold>),
+    Rollout(Arc<Rollout>),
+    Model(Arc<dyn LanguageModel>),
+    SandboxBackend(Arc<dyn SandboxBackend>),
+    Sandbox(Arc<dyn Sandbox>),
 }
 
 #[derive(Default)]
@@ -85,7 +93,7 @@ fn registrations() -> impl Iterator<Item = &'static Registration> {
         .filter(move |r| own.is_none_or(|c| c == r.crate_name))
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -231,6 +239,20 @@ fn lock_episode(
     })
 }
 
+fn sandbox(handle: u64) -> Result<Arc<dyn Sandbox>, WireError> {
+    match object(handle)? {
+        Object::Sandbox(s) => Ok(s),
+        _ => Err(wrong(handle, "sandbox")),
+    }
+}
+
+fn sandbox_backend(handle: u64) -> Result<Arc<dyn SandboxBackend>, WireError> {
+    match object(handle)? {
+        Object::SandboxBackend(b) => Ok(b),
+        _ => Err(wrong(handle, "sandbox backend")),
+    }
+}
+
 fn insert(object: Object) -> u64 {
     let mut st = state();
     let id = st.id();
@@ -267,6 +289,11 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
         } => build(role, &kind, &settings, context),
         Request::Release { handle } => {
             let gone = state().objects.remove(&handle);
+            // A rollout may still be waited on by a call in flight; stopping its task ends
+            // that wait too.
+            if let Some(Object::Rollout(r)) = &gone {
+                r.stop();
+            }
             // Dropped here, inside the runtime, outside the table's lock: an episode's teardown
             // may spawn tasks or take its time.
             drop(gone);
@@ -338,11 +365,115 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
             Ok(Reply::Artifacts { artifacts })
         }
         Request::Shutdown { handle } => {
-            let env = environment(handle)?;
-            rt.block_on(env.shutdown());
+            match object(handle)? {
+                Object::Environment(env) => rt.block_on(env.shutdown()),
+                Object::SandboxBackend(b) => rt.block_on(b.shutdown()),
+                _ => return Err(wrong(handle, "environment or sandbox backend")),
+            }
             Ok(Reply::Done)
         }
+        Request::RunScaffold {
+            handle,
+            model,
+            sampling,
+            transcript,
+            elapsed_ms,
+        } => {
+            let scaffold = match object(handle)? {
+                Object::Scaffold(s) => s,
+                _ => return Err(wrong(handle, "scaffold")),
+            };
+            let run = Arc::new(rollout::start(
+                rt,
+                scaffold,
+                model,
+                sampling,
+                *transcript,
+                elapsed_ms,
+            ));
+            let id = insert(Object::Rollout(run.clone()));
+            step(rt, id, &run)
+        }
+        Request::Resume {
+            rollout: id,
+            answer,
+        } => {
+            let run = match object(id)? {
+                Object::Rollout(r) => r,
+                _ => return Err(wrong(id, "rollout")),
+            };
+            run.answer(answer)?;
+            step(rt, id, &run)
+        }
+        Request::Complete { handle, request } => match object(handle)? {
+            Object::Model(m) => rt
+                .block_on(m.complete(&request))
+                .map(|c| Reply::Completion {
+                    completion: Box::new(c),
+                })
+                .map_err(|e| WireError::model(&e)),
+            _ => Err(wrong(handle, "model")),
+        },
+        Request::ListModels { handle } => match object(handle)? {
+            Object::Model(m) => rt
+                .block_on(m.list_models())
+                .map(|models| Reply::Models { models })
+                .map_err(|e| WireError::model(&e)),
+            _ => Err(wrong(handle, "model")),
+        },
+        Request::CreateSandbox { handle, spec } => {
+            let backend = sandbox_backend(handle)?;
+            let made = rt
+                .block_on(backend.create(&spec))
+                .map_err(|e| WireError::sandbox(&e))?;
+            let working_dir = made.working_dir();
+            let sandbox = insert(Object::Sandbox(Arc::from(made)));
+            Ok(Reply::Sandbox {
+                sandbox,
+                working_dir,
+            })
+        }
+        Request::MissingImages { handle, images } => {
+            let backend = sandbox_backend(handle)?;
+            rt.block_on(backend.missing_images(&images))
+                .map(|images| Reply::Images { images })
+                .map_err(|e| WireError::sandbox(&e))
+        }
+        Request::Exec {
+            sandbox: id,
+            command,
+            limits,
+        } => rt
+            .block_on(sandbox(id)?.exec(&command, &limits))
+            .map(|result| Reply::Exec { result })
+            .map_err(|e| WireError::sandbox(&e)),
+        Request::ReadFile { sandbox: id, path } => rt
+            .block_on(sandbox(id)?.read_file(&path))
+            .map(|bytes| Reply::Bytes { bytes })
+            .map_err(|e| WireError::sandbox(&e)),
+        Request::WriteFile {
+            sandbox: id,
+            path,
+            bytes,
+        } => rt
+            .block_on(sandbox(id)?.write_file(&path, &bytes))
+            .map(|()| Reply::Done)
+            .map_err(|e| WireError::sandbox(&e)),
+        Request::CloseSandbox { sandbox: id } => rt
+            .block_on(sandbox(id)?.close())
+            .map(|()| Reply::Done)
+            .map_err(|e| WireError::sandbox(&e)),
     }
+}
+
+/// Waits for a rollout's next step; a finished (or panicked) rollout leaves the table.
+fn step(rt: &tokio::runtime::Runtime, id: u64, run: &Rollout) -> Result<Reply, WireError> {
+    let next = run.next(rt);
+    if !matches!(next, Ok(crate::wire::ScaffoldStep::Ask { .. })) {
+        let gone = state().objects.remove(&id);
+        drop(gone);
+    }
+    next.map(|step| Reply::Scaffold { rollout: id, step })
 }
 
 fn build(
@@ -361,9 +492,8 @@ fn build(
         })?;
     let cx: trawl_core::BuildContext = context.into();
     let config = |e: trawl_core::ComponentError| WireError {
-        kind: ErrorKind::Config,
-        message: e.message,
         path: e.path,
+        ..WireError::new(ErrorKind::Config, e.message)
     };
     let (object, built) = match reg.builder {
         StaticBuilder::Environment(f) => {
@@ -390,11 +520,27 @@ fn build(
             };
             (Object::Exporter(e), built)
         }
-        StaticBuilder::Scaffold(_) | StaticBuilder::Model(_) | StaticBuilder::Sandbox(_) => {
-            return Err(WireError::new(
-                ErrorKind::Protocol,
-                format!("{role} kinds cannot cross the plugin boundary in ABI {ABI_VERSION}"),
-            ))
+        StaticBuilder::Scaffold(f) => {
+            let s = f(settings, &cx).map_err(config)?;
+            let built = Built::Scaffold {
+                required_actions: s.required_actions(),
+            };
+            (Object::Scaffold(s), built)
+        }
+        StaticBuilder::Model(f) => {
+            let m = f(settings, &cx).map_err(config)?;
+            let built = Built::Model {
+                description: m.describe(),
+            };
+            (Object::Model(m), built)
+        }
+        StaticBuilder::Sandbox(f) => {
+            let b = f(settings, &cx).map_err(config)?;
+            let built = Built::Sandbox {
+                describe: b.describe(),
+                runs_images: b.runs_images(),
+            };
+            (Object::SandboxBackend(b), built)
         }
     };
     Ok(Reply::Built {

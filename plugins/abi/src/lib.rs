@@ -1,5 +1,5 @@
-//! trawl's plugin ABI: how a shared library offers environments, evaluators and exporters to a
-//! stock `trawl` binary.
+//! trawl's plugin ABI: how a shared library offers components of every role (environments,
+//! scaffolds, model backends, sandbox backends, evaluators, exporters) to a stock `trawl` binary.
 //!
 //! A plugin is an ordinary Rust crate built as both an `rlib` and a `cdylib`. Its kinds register
 //! with `trawl_core::register!`, exactly as built-in kinds do, and one [`declare_plugin!`] line
@@ -17,12 +17,23 @@
 //!    freed. Memory is only ever freed by the side that allocated it. The first request lists
 //!    the plugin's kinds.
 //!
+//! A scaffold in a plugin never calls into the host: it runs as a task on the plugin's runtime,
+//! and every time it needs the host (a model call, an action in the episode) the plugin answers
+//! the current request with a [`wire::ScaffoldStep::Ask`]; the host does the work and sends the
+//! result back with [`wire::Request::Resume`]. So calls only ever go one way, the host keeps the
+//! episode, the model and the transcript, and no function pointer of the host crosses.
+//!
+//! ABI 2 added scaffolds, model backends and sandbox backends, and the requests they need. A
+//! host of ABI 2 still loads plugins built for ABI 1 (their requests are a subset of ABI 2's,
+//! byte for byte), and refuses any newer ABI before running any of the library's code.
+//!
 //! No Rust trait object, `Box` or `String` crosses the boundary: Rust's layout is not stable
 //! between compilers, and a loaded library has its own copies of tokio and of the `inventory`
 //! registry. The plugin side runs its async code on its own runtime, and every entry point
 //! catches panics and turns them into an error for that one call.
 
 pub mod guest;
+mod rollout;
 pub mod wire;
 
 pub use inventory;
@@ -30,7 +41,11 @@ pub use trawl_core;
 
 /// The version of the C entry points and of [`CompatRecord`]. Bump it on any change to a
 /// signature, to the record's layout, or to an incompatible change of the wire format.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI this host still loads: the entry points and [`CompatRecord`] are unchanged
+/// since, and the requests of ABI 1 are a subset of today's.
+pub const OLDEST_ABI_VERSION: u32 = 1;
 
 /// The name of the wire format inside the buffers: JSON, with trawl-core's serde shapes of the
 /// trajectory schema it names.
@@ -84,7 +99,17 @@ pub const ROLE_MODEL: u32 = 1 << 4;
 pub const ROLE_SANDBOX: u32 = 1 << 5;
 
 /// The roles that can cross the boundary in this ABI version.
-pub const ROLES_SUPPORTED: u32 = ROLE_ENVIRONMENT | ROLE_EVALUATOR | ROLE_EXPORTER;
+pub const ROLES_SUPPORTED: u32 =
+    ROLE_ENVIRONMENT | ROLE_EVALUATOR | ROLE_EXPORTER | ROLE_SCAFFOLD | ROLE_MODEL | ROLE_SANDBOX;
+
+/// The roles a plugin built for ABI `abi` may offer (none for an ABI this host does not load).
+pub fn roles_supported(abi: u32) -> u32 {
+    match abi {
+        1 => ROLE_ENVIRONMENT | ROLE_EVALUATOR | ROLE_EXPORTER,
+        ABI_VERSION => ROLES_SUPPORTED,
+        _ => 0,
+    }
+}
 
 /// The bit of one role.
 pub fn role_bit(role: trawl_core::Role) -> u32 {
@@ -105,6 +130,15 @@ pub fn role_names(bits: u32) -> Vec<&'static str> {
         .into_iter()
         .filter(|r| bits & role_bit(*r) != 0)
         .map(|r| r.as_str())
+        .collect()
+}
+
+/// The roles of a bit set, in the plural: `environments, sandboxes`.
+pub fn role_plurals(bits: u32) -> Vec<&'static str> {
+    trawl_core::Role::ALL
+        .into_iter()
+        .filter(|r| bits & role_bit(*r) != 0)
+        .map(|r| r.plural())
         .collect()
 }
 

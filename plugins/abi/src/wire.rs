@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use trawl_core::model::{Completion, CompletionRequest, ModelDescription, ModelError, Sampling};
+use trawl_core::sandbox::{ExecLimits, ExecResult, SandboxError, SandboxSpec};
 use trawl_core::{
-    Action, ActionSpace, Artifacts, Evaluation, Message, Observation, Role, Task, ToolSchema,
-    TrajectoryRecord,
+    Action, ActionSpace, Artifacts, EnvironmentError, Evaluation, Message, Observation, Role,
+    ScaffoldError, ScaffoldOutcome, Task, ToolSchema, TrajectoryRecord, TranscriptState,
 };
 
 /// What a factory knows about the run (trawl-core's `BuildContext`).
@@ -87,8 +89,100 @@ pub enum Request {
     Finish {
         episode: u64,
     },
+    /// Ends an environment's or a sandbox backend's run.
     Shutdown {
         handle: u64,
+    },
+    // ABI 2 and later.
+    /// Starts a scaffold's rollout; answers [`Reply::Scaffold`] with its first [`ScaffoldStep`].
+    RunScaffold {
+        handle: u64,
+        /// The host's model, as the scaffold's `describe` sees it.
+        model: ModelDescription,
+        sampling: Sampling,
+        /// The episode's opening messages and tools.
+        transcript: Box<TranscriptState>,
+        /// How long the episode has been running.
+        elapsed_ms: u64,
+    },
+    /// The host's answer to a rollout's [`HostAsk`]; answers with the rollout's next step.
+    Resume {
+        rollout: u64,
+        answer: HostAnswer,
+    },
+    /// One chat completion from a model backend; answers [`Reply::Completion`].
+    Complete {
+        handle: u64,
+        request: Box<CompletionRequest>,
+    },
+    /// The models a backend's server offers; answers [`Reply::Models`].
+    ListModels {
+        handle: u64,
+    },
+    /// A fresh sandbox from a backend; answers [`Reply::Sandbox`].
+    CreateSandbox {
+        handle: u64,
+        spec: SandboxSpec,
+    },
+    /// Which of `images` the backend lacks; answers [`Reply::Images`].
+    MissingImages {
+        handle: u64,
+        images: Vec<String>,
+    },
+    /// Runs a command in a sandbox; answers [`Reply::Exec`].
+    Exec {
+        sandbox: u64,
+        command: String,
+        limits: ExecLimits,
+    },
+    /// Reads a file in a sandbox; answers [`Reply::Bytes`].
+    ReadFile {
+        sandbox: u64,
+        path: String,
+    },
+    WriteFile {
+        sandbox: u64,
+        path: String,
+        #[serde(with = "base64_bytes")]
+        bytes: Vec<u8>,
+    },
+    CloseSandbox {
+        sandbox: u64,
+    },
+}
+
+/// What a scaffold running in a plugin asks the host to do for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum HostAsk {
+    /// Call the run's model; the host answers [`HostAnswer::Completion`].
+    Complete { request: Box<CompletionRequest> },
+    /// Act in the episode; the host answers [`HostAnswer::Observation`].
+    Act { action: Action },
+}
+
+/// The host's answer to a [`HostAsk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum HostAnswer {
+    Completion {
+        result: Result<Box<Completion>, ModelError>,
+    },
+    Observation {
+        result: Result<Observation, EnvironmentError>,
+    },
+}
+
+/// Where a scaffold's rollout stands after a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ScaffoldStep {
+    /// The scaffold waits for the host to do this; the host answers with [`Request::Resume`].
+    Ask { ask: HostAsk },
+    /// The scaffold is done; `transcript` is everything it said and did.
+    Done {
+        result: Result<ScaffoldOutcome, ScaffoldError>,
+        transcript: Box<TranscriptState>,
     },
 }
 
@@ -107,6 +201,16 @@ impl Request {
             Request::Act { .. } => "act",
             Request::Finish { .. } => "finish",
             Request::Shutdown { .. } => "shutdown",
+            Request::RunScaffold { .. } => "run",
+            Request::Resume { .. } => "run",
+            Request::Complete { .. } => "complete",
+            Request::ListModels { .. } => "list_models",
+            Request::CreateSandbox { .. } => "create",
+            Request::MissingImages { .. } => "missing_images",
+            Request::Exec { .. } => "exec",
+            Request::ReadFile { .. } => "read_file",
+            Request::WriteFile { .. } => "write_file",
+            Request::CloseSandbox { .. } => "close",
         }
     }
 }
@@ -135,6 +239,17 @@ pub enum Built {
     Exporter {
         extension: String,
         file_name: Option<String>,
+    },
+    // ABI 2 and later.
+    Scaffold {
+        required_actions: ActionSpace,
+    },
+    Model {
+        description: ModelDescription,
+    },
+    Sandbox {
+        describe: Value,
+        runs_images: bool,
     },
 }
 
@@ -173,6 +288,32 @@ pub enum Reply {
     Artifacts {
         artifacts: Artifacts,
     },
+    // ABI 2 and later.
+    /// A scaffold's rollout `rollout` after a request.
+    Scaffold {
+        rollout: u64,
+        step: ScaffoldStep,
+    },
+    Completion {
+        completion: Box<Completion>,
+    },
+    Models {
+        models: Option<Vec<String>>,
+    },
+    Sandbox {
+        sandbox: u64,
+        working_dir: String,
+    },
+    Images {
+        images: Vec<String>,
+    },
+    Exec {
+        result: ExecResult,
+    },
+    Bytes {
+        #[serde(with = "base64_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// Which of the host's error types an error becomes.
@@ -197,6 +338,10 @@ pub enum ErrorKind {
     Panic,
     /// The request made no sense to the plugin (unknown handle, undecodable bytes).
     Protocol,
+    /// A model backend's error; `detail` holds the `ModelError`.
+    Model,
+    /// A sandbox's error; `detail` holds the `SandboxError`.
+    Sandbox,
 }
 
 /// A failed call.
@@ -207,6 +352,9 @@ pub struct WireError {
     /// The config field, for [`ErrorKind::Config`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<String>,
+    /// The error as its own serde type, for [`ErrorKind::Model`] and [`ErrorKind::Sandbox`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<Value>>,
 }
 
 impl WireError {
@@ -215,7 +363,42 @@ impl WireError {
             kind,
             message: message.into(),
             path: Vec::new(),
+            detail: None,
         }
+    }
+
+    /// A model backend's error, whole.
+    pub fn model(e: &ModelError) -> Self {
+        WireError {
+            detail: serde_json::to_value(e).ok().map(Box::new),
+            ..WireError::new(ErrorKind::Model, e.to_string())
+        }
+    }
+
+    /// A sandbox's error, whole.
+    pub fn sandbox(e: &SandboxError) -> Self {
+        WireError {
+            detail: serde_json::to_value(e).ok().map(Box::new),
+            ..WireError::new(ErrorKind::Sandbox, e.to_string())
+        }
+    }
+
+    /// The model error this carries, if it is one.
+    pub fn as_model(&self) -> Option<ModelError> {
+        let detail = self
+            .detail
+            .as_deref()
+            .filter(|_| self.kind == ErrorKind::Model)?;
+        serde_json::from_value(detail.clone()).ok()
+    }
+
+    /// The sandbox error this carries, if it is one.
+    pub fn as_sandbox(&self) -> Option<SandboxError> {
+        let detail = self
+            .detail
+            .as_deref()
+            .filter(|_| self.kind == ErrorKind::Sandbox)?;
+        serde_json::from_value(detail.clone()).ok()
     }
 }
 
@@ -326,6 +509,80 @@ mod tests {
             (h, st::action()).prop_map(|(episode, action)| Request::Act { episode, action }),
             h.prop_map(|episode| Request::Finish { episode }),
             h.prop_map(|handle| Request::Shutdown { handle }),
+            (
+                h,
+                proptest::collection::vec(st::message(), 0..3),
+                any::<u32>()
+            )
+                .prop_map(|(handle, messages, ms)| Request::RunScaffold {
+                    handle,
+                    model: ModelDescription {
+                        kind: "openai".into(),
+                        model_id: "m".into()
+                    },
+                    sampling: Sampling {
+                        temperature: Some(0.5),
+                        ..Sampling::default()
+                    },
+                    transcript: Box::new(TranscriptState {
+                        messages,
+                        ..TranscriptState::default()
+                    }),
+                    elapsed_ms: u64::from(ms),
+                }),
+            (h, host_answer()).prop_map(|(rollout, answer)| Request::Resume { rollout, answer }),
+            (h, proptest::collection::vec(st::message(), 0..3)).prop_map(|(handle, messages)| {
+                Request::Complete {
+                    handle,
+                    request: Box::new(CompletionRequest {
+                        messages,
+                        tools: Vec::new(),
+                        sampling: Sampling::default(),
+                    }),
+                }
+            }),
+            (
+                h,
+                "\\PC{0,20}",
+                proptest::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(sandbox, path, bytes)| Request::WriteFile {
+                    sandbox,
+                    path,
+                    bytes
+                }),
+            (h, "\\PC{0,20}").prop_map(|(sandbox, command)| Request::Exec {
+                sandbox,
+                command,
+                limits: ExecLimits::default()
+            }),
+        ]
+    }
+
+    fn host_answer() -> impl Strategy<Value = HostAnswer> {
+        prop_oneof![
+            (st::message(), any::<u32>()).prop_map(|(message, n)| HostAnswer::Completion {
+                result: Ok(Box::new(Completion {
+                    message,
+                    finish_reason: trawl_core::model::FinishReason::Stop,
+                    usage: trawl_core::model::Usage {
+                        prompt_tokens: u64::from(n),
+                        completion_tokens: 1,
+                        model_calls: 1
+                    },
+                    tokens: None,
+                }))
+            }),
+            "\\PC{0,20}".prop_map(|m| HostAnswer::Completion {
+                result: Err(ModelError::ContextLength(m))
+            }),
+            (any::<u16>(), "\\PC{0,20}").prop_map(|(status, message)| HostAnswer::Completion {
+                result: Err(ModelError::Rejected { status, message })
+            }),
+            st::observation().prop_map(|o| HostAnswer::Observation { result: Ok(o) }),
+            "\\PC{0,20}".prop_map(|m| HostAnswer::Observation {
+                result: Err(EnvironmentError::Runtime(m))
+            }),
         ]
     }
 
@@ -385,6 +642,39 @@ mod tests {
                 }),
             st::observation().prop_map(|observation| Reply::Observation { observation }),
             st::artifacts().prop_map(|artifacts| Reply::Artifacts { artifacts }),
+            (any::<u64>(), st::action()).prop_map(|(rollout, action)| Reply::Scaffold {
+                rollout,
+                step: ScaffoldStep::Ask {
+                    ask: HostAsk::Act { action }
+                }
+            }),
+            (any::<u64>(), proptest::collection::vec(st::message(), 0..3)).prop_map(
+                |(rollout, messages)| Reply::Scaffold {
+                    rollout,
+                    step: ScaffoldStep::Done {
+                        result: Ok(ScaffoldOutcome {
+                            exit_status: trawl_core::ExitStatus::Submitted,
+                            submission: Some("7".into()),
+                        }),
+                        transcript: Box::new(TranscriptState {
+                            messages,
+                            ..TranscriptState::default()
+                        }),
+                    }
+                }
+            ),
+            "\\PC{0,20}".prop_map(|m| Reply::Scaffold {
+                rollout: 1,
+                step: ScaffoldStep::Done {
+                    result: Err(ScaffoldError::Model(ModelError::Backend(m))),
+                    transcript: Box::default(),
+                }
+            }),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|bytes| Reply::Bytes { bytes }),
+            (any::<u64>(), "\\PC{0,12}").prop_map(|(sandbox, working_dir)| Reply::Sandbox {
+                sandbox,
+                working_dir
+            }),
         ]
     }
 
@@ -400,6 +690,8 @@ mod tests {
                 ErrorKind::Export,
                 ErrorKind::Panic,
                 ErrorKind::Protocol,
+                ErrorKind::Model,
+                ErrorKind::Sandbox,
             ]),
             "\\PC{0,30}",
             proptest::collection::vec("[a-z0-9_]{1,6}", 0..3),
@@ -408,6 +700,7 @@ mod tests {
                 kind,
                 message,
                 path,
+                detail: None,
             })
     }
 
@@ -432,6 +725,21 @@ mod tests {
             let cut = cut.min(bytes.len().saturating_sub(1));
             prop_assert!(decode::<Request>(&bytes[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn model_and_sandbox_errors_cross_whole() {
+        let e = ModelError::Unavailable {
+            attempts: 3,
+            elapsed: std::time::Duration::from_millis(1500),
+            last: "connection refused".into(),
+        };
+        let back: Response = decode(&encode(&Response::Error(WireError::model(&e)))).unwrap();
+        let Response::Error(w) = back else { panic!() };
+        assert_eq!(w.as_model(), Some(e));
+        assert_eq!(w.as_sandbox(), None);
+        let s = SandboxError::OutsidePath("/etc".into());
+        assert_eq!(WireError::sandbox(&s).as_sandbox(), Some(s));
     }
 
     #[test]

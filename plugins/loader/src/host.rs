@@ -6,13 +6,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use trawl_core::model::{Completion, CompletionRequest, ModelDescription, ModelError};
 use trawl_core::registry::Factory;
-use trawl_core::{
-    Action, ActionSpace, Artifacts, BuildContext, ComponentError, Environment, EnvironmentError,
-    Episode, Evaluation, Evaluator, EvaluatorError, ExportError, Exporter, Message, Observation,
-    Role, Task, ToolSchema, TrajectoryRecord,
+use trawl_core::sandbox::{
+    ExecLimits, ExecResult, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
 };
-use trawl_plugin_abi::wire::{Built, ErrorKind, Reply, Request, WireError};
+use trawl_core::{
+    Action, ActionSpace, AgentScaffold, Artifacts, BuildContext, ComponentError, Environment,
+    EnvironmentError, Episode, Evaluation, Evaluator, EvaluatorError, ExportError, Exporter,
+    LanguageModel, Message, Observation, Role, RolloutContext, ScaffoldError, ScaffoldOutcome,
+    Task, ToolSchema, TrajectoryRecord,
+};
+use trawl_plugin_abi::wire::{
+    Built, ErrorKind, HostAnswer, HostAsk, Reply, Request, ScaffoldStep, WireError,
+};
 
 use crate::Plugin;
 
@@ -110,18 +117,44 @@ pub(crate) fn factory(plugin: &Arc<Plugin>, role: Role, kind: &str) -> Factory {
                 other => Err(mismatch(&p, role, &other)),
             }
         })),
-        // Refused when the library was checked; kept total for the compiler.
-        Role::Scaffold => Factory::Scaffold(Arc::new(move |_, _| Err(unsupported(role)))),
-        Role::Model => Factory::Model(Arc::new(move |_, _| Err(unsupported(role)))),
-        Role::Sandbox => Factory::Sandbox(Arc::new(move |_, _| Err(unsupported(role)))),
+        Role::Scaffold => Factory::Scaffold(Arc::new(move |v, cx| {
+            let (handle, built) = build(&p, role, &k, v, cx)?;
+            match built {
+                Built::Scaffold { required_actions } => Ok(Arc::new(PluginScaffold {
+                    plugin: p.clone(),
+                    handle,
+                    required_actions,
+                })),
+                other => Err(mismatch(&p, role, &other)),
+            }
+        })),
+        Role::Model => Factory::Model(Arc::new(move |v, cx| {
+            let (handle, built) = build(&p, role, &k, v, cx)?;
+            match built {
+                Built::Model { description } => Ok(Arc::new(PluginModel {
+                    plugin: p.clone(),
+                    handle,
+                    description,
+                })),
+                other => Err(mismatch(&p, role, &other)),
+            }
+        })),
+        Role::Sandbox => Factory::Sandbox(Arc::new(move |v, cx| {
+            let (handle, built) = build(&p, role, &k, v, cx)?;
+            match built {
+                Built::Sandbox {
+                    describe,
+                    runs_images,
+                } => Ok(Arc::new(PluginSandboxBackend {
+                    plugin: p.clone(),
+                    handle,
+                    describe,
+                    runs_images,
+                })),
+                other => Err(mismatch(&p, role, &other)),
+            }
+        })),
     }
-}
-
-fn unsupported(role: Role) -> ComponentError {
-    ComponentError::new(format!(
-        "{role} kinds cannot come from plugins (only {})",
-        crate::supported_roles().join(", ")
-    ))
 }
 
 fn mismatch(plugin: &Plugin, role: Role, built: &Built) -> ComponentError {
@@ -392,6 +425,362 @@ impl Episode for PluginEpisode {
 }
 
 impl Drop for PluginEpisode {
+    fn drop(&mut self) {
+        release(&self.plugin, self.id);
+    }
+}
+
+/// A plugin's scaffold. The rollout runs inside the plugin; every model call and action it needs
+/// comes back here as a [`HostAsk`], which this side carries out on the run's real model and
+/// episode and records in the engine's transcript as it goes, so that a rollout cut short keeps
+/// every call and action so far.
+pub struct PluginScaffold {
+    plugin: Arc<Plugin>,
+    handle: u64,
+    required_actions: ActionSpace,
+}
+
+/// Releases a rollout the host stopped driving before it ended (its time ran out).
+struct RolloutGuard {
+    plugin: Arc<Plugin>,
+    id: Option<u64>,
+}
+
+impl Drop for RolloutGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            release(&self.plugin, id);
+        }
+    }
+}
+
+#[async_trait]
+impl AgentScaffold for PluginScaffold {
+    fn required_actions(&self) -> ActionSpace {
+        self.required_actions
+    }
+
+    async fn run(&self, cx: RolloutContext<'_>) -> Result<ScaffoldOutcome, ScaffoldError> {
+        let RolloutContext {
+            episode,
+            model,
+            sampling,
+            transcript,
+        } = cx;
+        let broken = |message: String| ScaffoldError::Scaffold(message);
+        let mut request = Request::RunScaffold {
+            handle: self.handle,
+            model: model.describe(),
+            sampling: sampling.clone(),
+            transcript: Box::new(transcript.state()),
+            elapsed_ms: transcript.elapsed_ms(),
+        };
+        let mut guard = RolloutGuard {
+            plugin: self.plugin.clone(),
+            id: None,
+        };
+        // The errors this side handed the scaffold: the only ones it may end with as the model's
+        // or the environment's, so that a plugin can never pass its own failure off as theirs.
+        let mut handed: Vec<ScaffoldError> = Vec::new();
+        let mut host_steps = 0;
+        loop {
+            let (rollout, step) = match call_async(&self.plugin, request).await {
+                Ok(Reply::Scaffold { rollout, step }) => (rollout, step),
+                Ok(other) => return Err(broken(unexpected(&self.plugin, "run", &other).message)),
+                Err(e) => return Err(broken(self.plugin.describe("run", &e))),
+            };
+            let answer = match step {
+                ScaffoldStep::Ask { ask } => {
+                    guard.id = Some(rollout);
+                    match ask {
+                        HostAsk::Complete { request } => {
+                            let t = std::time::Instant::now();
+                            let result = model.complete(&request).await;
+                            transcript.model_ms += t.elapsed().as_millis() as u64;
+                            match &result {
+                                Ok(c) => {
+                                    transcript.messages = request.messages;
+                                    transcript.record_completion(None, c);
+                                }
+                                Err(e) => handed.push(ScaffoldError::Model(e.clone())),
+                            }
+                            HostAnswer::Completion {
+                                result: result.map(Box::new),
+                            }
+                        }
+                        HostAsk::Act { action } => {
+                            let result = transcript.act(&mut *episode, action).await;
+                            host_steps += 1;
+                            if let Err(e) = &result {
+                                handed.push(ScaffoldError::Environment(e.clone()));
+                            }
+                            HostAnswer::Observation { result }
+                        }
+                    }
+                }
+                ScaffoldStep::Done {
+                    result,
+                    transcript: theirs,
+                } => {
+                    guard.id = None;
+                    self.take_over(transcript, *theirs, host_steps);
+                    return match result {
+                        Ok(outcome) => Ok(outcome),
+                        Err(e @ (ScaffoldError::Model(_) | ScaffoldError::Environment(_)))
+                            if handed.contains(&e) =>
+                        {
+                            Err(e)
+                        }
+                        Err(ScaffoldError::Scaffold(m)) => {
+                            Err(broken(format!("{}: {m}", self.plugin.label())))
+                        }
+                        Err(other) => Err(broken(format!(
+                            "{} ended with an error this trawl never gave it: {other}",
+                            self.plugin.label()
+                        ))),
+                    };
+                }
+            };
+            request = Request::Resume { rollout, answer };
+        }
+    }
+}
+
+impl PluginScaffold {
+    /// Takes the conversation and artifacts the scaffold ended with. What happened at the model
+    /// and in the episode (usage, token data, finish reasons, steps and their observations)
+    /// stays as this side recorded it; only the steps' links to their replies come from the
+    /// scaffold's copy, whose messages they index.
+    fn take_over(
+        &self,
+        transcript: &mut trawl_core::Transcript,
+        theirs: trawl_core::TranscriptState,
+        host_steps: usize,
+    ) {
+        let same_steps = theirs.steps.len() == host_steps
+            && theirs.steps.len() == transcript.steps.len()
+            && theirs
+                .steps
+                .iter()
+                .zip(&transcript.steps)
+                .all(|(a, b)| a.action == b.action);
+        if same_steps {
+            for (mine, their) in transcript.steps.iter_mut().zip(&theirs.steps) {
+                mine.reply = their.reply;
+            }
+        } else {
+            tracing::warn!(
+                "{}: the scaffold's record of its steps differs from the episode's; keeping the episode's",
+                self.plugin.label()
+            );
+        }
+        transcript.messages = theirs.messages;
+        transcript.tools = theirs.tools;
+        transcript.artifacts = theirs.artifacts;
+    }
+}
+
+impl Drop for PluginScaffold {
+    fn drop(&mut self) {
+        release(&self.plugin, self.handle);
+    }
+}
+
+/// A plugin's model backend.
+pub struct PluginModel {
+    plugin: Arc<Plugin>,
+    handle: u64,
+    description: ModelDescription,
+}
+
+impl PluginModel {
+    fn error(&self, op: &str, e: WireError) -> ModelError {
+        e.as_model()
+            .unwrap_or_else(|| ModelError::Backend(self.plugin.describe(op, &e)))
+    }
+}
+
+#[async_trait]
+impl LanguageModel for PluginModel {
+    fn describe(&self) -> ModelDescription {
+        self.description.clone()
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        let request = Request::Complete {
+            handle: self.handle,
+            request: Box::new(request.clone()),
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Completion { completion }) => Ok(*completion),
+            Ok(other) => Err(ModelError::Backend(
+                unexpected(&self.plugin, "complete", &other).message,
+            )),
+            Err(e) => Err(self.error("complete", e)),
+        }
+    }
+
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        let request = Request::ListModels {
+            handle: self.handle,
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Models { models }) => Ok(models),
+            Ok(other) => Err(ModelError::Backend(
+                unexpected(&self.plugin, "list_models", &other).message,
+            )),
+            Err(e) => Err(self.error("list_models", e)),
+        }
+    }
+}
+
+impl Drop for PluginModel {
+    fn drop(&mut self) {
+        release(&self.plugin, self.handle);
+    }
+}
+
+fn sandbox_error(plugin: &Plugin, op: &str, e: WireError) -> SandboxError {
+    e.as_sandbox()
+        .unwrap_or_else(|| SandboxError::Infra(plugin.describe(op, &e)))
+}
+
+/// One sandbox call that answers `Done`.
+async fn sandbox_done(plugin: &Arc<Plugin>, request: Request) -> Result<(), SandboxError> {
+    let op = request.op();
+    match call_async(plugin, request).await {
+        Ok(Reply::Done) => Ok(()),
+        Ok(other) => Err(SandboxError::Infra(unexpected(plugin, op, &other).message)),
+        Err(e) => Err(sandbox_error(plugin, op, e)),
+    }
+}
+
+/// A plugin's sandbox backend.
+pub struct PluginSandboxBackend {
+    plugin: Arc<Plugin>,
+    handle: u64,
+    describe: Value,
+    runs_images: bool,
+}
+
+#[async_trait]
+impl SandboxBackend for PluginSandboxBackend {
+    fn describe(&self) -> Value {
+        self.describe.clone()
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let request = Request::CreateSandbox {
+            handle: self.handle,
+            spec: spec.clone(),
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Sandbox {
+                sandbox,
+                working_dir,
+            }) => Ok(Box::new(PluginSandbox {
+                plugin: self.plugin.clone(),
+                id: sandbox,
+                working_dir,
+            })),
+            Ok(other) => Err(SandboxError::Infra(
+                unexpected(&self.plugin, "create", &other).message,
+            )),
+            Err(e) => Err(sandbox_error(&self.plugin, "create", e)),
+        }
+    }
+
+    fn runs_images(&self) -> bool {
+        self.runs_images
+    }
+
+    async fn missing_images(&self, images: &[String]) -> Result<Vec<String>, SandboxError> {
+        let request = Request::MissingImages {
+            handle: self.handle,
+            images: images.to_vec(),
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Images { images }) => Ok(images),
+            Ok(other) => Err(SandboxError::Infra(
+                unexpected(&self.plugin, "missing_images", &other).message,
+            )),
+            Err(e) => Err(sandbox_error(&self.plugin, "missing_images", e)),
+        }
+    }
+
+    async fn shutdown(&self) {
+        let request = Request::Shutdown {
+            handle: self.handle,
+        };
+        if let Err(e) = call_async(&self.plugin, request).await {
+            tracing::warn!("{}", self.plugin.describe("shutdown", &e));
+        }
+    }
+}
+
+impl Drop for PluginSandboxBackend {
+    fn drop(&mut self) {
+        release(&self.plugin, self.handle);
+    }
+}
+
+/// A sandbox made by a plugin's backend.
+struct PluginSandbox {
+    plugin: Arc<Plugin>,
+    id: u64,
+    working_dir: String,
+}
+
+#[async_trait]
+impl Sandbox for PluginSandbox {
+    async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
+        let request = Request::Exec {
+            sandbox: self.id,
+            command: command.to_string(),
+            limits: limits.clone(),
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Exec { result }) => Ok(result),
+            Ok(other) => Err(SandboxError::Infra(
+                unexpected(&self.plugin, "exec", &other).message,
+            )),
+            Err(e) => Err(sandbox_error(&self.plugin, "exec", e)),
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let request = Request::ReadFile {
+            sandbox: self.id,
+            path: path.to_string(),
+        };
+        match call_async(&self.plugin, request).await {
+            Ok(Reply::Bytes { bytes }) => Ok(bytes),
+            Ok(other) => Err(SandboxError::Infra(
+                unexpected(&self.plugin, "read_file", &other).message,
+            )),
+            Err(e) => Err(sandbox_error(&self.plugin, "read_file", e)),
+        }
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let request = Request::WriteFile {
+            sandbox: self.id,
+            path: path.to_string(),
+            bytes: contents.to_vec(),
+        };
+        sandbox_done(&self.plugin, request).await
+    }
+
+    async fn close(&self) -> Result<(), SandboxError> {
+        sandbox_done(&self.plugin, Request::CloseSandbox { sandbox: self.id }).await
+    }
+
+    fn working_dir(&self) -> String {
+        self.working_dir.clone()
+    }
+}
+
+impl Drop for PluginSandbox {
     fn drop(&mut self) {
         release(&self.plugin, self.id);
     }

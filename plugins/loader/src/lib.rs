@@ -15,14 +15,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use trawl_core::registry::{Entry, Origin, PluginLibrary, Registry, RegistryError};
 use trawl_plugin_abi::wire::{self, ErrorKind, KindInfo, Reply, Request, WireError};
 use trawl_plugin_abi::{
-    role_bit, role_names, CompatRecord, RawBuffer, RawStr, ABI_VERSION, COMPAT_RECORD_SIZE,
-    ROLES_SUPPORTED, SYMBOL_ABI_VERSION, SYMBOL_ALLOC, SYMBOL_CALL, SYMBOL_COMPAT, SYMBOL_FREE,
-    WIRE_FORMAT,
+    role_bit, role_names, role_plurals, roles_supported, CompatRecord, RawBuffer, RawStr,
+    ABI_VERSION, COMPAT_RECORD_SIZE, OLDEST_ABI_VERSION, SYMBOL_ABI_VERSION, SYMBOL_ALLOC,
+    SYMBOL_CALL, SYMBOL_COMPAT, SYMBOL_FREE, WIRE_FORMAT,
 };
 
 mod host;
 
-pub use host::{PluginEnvironment, PluginEvaluator, PluginExporter};
+pub use host::{
+    PluginEnvironment, PluginEvaluator, PluginExporter, PluginModel, PluginSandboxBackend,
+    PluginScaffold,
+};
 
 /// The environment variable naming folders of plugins to load, separated like `PATH`.
 pub const PLUGIN_PATH_VAR: &str = "TRAWL_PLUGIN_PATH";
@@ -34,16 +37,16 @@ pub enum LoadError {
     Open { path: PathBuf, message: String },
     #[error("{path}: not a trawl plugin: it exports no `{SYMBOL_ABI_VERSION}` symbol\n  hint: a plugin crate depends on trawl-plugin-abi and calls `trawl_plugin_abi::declare_plugin!()`; see docs/plugins.md")]
     NotAPlugin { path: PathBuf },
-    #[error("{path}: built for trawl plugin ABI {found}, but this trawl ({trawl}) loads ABI {expected}\n  hint: rebuild the plugin against the trawl-plugin-abi of the trawl you run it with")]
+    #[error("{path}: built for trawl plugin ABI {found}, but this trawl ({trawl}) loads ABI {}\n  hint: rebuild the plugin against the trawl-plugin-abi of the trawl you run it with", abi_range())]
     AbiMismatch {
         path: PathBuf,
         found: u32,
-        expected: u32,
         trawl: String,
     },
-    #[error("{path}: claims plugin ABI {ABI_VERSION} but lacks the symbol `{symbol}`: {message}\n  hint: the library is damaged or was not built with trawl-plugin-abi; rebuild it")]
+    #[error("{path}: claims plugin ABI {abi} but lacks the symbol `{symbol}`: {message}\n  hint: the library is damaged or was not built with trawl-plugin-abi; rebuild it")]
     MissingSymbol {
         path: PathBuf,
+        abi: u32,
         symbol: &'static str,
         message: String,
     },
@@ -61,6 +64,15 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Registry(#[from] RegistryError),
+}
+
+/// The ABI versions this trawl loads, for messages: "1 to 2".
+pub fn abi_range() -> String {
+    if OLDEST_ABI_VERSION == ABI_VERSION {
+        ABI_VERSION.to_string()
+    } else {
+        format!("{OLDEST_ABI_VERSION} to {ABI_VERSION}")
+    }
 }
 
 type AllocFn = extern "C" fn(usize) -> RawBuffer;
@@ -100,17 +112,19 @@ fn read_str(s: RawStr) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// What differs between a compatibility record and what this trawl expects.
+/// What differs between a compatibility record and what this trawl expects of a plugin whose
+/// version probe said `abi`.
 pub fn compat_differences(
     record: &CompatRecord,
+    abi: u32,
     name: &str,
     core: &str,
     wire: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    if record.abi_version != ABI_VERSION {
+    if record.abi_version != abi {
         out.push(format!(
-            "its compatibility record says ABI {}, expected {ABI_VERSION}",
+            "its compatibility record says ABI {}, expected {abi}",
             record.abi_version
         ));
     }
@@ -142,11 +156,13 @@ pub fn compat_differences(
     if record.declarations == 1 && name.is_empty() {
         out.push("its declared name is empty".to_string());
     }
-    let unsupported = record.roles & !ROLES_SUPPORTED;
+    let allowed = roles_supported(abi);
+    let unsupported = record.roles & !allowed;
     if unsupported != 0 {
         out.push(format!(
-            "it registers {} kinds, which cannot cross the plugin boundary in ABI {ABI_VERSION} (environments, evaluators and exporters can)",
-            role_names(unsupported).join(" and ")
+            "it registers {} kinds, which cannot cross the plugin boundary in ABI {abi} ({} can; rebuild it for ABI {ABI_VERSION})",
+            role_names(unsupported).join(" and "),
+            role_plurals(allowed).join(", ")
         ));
     }
     out
@@ -202,18 +218,18 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
     let version: libloading::Symbol<extern "C" fn() -> u32> =
         unsafe { lib.get(SYMBOL_ABI_VERSION.as_bytes()) }
             .map_err(|_| LoadError::NotAPlugin { path: owned() })?;
-    let found = version();
-    if found != ABI_VERSION {
+    let abi = version();
+    if !(OLDEST_ABI_VERSION..=ABI_VERSION).contains(&abi) {
         return Err(LoadError::AbiMismatch {
             path: owned(),
-            found,
-            expected: ABI_VERSION,
+            found: abi,
             trawl: trawl_core::engine::TRAWL_VERSION.to_string(),
         });
     }
 
     let symbol = |name: &'static str, e: libloading::Error| LoadError::MissingSymbol {
         path: owned(),
+        abi,
         symbol: name,
         message: e.to_string(),
     };
@@ -224,8 +240,13 @@ fn open(canonical: &Path, shown: &Path) -> Result<Plugin, LoadError> {
     let record = compat();
     let name = read_str(record.plugin_name);
     let core_version = read_str(record.core_version);
-    let differences =
-        compat_differences(&record, &name, &core_version, &read_str(record.wire_format));
+    let differences = compat_differences(
+        &record,
+        abi,
+        &name,
+        &core_version,
+        &read_str(record.wire_format),
+    );
     if !differences.is_empty() {
         return Err(LoadError::Incompatible {
             path: owned(),
@@ -456,11 +477,6 @@ pub fn from_plugin_path() -> Vec<PathBuf> {
     out
 }
 
-/// The roles this ABI lets plugins offer, by name.
-pub fn supported_roles() -> Vec<&'static str> {
-    role_names(ROLES_SUPPORTED)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,10 +496,18 @@ mod tests {
 
     #[test]
     fn a_matching_record_has_no_differences() {
-        let r = record(1, trawl_plugin_abi::ROLE_EVALUATOR);
-        assert!(
-            compat_differences(&r, "p", trawl_core::engine::TRAWL_VERSION, WIRE_FORMAT).is_empty()
+        let r = record(
+            1,
+            trawl_plugin_abi::ROLE_EVALUATOR | trawl_plugin_abi::ROLE_SCAFFOLD,
         );
+        assert!(compat_differences(
+            &r,
+            ABI_VERSION,
+            "p",
+            trawl_core::engine::TRAWL_VERSION,
+            WIRE_FORMAT
+        )
+        .is_empty());
     }
 
     #[test]
@@ -494,7 +518,7 @@ mod tests {
         );
         r.abi_version = 7;
         r.record_size = 12;
-        let d = compat_differences(&r, "", "9.3.1", "msgpack");
+        let d = compat_differences(&r, 1, "", "9.3.1", "msgpack");
         let all = d.join("\n");
         for want in [
             "says ABI 7, expected 1",
@@ -502,7 +526,7 @@ mod tests {
             &format!("wire format `msgpack`, expected `{WIRE_FORMAT}`"),
             "built against trawl-core 9.3.1",
             "declares no plugin",
-            "registers scaffold and model kinds",
+            "registers scaffold and model kinds, which cannot cross the plugin boundary in ABI 1 (environments, evaluators, exporters can; rebuild it for ABI 2)",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
@@ -512,7 +536,13 @@ mod tests {
     #[test]
     fn two_declarations_are_refused() {
         let r = record(2, 0);
-        let d = compat_differences(&r, "p", trawl_core::engine::TRAWL_VERSION, WIRE_FORMAT);
+        let d = compat_differences(
+            &r,
+            ABI_VERSION,
+            "p",
+            trawl_core::engine::TRAWL_VERSION,
+            WIRE_FORMAT,
+        );
         assert_eq!(d.len(), 1);
         assert!(d[0].contains("2 declare_plugin! lines"), "{d:?}");
     }

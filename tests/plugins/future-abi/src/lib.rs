@@ -1,9 +1,9 @@
-//! A library that says it speaks trawl plugin ABI 2, as a plugin built against a newer trawl
+//! A library that says it speaks trawl plugin ABI 3, as a plugin built against a newer trawl
 //! would. The loader must refuse it after the version probe, without calling anything else: the
 //! compatibility entry point here leaves a marker file behind if it is ever called.
 
 /// One more than the ABI trawl speaks today (the test checks that this still holds).
-pub const CLAIMED_ABI: u32 = 2;
+pub const CLAIMED_ABI: u32 = 3;
 
 #[allow(unsafe_code)] // exporting a symbol
 #[no_mangle]
