@@ -27,6 +27,7 @@ use trawl_exporters as _;
 use trawl_llama as _;
 use trawl_math as _;
 use trawl_openai as _;
+use trawl_openenv as _;
 use trawl_sandbox_docker as _;
 use trawl_sandbox_local as _;
 use trawl_swe as _;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -20,21 +20,11 @@ fn lib(name: &str) -> String {
 }
 
 fn trawl(args: &[&str], cwd: &Path) -> Output {
-    Command::new(TRAWL)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TRAWL_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .output()
-        .expect("trawl runs")
+    trawl_tests::run_bin(TRAWL, args, cwd, &[])
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    trawl_tests::printed(o)
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {

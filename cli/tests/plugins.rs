@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,14 +18,7 @@ fn lib(name: &str) -> String {
 }
 
 fn trawl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    Command::new(TRAWL)
-        .args(args)
-        .current_dir(cwd)
-        .envs(env.iter().copied())
-        .env_remove("TRAWL_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .output()
-        .expect("trawl runs")
+    trawl_tests::run_bin(TRAWL, args, cwd, env)
 }
 
 /// Runs trawl expecting it to refuse its input (exit code 2); returns what it printed.
@@ -37,11 +30,7 @@ fn refused(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> String {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    trawl_tests::printed(o)
 }
 
 fn records(run: &Path) -> Vec<Value> {

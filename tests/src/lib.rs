@@ -741,43 +741,80 @@ pub fn trainer_python() -> std::path::PathBuf {
     static READY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     READY
         .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-            let venv = root.join("../target/trainers-venv");
-            let python = venv.join("bin/python");
-            let stamp = venv.join("trawl-requirements.txt");
-            let wanted = ["requirements.txt", "requirements-nodeps.txt"]
-                .iter()
-                .map(|f| std::fs::read_to_string(root.join("python").join(f)).expect("tests/python requirements"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-                return python;
-            }
-            let run = |cmd: &mut std::process::Command| {
-                let out = cmd.output().expect("running python");
-                assert!(
-                    out.status.success(),
-                    "{cmd:?} failed:\n{}{}\n  hint: the trainer checks need python3 with venv (Debian: apt-get install python3-venv) and PyPI",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            };
-            let _ = std::fs::remove_dir_all(&venv);
-            run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            let pip = |args: &[&str], file: &str| {
-                let mut c = std::process::Command::new(&python);
-                c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                    .args(args)
-                    .arg("-r")
-                    .arg(root.join("python").join(file));
-                run(&mut c);
-            };
-            pip(&[], "requirements.txt");
-            pip(&["--no-deps"], "requirements-nodeps.txt");
-            std::fs::write(&stamp, wanted).expect("writing the venv stamp");
-            python
+            venv_python(
+                "trainers-venv",
+                &[
+                    ("requirements.txt", false),
+                    ("requirements-nodeps.txt", true),
+                ],
+                "the trainer checks",
+            )
         })
         .clone()
+}
+
+/// The Python of a virtualenv with `openenv-core` 0.3 (`tests/python/requirements-openenv.txt`,
+/// pinned), at `target/openenv-venv`, made like [`trainer_python`]'s.
+pub fn openenv_python() -> std::path::PathBuf {
+    static READY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            venv_python(
+                "openenv-venv",
+                &[("requirements-openenv.txt", false)],
+                "the OpenEnv tests",
+            )
+        })
+        .clone()
+}
+
+/// A virtualenv at `target/{name}` with the requirement files of `tests/python/` installed
+/// (each with `--no-deps` where marked), remade only when those files change.
+fn venv_python(name: &str, files: &[(&str, bool)], purpose: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("../target").join(name);
+    let python = venv.join("bin/python");
+    let stamp = venv.join("trawl-requirements.txt");
+    let wanted = files
+        .iter()
+        .map(|(f, _)| {
+            std::fs::read_to_string(root.join("python").join(f)).expect("tests/python requirements")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("running python");
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}{}\n  hint: {purpose} need python3 with venv (Debian: apt-get install python3-venv) and PyPI",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let _ = std::fs::remove_dir_all(&venv);
+    run(std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv));
+    for (file, no_deps) in files {
+        let mut c = std::process::Command::new(&python);
+        c.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ]);
+        if *no_deps {
+            c.arg("--no-deps");
+        }
+        c.arg("-r").arg(root.join("python").join(file));
+        run(&mut c);
+    }
+    std::fs::write(&stamp, wanted).expect("writing the venv stamp");
+    python
 }
 
 /// Runs `tests/python/check_exports.py` on `files` (format, path) with the trainers' Python and
@@ -886,4 +923,103 @@ pub fn seeded_math_policy(answers: &[(String, i64)], body: &Value) -> Reply {
         reply["choices"][0]["logprobs"] = json!({"content": ids.iter().map(|i| json!({"token": i.to_string(), "logprob": -0.25})).collect::<Vec<_>>()});
     }
     Reply::status(200, reply.to_string())
+}
+
+/// An OpenEnv environment server: `examples/openenv/guess_env.py` served by `openenv-core` 0.3
+/// (from [`openenv_python`]) on a free port of 127.0.0.1, killed when dropped.
+pub struct OpenEnvServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OpenEnvServer {
+    /// Starts it with room for `sessions` episodes at once and waits until `/health` answers.
+    pub fn start(sessions: usize) -> Self {
+        use std::io::BufRead;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/openenv/guess_env.py");
+        let mut child = std::process::Command::new(openenv_python())
+            .arg(script)
+            .args(["--port", "0", "--sessions", &sessions.to_string()])
+            .stdout(std::process::Stdio::piped())
+            // Its tracebacks for the faults the tests ask for are expected; keep them out.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the OpenEnv server");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("reading its port");
+        let port: u16 = first
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the OpenEnv server said {first:?}, not its port"));
+        let server = OpenEnvServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !server.healthy() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the OpenEnv server on port {port} never answered /health"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        server
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether `GET /health` answers `healthy` (a plain HTTP/1.0 request).
+    pub fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.contains("healthy")
+    }
+}
+
+impl Drop for OpenEnvServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary `exe` (a test's `env!("CARGO_BIN_EXE_trawl")`) with `args` in `cwd`, with
+/// `env` set, no `TRAWL_PLUGIN_PATH` and no input.
+pub fn run_bin(
+    exe: &str,
+    args: &[&str],
+    cwd: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    std::process::Command::new(exe)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .env_remove("TRAWL_PLUGIN_PATH")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the binary runs")
+}
+
+/// What a command printed: its standard output, then its standard error.
+pub fn printed(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
