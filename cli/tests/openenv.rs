@@ -304,3 +304,75 @@ max_turns = 3
     // Only the last action reached the environment.
     assert_eq!(r["outcome"]["artifacts"]["state"]["step_count"], 1, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_per_episode_serves_each_episode_through_the_docker_sandbox() {
+    if !trawl_tests::swe_images_present() {
+        return;
+    }
+    let image = trawl_tests::openenv_image();
+    let llm = ScriptedServer::start(Arc::new(halving)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"name = "contained"
+seed = 1
+concurrency = 3
+
+[[environments]]
+type = "openenv"
+image = "{image}"
+port = 8000
+sandbox = {{ type = "docker", memory_mb = 1024 }}
+seeds = 3
+action_field = "guess"
+observation_field = "prompt"
+
+[[scaffolds]]
+type = "chat"
+max_turns = 3
+
+{}"#,
+        model(&llm.base_url())
+    );
+    let (records, _) = run(dir.path(), "contained", &config);
+    assert_eq!(records.len(), 3);
+    // Targets 4, 1, 8: halving misses 4 and finds the others.
+    for (r, success) in records.iter().zip([false, true, true]) {
+        assert_eq!(r["outcome"]["exit_status"], "Submitted", "{r}");
+        assert_eq!(r["success"], success, "{r}");
+        // Each episode had a server of its own: one session, started fresh.
+        assert_eq!(
+            r["outcome"]["artifacts"]["state"]["step_count"],
+            r["steps"].as_array().unwrap().len()
+        );
+    }
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("runs/contained/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let facts = &manifest["environments"]["openenv"];
+    assert_eq!(facts["image"], image.as_str(), "{manifest}");
+    assert_eq!(facts["sandbox"]["sandbox"], "docker", "{manifest}");
+    assert!(
+        trawl_tests::containers_of("contained").is_empty(),
+        "containers left behind"
+    );
+
+    // An image the engine lacks is refused before the run, naming it.
+    std::fs::write(
+        dir.path().join("missing.toml"),
+        config
+            .replace(&image, "trawl-test/no-such-openenv:1")
+            .replace("\"contained\"", "\"missing\""),
+    )
+    .unwrap();
+    let o = trawl(&["run", "missing.toml", "--quiet"], dir.path());
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "the OpenEnv image `trawl-test/no-such-openenv:1` is not on the sandbox's engine"
+        ),
+        "{out}"
+    );
+}

@@ -305,6 +305,12 @@ pub trait Sandbox: Send + Sync {
     async fn close(&self) -> Result<(), SandboxError>;
     /// The working directory as the sandbox's commands see it.
     fn working_dir(&self) -> String;
+    /// Where trawl reaches `port` of a sandbox made with [`SandboxSpec::serve`], as
+    /// `host:port`; `None` where the backend offers no way in.
+    fn endpoint(&self, port: u16) -> Option<String> {
+        let _ = port;
+        None
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +379,11 @@ pub struct SandboxSpec {
     /// Labels for what the backend creates (the run's name), so that leftovers can be found.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Run the image's own command (a server) instead of an idle one, and make this port of the
+    /// sandbox reachable from trawl at [`Sandbox::endpoint`]. Only backends that run images
+    /// serve; the server gets no way out to other networks unless the backend's config opts in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<u16>,
 }
 
 /// A sandbox backend, the `sandbox` role: it makes a fresh [`Sandbox`] for each episode.

@@ -1,7 +1,7 @@
 """A number-guessing environment served with openenv-core (0.3), for trawl's OpenEnv tests and
 the README's "Bring your own environment in Python" example.
 
-    python guess_env.py [--port 8000] [--sessions 4]
+    python guess_env.py [--host 127.0.0.1] [--port 8000] [--sessions 4]
 
 It serves OpenEnv's protocol with `create_app`: GET /health, and one WebSocket session per
 episode at /ws (reset, step, state, close). Each episode hides a number from 1 to 10 chosen by
@@ -125,6 +125,7 @@ class Garbage:
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--sessions", type=int, default=4)
     args = parser.parse_args()
@@ -132,7 +133,7 @@ def main():
                      env_name="guess", max_concurrent_envs=args.sessions)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
+    sock.bind((args.host, args.port))
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     config = uvicorn.Config(Garbage(app), log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])

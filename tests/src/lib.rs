@@ -1023,3 +1023,65 @@ pub fn printed(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A Docker image that serves `examples/openenv/guess_env.py` with openenv-core on port 8000
+/// (on `0.0.0.0`, one session): the SWE images' Debian Python with the packages of
+/// `tests/python/requirements-openenv.txt`, installed for it (CPython 3.11, manylinux wheels)
+/// by the OpenEnv venv's pip. Built once, and again when the requirements or the script change.
+/// Needs [`swe_images_present`].
+pub fn openenv_image() -> String {
+    static READY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let requirements = root.join("tests/python/requirements-openenv.txt");
+            let script = root.join("examples/openenv/guess_env.py");
+            let stamp: u64 = [&requirements, &script]
+                .iter()
+                .flat_map(|p| std::fs::read(p).expect("the image's inputs"))
+                .fold(0xcbf29ce484222325, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+                });
+            let tag = format!("trawl-test/openenv-guess:{stamp:016x}");
+            let present = std::process::Command::new("docker")
+                .args(["image", "inspect", &tag])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if present {
+                return tag;
+            }
+            let ctx = tempfile::tempdir().expect("a build folder");
+            let run = |cmd: &mut std::process::Command| {
+                let out = cmd.output().expect("running a build step");
+                assert!(
+                    out.status.success(),
+                    "{cmd:?} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(std::process::Command::new(openenv_python())
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .arg("--target")
+                .arg(ctx.path().join("site"))
+                .args(["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"])
+                .args(["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64"])
+                .args(["--only-binary=:all:", "-r"])
+                .arg(&requirements));
+            std::fs::copy(&script, ctx.path().join("guess_env.py")).expect("copying the script");
+            std::fs::write(
+                ctx.path().join("Dockerfile"),
+                "FROM trawl-swe/textkit:latest\n\
+                 COPY site /opt/openenv-site\n\
+                 COPY guess_env.py /opt/guess_env.py\n\
+                 ENV PYTHONPATH=/opt/openenv-site\n\
+                 ENTRYPOINT [\"python3\", \"/opt/guess_env.py\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\", \"--sessions\", \"1\"]\n",
+            )
+            .expect("writing the Dockerfile");
+            run(std::process::Command::new("docker")
+                .args(["build", "--quiet", "-t", &tag])
+                .arg(ctx.path()));
+            tag
+        })
+        .clone()
+}

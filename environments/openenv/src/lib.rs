@@ -16,6 +16,11 @@
 //! next message, and the server's `done` ends the episode. The server's rewards are the steps'
 //! rewards, and the `openenv_reward` evaluator turns them into the rollout's evaluation.
 //!
+//! The servers are either running already (`servers`, a list of URLs), or started one per
+//! episode from an image (`image`) through the sandbox role: a backend that runs images (the
+//! `docker` kind) starts a container of it serving `port`, trawl reaches it at the address the
+//! backend gives, and the container is removed when the episode ends.
+//!
 //! A server that cannot be reached, dies, hangs past `timeout_secs`, answers something that is
 //! not the protocol, or fails inside its own step is an infrastructure error, never the model's
 //! failure. An action the server's schema refuses is the model's: it is told, and goes on.
@@ -31,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
+use trawl_core::sandbox::{Sandbox, SandboxBackend, SandboxSpec};
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
     Evaluation, Evaluator, EvaluatorError, Message, Observation, Task, TrajectoryRecord,
@@ -41,7 +47,21 @@ use trawl_core::{
 #[serde(deny_unknown_fields)]
 pub struct OpenEnvConfig {
     /// The servers' base URLs (`http://host:8000`, `https://…`); episodes spread over them.
+    #[serde(default)]
     pub servers: Vec<String>,
+    /// An image whose own command serves the environment: one container per episode, through
+    /// the sandbox role (instead of `servers`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The port the image's server listens on.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The sandbox backend that starts the image: `{ type = "docker", memory_mb = 2048, … }`.
+    #[serde(default = "default_sandbox")]
+    pub sandbox: Value,
+    /// Longest wait for a started container's server to answer `/health`.
+    #[serde(default = "default_startup")]
+    pub startup_timeout_secs: f64,
     /// Episodes one server runs at once: its `max_concurrent_envs`.
     #[serde(default = "one")]
     pub sessions_per_server: usize,
@@ -90,6 +110,15 @@ fn default_action_field() -> String {
 fn default_timeout() -> f64 {
     60.0
 }
+fn default_port() -> u16 {
+    8000
+}
+fn default_sandbox() -> Value {
+    json!({ "type": "docker" })
+}
+fn default_startup() -> f64 {
+    120.0
+}
 
 /// One task: an id and the reset's keyword arguments.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,12 +147,33 @@ pub enum RewardMode {
 
 impl EnvironmentConfig for OpenEnvConfig {
     fn build(self, cx: &BuildContext) -> Result<Arc<dyn Environment>, ComponentError> {
-        if self.servers.is_empty() {
-            return Err(ComponentError::at(
-                "servers",
-                "name at least one OpenEnv server, for example [\"http://127.0.0.1:8000\"]",
-            ));
-        }
+        let backend = match (&self.image, self.servers.is_empty()) {
+            (Some(_), true) => {
+                trawl_core::config::check_secs(self.startup_timeout_secs, false)
+                    .map_err(|m| ComponentError::at("startup_timeout_secs", m))?;
+                let backend = cx.build_sandbox(&self.sandbox, "docker")?;
+                if !backend.runs_images() {
+                    return Err(ComponentError::at(
+                        "sandbox",
+                        "`image` needs a sandbox backend that runs images (`type = \"docker\"`)",
+                    ));
+                }
+                Some(backend)
+            }
+            (Some(_), false) => {
+                return Err(ComponentError::at(
+                    "image",
+                    "give `servers` or `image`, not both",
+                ))
+            }
+            (None, true) => {
+                return Err(ComponentError::at(
+                    "servers",
+                    "name at least one OpenEnv server, for example [\"http://127.0.0.1:8000\"], or an `image` to start per episode",
+                ))
+            }
+            (None, false) => None,
+        };
         for (i, s) in self.servers.iter().enumerate() {
             ws_url(s).map_err(|m| ComponentError {
                 path: vec!["servers".into(), i.to_string()],
@@ -171,11 +221,13 @@ impl EnvironmentConfig for OpenEnvConfig {
                 format!("task id `{}` appears twice", dup.id),
             ));
         }
-        let pool = Pool::new(self.servers.len(), self.sessions_per_server);
+        let pool = Pool::new(self.servers.len().max(1), self.sessions_per_server);
         Ok(Arc::new(OpenEnv {
             config: self,
             tasks,
             pool,
+            backend,
+            run_name: cx.run_name.clone(),
         }))
     }
 }
@@ -277,6 +329,9 @@ pub struct OpenEnv {
     config: OpenEnvConfig,
     tasks: Vec<Task>,
     pool: Pool,
+    /// Starts the image per episode, in image mode.
+    backend: Option<Arc<dyn SandboxBackend>>,
+    run_name: String,
 }
 
 impl OpenEnv {
@@ -295,37 +350,22 @@ impl Environment for OpenEnv {
     }
 
     async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
-        // Every server must be up before a run spends anything on it.
-        let client = reqwest::Client::builder()
-            .timeout(self.timeout())
-            .build()
-            .map_err(|e| EnvironmentError::Tasks(format!("HTTP client: {e}")))?;
-        for server in &self.config.servers {
-            let url = format!("{}/health", server.trim_end_matches('/'));
-            let answer = match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                Ok(r) => {
-                    return Err(EnvironmentError::Tasks(format!(
-                        "OpenEnv server {server}: GET /health answered HTTP {}\n  hint: is it an OpenEnv server (openenv-core's create_app)?",
-                        r.status()
-                    )))
-                }
-                Err(e) => {
-                    return Err(EnvironmentError::Tasks(format!(
-                        "OpenEnv server {server} does not answer GET /health: {e}\n  hint: start the server, or remove it from `servers`"
-                    )))
-                }
-            };
-            let status = answer
-                .as_ref()
-                .and_then(|v| v["status"].as_str())
-                .unwrap_or_default();
-            if status != "healthy" {
+        // Every server (or the image) must be there before a run spends anything on it.
+        if let (Some(backend), Some(image)) = (&self.backend, &self.config.image) {
+            let missing = backend
+                .missing_images(std::slice::from_ref(image))
+                .await
+                .map_err(|e| EnvironmentError::Tasks(e.to_string()))?;
+            if !missing.is_empty() {
                 return Err(EnvironmentError::Tasks(format!(
-                    "OpenEnv server {server} is not healthy: /health answered {}",
-                    answer.map_or("no JSON".to_string(), |v| v.to_string())
+                    "the OpenEnv image `{image}` is not on the sandbox's engine\n  hint: build it (docker build -t {image} .) or load it (docker load -i FILE); trawl never pulls images"
                 )));
             }
+        }
+        for server in &self.config.servers {
+            health(server, self.timeout())
+                .await
+                .map_err(EnvironmentError::Tasks)?;
         }
         Ok(self.tasks.clone())
     }
@@ -335,8 +375,16 @@ impl Environment for OpenEnv {
             task: task.id.clone(),
             message,
         };
-        let slot = self.pool.take().await?;
-        let server = self.config.servers[slot.server].clone();
+        let (server, slot, sandbox) = match &self.backend {
+            None => {
+                let slot = self.pool.take().await?;
+                (self.config.servers[slot.server].clone(), Some(slot), None)
+            }
+            Some(backend) => {
+                let (server, sandbox) = self.serve(backend.as_ref()).await.map_err(&failed)?;
+                (server, None, Some(sandbox))
+            }
+        };
         let url = ws_url(&server).map_err(&failed)?;
         let timeout = self.timeout();
         let stream =
@@ -358,6 +406,7 @@ impl Environment for OpenEnv {
             server,
             timeout,
             _slot: slot,
+            sandbox,
         };
         let reset = task.data["reset"].clone();
         let reset = if reset.is_null() { json!({}) } else { reset };
@@ -399,8 +448,16 @@ impl Environment for OpenEnv {
         json!({
             "servers": self.config.servers,
             "sessions_per_server": self.config.sessions_per_server,
+            "image": self.config.image,
+            "sandbox": self.backend.as_ref().map(|b| b.describe()),
             "protocol": "OpenEnv WebSocket sessions at /ws (openenv-core 0.3)",
         })
+    }
+
+    async fn shutdown(&self) {
+        if let Some(b) = &self.backend {
+            b.shutdown().await;
+        }
     }
 }
 
@@ -408,6 +465,82 @@ impl OpenEnv {
     fn render(&self, observation: &Value) -> String {
         render(observation, self.config.observation_field.as_deref())
     }
+
+    /// Starts a container of the image serving its port, and waits until its server is
+    /// healthy; returns its base URL and the sandbox (removed when dropped or closed).
+    async fn serve(
+        &self,
+        backend: &dyn SandboxBackend,
+    ) -> Result<(String, Box<dyn Sandbox>), String> {
+        let image = self.config.image.clone().unwrap_or_default();
+        let spec = SandboxSpec {
+            image: Some(image.clone()),
+            serve: Some(self.config.port),
+            labels: [("trawl.run".to_string(), self.run_name.clone())].into(),
+            ..SandboxSpec::default()
+        };
+        let sandbox = backend
+            .create(&spec)
+            .await
+            .map_err(|e| format!("cannot start image `{image}`: {e}"))?;
+        let Some(address) = sandbox.endpoint(self.config.port) else {
+            let _ = sandbox.close().await;
+            return Err(format!(
+                "the sandbox backend gave no address for port {} of image `{image}`",
+                self.config.port
+            ));
+        };
+        let base = format!("http://{address}");
+        let startup = trawl_core::config::secs(self.config.startup_timeout_secs);
+        let deadline = tokio::time::Instant::now() + startup;
+        loop {
+            match health(&base, Duration::from_secs(5)).await {
+                Ok(()) => return Ok((base, sandbox)),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    let _ = sandbox.close().await;
+                    return Err(format!(
+                        "image `{image}` did not serve OpenEnv on port {} within {startup:?}: {e}",
+                        self.config.port
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+}
+
+/// Checks that `server` answers `GET /health` with `{"status": "healthy"}`.
+async fn health(server: &str, timeout: Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let url = format!("{}/health", server.trim_end_matches('/'));
+    let answer = match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+        Ok(r) => {
+            return Err(format!(
+                "OpenEnv server {server}: GET /health answered HTTP {}\n  hint: is it an OpenEnv server (openenv-core's create_app)?",
+                r.status()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "OpenEnv server {server} does not answer GET /health: {e}\n  hint: start the server, or remove it from `servers`"
+            ))
+        }
+    };
+    let status = answer
+        .as_ref()
+        .and_then(|v| v["status"].as_str())
+        .unwrap_or_default();
+    if status != "healthy" {
+        return Err(format!(
+            "OpenEnv server {server} is not healthy: /health answered {}",
+            answer.map_or("no JSON".to_string(), |v| v.to_string())
+        ));
+    }
+    Ok(())
 }
 
 /// What the model sees of an observation: the named field, or the whole object as JSON.
@@ -443,7 +576,10 @@ struct Session {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     server: String,
     timeout: Duration,
-    _slot: Slot,
+    /// Its place on a listed server.
+    _slot: Option<Slot>,
+    /// The container serving it, in image mode.
+    sandbox: Option<Box<dyn Sandbox>>,
 }
 
 impl Session {
@@ -504,7 +640,8 @@ impl Session {
         }
     }
 
-    /// Ends the session politely; the server drops the environment either way.
+    /// Ends the session politely (the server drops the environment either way), and removes
+    /// the container that served it.
     async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self
@@ -514,6 +651,11 @@ impl Session {
             let _ = self.stream.close(None).await;
         })
         .await;
+        if let Some(s) = self.sandbox.take() {
+            if let Err(e) = s.close().await {
+                tracing::warn!("removing an OpenEnv container: {e}");
+            }
+        }
     }
 }
 

@@ -427,10 +427,12 @@ fn dispatch(rt: &tokio::runtime::Runtime, req: Request) -> Result<Reply, WireErr
                 .block_on(backend.create(&spec))
                 .map_err(|e| WireError::sandbox(&e))?;
             let working_dir = made.working_dir();
+            let endpoint = spec.serve.and_then(|port| made.endpoint(port));
             let sandbox = insert(Object::Sandbox(Arc::from(made)));
             Ok(Reply::Sandbox {
                 sandbox,
                 working_dir,
+                endpoint,
             })
         }
         Request::MissingImages { handle, images } => {

@@ -303,6 +303,9 @@ pub enum Reply {
     Sandbox {
         sandbox: u64,
         working_dir: String,
+        /// `Sandbox::endpoint` of the port the spec asked to serve.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
     },
     Images {
         images: Vec<String>,
@@ -673,7 +676,8 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(|bytes| Reply::Bytes { bytes }),
             (any::<u64>(), "\\PC{0,12}").prop_map(|(sandbox, working_dir)| Reply::Sandbox {
                 sandbox,
-                working_dir
+                working_dir,
+                endpoint: Some("172.18.0.2:8000".into()),
             }),
         ]
     }

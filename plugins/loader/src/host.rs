@@ -678,10 +678,12 @@ impl SandboxBackend for PluginSandboxBackend {
             Ok(Reply::Sandbox {
                 sandbox,
                 working_dir,
+                endpoint,
             }) => Ok(Box::new(PluginSandbox {
                 plugin: self.plugin.clone(),
                 id: sandbox,
                 working_dir,
+                served: spec.serve.zip(endpoint),
             })),
             Ok(other) => Err(SandboxError::Infra(
                 unexpected(&self.plugin, "create", &other).message,
@@ -729,6 +731,8 @@ struct PluginSandbox {
     plugin: Arc<Plugin>,
     id: u64,
     working_dir: String,
+    /// The port the spec asked to serve, and where it is reached.
+    served: Option<(u16, String)>,
 }
 
 #[async_trait]
@@ -777,6 +781,13 @@ impl Sandbox for PluginSandbox {
 
     fn working_dir(&self) -> String {
         self.working_dir.clone()
+    }
+
+    fn endpoint(&self, port: u16) -> Option<String> {
+        self.served
+            .as_ref()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, e)| e.clone())
     }
 }
 

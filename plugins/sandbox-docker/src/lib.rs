@@ -47,6 +47,9 @@ pub const LABEL_VERSION: &str = "trawl.version";
 pub const LABEL_OWNER: &str = "trawl.owner";
 
 const TRAWL_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The network serving containers join when the config gives them no network: internal (no
+/// route out of the host), yet reachable from this host at each container's address.
+pub const SERVE_NETWORK: &str = "trawl-serve";
 /// Largest file `read_file` brings back.
 const MAX_READ_BYTES: usize = 256 << 20;
 /// Extra time past a command's own limit and kill grace before trawl stops waiting on its stream.
@@ -497,7 +500,75 @@ impl DockerFactory {
         workdir: &str,
         run_id: &str,
     ) -> Result<DockerSandbox, SandboxError> {
+        self.create_serving(image, workdir, run_id, None).await
+    }
+
+    /// The id of the internal network serving containers join, made on first use. Looked up
+    /// and made under a process-wide lock, and by id after, since Docker lets two networks
+    /// share a name.
+    async fn serve_network(&self) -> Result<String, SandboxError> {
+        static SERVE_NET: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+        let mut held = SERVE_NET.lock().await;
+        if let Some(id) = held.as_ref() {
+            return Ok(id.clone());
+        }
+        let options = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![SERVE_NETWORK.to_string()],
+            )])),
+        };
+        let mut found = within(
+            self.api(),
+            "looking up the serving network",
+            self.docker.list_networks(Some(options)),
+        )
+        .await?;
+        // The name filter matches substrings; the oldest of exact matches wins.
+        found.retain(|n| n.name.as_deref() == Some(SERVE_NETWORK));
+        found.sort_by_key(|n| n.created.clone().map(|c| c.to_string()));
+        let id = match found.into_iter().find_map(|n| n.id) {
+            Some(id) => id,
+            None => {
+                let request = bollard::models::NetworkCreateRequest {
+                    name: SERVE_NETWORK.to_string(),
+                    internal: Some(true),
+                    labels: Some(HashMap::from([(
+                        LABEL_MANAGED.to_string(),
+                        "true".to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                within(
+                    self.api(),
+                    "creating the serving network",
+                    self.docker.create_network(request),
+                )
+                .await?
+                .id
+            }
+        };
+        *held = Some(id.clone());
+        Ok(id)
+    }
+
+    /// [`DockerFactory::create`]; with `serve`, the container runs its image's own command (a
+    /// server) and its address is kept so that trawl can reach that port.
+    pub async fn create_serving(
+        &self,
+        image: &str,
+        workdir: &str,
+        run_id: &str,
+        serve: Option<u16>,
+    ) -> Result<DockerSandbox, SandboxError> {
         let c = &self.config;
+        // A serving container needs a network this host can reach it on; without the config's
+        // opt-in it is an internal one, with no way out.
+        let network = match (serve, c.network) {
+            (_, true) => "bridge".to_string(),
+            (Some(_), false) => self.serve_network().await?,
+            (None, false) => "none".to_string(),
+        };
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_RUN.to_string(), run_id.to_string()),
@@ -511,7 +582,7 @@ impl DockerFactory {
             memory_swap: Some(memory),
             pids_limit: Some(c.pids as i64),
             nano_cpus: Some((c.cpus * 1e9) as i64),
-            network_mode: Some(if c.network { "bridge" } else { "none" }.into()),
+            network_mode: Some(network.clone()),
             // A real init as PID 1 reaps orphans, so killed process trees do not linger as
             // zombies holding the process limit.
             init: Some(true),
@@ -525,11 +596,12 @@ impl DockerFactory {
         };
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
-            entrypoint: Some(vec!["sleep".into()]),
-            cmd: Some(vec!["infinity".into()]),
+            // Idle, for commands to run in; a serving container runs its image's command.
+            entrypoint: serve.is_none().then(|| vec!["sleep".into()]),
+            cmd: serve.is_none().then(|| vec!["infinity".into()]),
             working_dir: Some(workdir.to_string()),
             labels: Some(labels),
-            network_disabled: Some(!c.network),
+            network_disabled: Some(network == "none"),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -548,11 +620,12 @@ impl DockerFactory {
             Err(_) => return Err(infra("creating a container", "no answer in time")),
         };
         track(&created.id, run_id);
-        let sandbox = DockerSandbox {
+        let mut sandbox = DockerSandbox {
             factory: self.clone(),
             id: created.id,
             workdir: workdir.to_string(),
             state: Mutex::new(State::default()),
+            address: None,
         };
         within(
             self.api(),
@@ -560,6 +633,26 @@ impl DockerFactory {
             self.docker.start_container(&sandbox.id, None),
         )
         .await?;
+        if serve.is_some() {
+            let inspected = within(
+                self.api(),
+                "reading a container's address",
+                self.docker.inspect_container(&sandbox.id, None),
+            )
+            .await?;
+            // Its one network (keyed by name, where the container was given an id).
+            sandbox.address = inspected
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| n.into_values().find_map(|e| e.ip_address))
+                .filter(|ip| !ip.is_empty());
+            if sandbox.address.is_none() {
+                return Err(infra(
+                    "reading a container's address",
+                    "the serving container has no address on its network",
+                ));
+            }
+        }
         Ok(sandbox)
     }
 
@@ -617,6 +710,8 @@ pub struct DockerSandbox {
     id: String,
     workdir: String,
     state: Mutex<State>,
+    /// Its address on its network, for a serving container.
+    address: Option<String>,
 }
 
 impl std::fmt::Debug for DockerSandbox {
@@ -967,6 +1062,10 @@ impl Sandbox for DockerSandbox {
         self.workdir.clone()
     }
 
+    fn endpoint(&self, port: u16) -> Option<String> {
+        self.address.as_ref().map(|ip| format!("{ip}:{port}"))
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -1098,6 +1197,11 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
         let c = &self.config;
         serde_json::json!({
             "sandbox": "docker",
+            // As `trawl run` reports a sandbox's isolation.
+            "mode": "container",
+            "network_isolated": !c.network,
+            "filesystem_isolated": true,
+            "pid_namespace": true,
             "image": c.image,
             "engine": self.factory.get().map(|f| serde_json::json!(f.engine())),
             "memory_mb": c.memory_mb,
@@ -1121,7 +1225,9 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
         let factory = self.engine().await?;
         let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
         Ok(Box::new(
-            factory.create(&image, workdir, &self.run_name).await?,
+            factory
+                .create_serving(&image, workdir, &self.run_name, spec.serve)
+                .await?,
         ))
     }
 
