@@ -840,15 +840,17 @@ fn an_abi_1_plugin_keeps_loading_and_cannot_claim_newer_roles() {
         "{out}"
     );
 
-    let out = refused(
-        &["plugins", "--plugin", &v1],
-        dir.path(),
-        &[("TRAWL_TEST_V1_CLAIM_SCAFFOLD", "1")],
-    );
-    assert!(
-        out.contains(&format!("{v1}: incompatible plugin: it registers scaffold kinds, which cannot cross the plugin boundary in ABI 1 (environments, evaluators, exporters can; rebuild it for ABI 2)")),
-        "{out}"
-    );
+    for role in ["scaffold", "model", "sandbox"] {
+        let out = refused(
+            &["plugins", "--plugin", &v1],
+            dir.path(),
+            &[("TRAWL_TEST_V1_CLAIM", role)],
+        );
+        assert!(
+            out.contains(&format!("{v1}: incompatible plugin: it registers {role} kinds, which cannot cross the plugin boundary in ABI 1 (environments, evaluators, exporters can; rebuild it for ABI 2)")),
+            "{out}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

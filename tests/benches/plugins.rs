@@ -1,6 +1,7 @@
 //! What the plugin boundary costs: the same evaluator (`keyword_rubric`) called in process
 //! (linked as an rlib) and across the C ABI (loaded from its shared library), on the same
-//! trajectory record; and one word-game episode step across the boundary.
+//! trajectory record; one word-game episode step across the boundary; and one whole rollout of
+//! the `plan_then_act` scaffold (three model calls, two actions) in process and in a plugin.
 //! `cargo bench -p trawl-tests --bench plugins`; figures go in BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used)]
@@ -14,6 +15,20 @@ use trawl_core::{Action, Evaluator, Message, TrajectoryRecord};
 use trawl_tests::plugin_library;
 
 use trawl_keyword_rubric as _;
+use trawl_plan_act as _;
+
+/// The `plan_then_act` scaffold of `registry`.
+fn plan_then_act(registry: &Registry) -> Arc<dyn trawl_core::AgentScaffold> {
+    let Factory::Scaffold(f) = registry
+        .get(Role::Scaffold, "plan_then_act")
+        .unwrap()
+        .factory
+        .clone()
+    else {
+        panic!("not a scaffold")
+    };
+    f(&json!({ "max_attempts": 2 }), &BuildContext::default()).unwrap()
+}
 
 fn evaluator(registry: &Registry) -> Arc<dyn Evaluator> {
     let Factory::Evaluator(f) = registry
@@ -136,4 +151,61 @@ fn main() {
             n
         );
     });
+
+    // One rollout of a scaffold: plan, a wrong answer, feedback, another answer. The model
+    // answers at once (scripted), so the figure is the scaffold's and the boundary's cost.
+    let math = {
+        let Factory::Environment(f) = Registry::builtin()
+            .unwrap()
+            .get(Role::Environment, "math")
+            .unwrap()
+            .factory
+            .clone()
+        else {
+            panic!("not an environment")
+        };
+        f(
+            &json!({ "generator": { "count": 1, "levels": [1] }, "feedback": true }),
+            &BuildContext::default(),
+        )
+        .unwrap()
+    };
+    let planner = trawl_plugin_loader::load(&plugin_library("trawl_plan_act")).unwrap();
+    let mut reg = Registry::default();
+    trawl_plugin_loader::register(&mut reg, &planner).unwrap();
+    for (label, scaffold) in [
+        (
+            "in process (rlib)",
+            plan_then_act(&Registry::builtin().unwrap()),
+        ),
+        ("in a plugin", plan_then_act(&reg)),
+    ] {
+        rt.block_on(async {
+            let task = math.tasks().await.unwrap().remove(0);
+            let rollout = || async {
+                let model = trawl_core::testing::ScriptedModel::new([
+                    "1. Read. 2. Add.",
+                    "The answer is -1",
+                    "The answer is -2",
+                ]);
+                let d = trawl_core::testing::drive(scaffold.as_ref(), math.as_ref(), &task, &model)
+                    .await
+                    .unwrap();
+                assert_eq!(d.transcript.steps.len(), 2);
+            };
+            for _ in 0..100 {
+                rollout().await;
+            }
+            let n = 5_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                rollout().await;
+            }
+            let per = t.elapsed().as_secs_f64() / n as f64;
+            println!(
+                "plan_then_act rollout, {label:<18}: {:>8.2} µs/rollout (3 model calls, 2 actions)",
+                per * 1e6
+            );
+        });
+    }
 }

@@ -4,8 +4,8 @@
 //! (success when the rollout submitted something non-blank). A host of a later ABI must keep
 //! loading it.
 //!
-//! With `TRAWL_TEST_V1_CLAIM_SCAFFOLD` set, its record also claims a scaffold kind, which ABI 1
-//! could not carry: the host must refuse it.
+//! With `TRAWL_TEST_V1_CLAIM` set to a role (`scaffold`, `model` or `sandbox`), its record also
+//! claims a kind of that role, which ABI 1 could not carry: the host must refuse it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -46,6 +46,8 @@ const fn raw(s: &'static str) -> RawStr {
 
 const ROLE_SCAFFOLD: u32 = 1 << 1;
 const ROLE_EVALUATOR: u32 = 1 << 2;
+const ROLE_MODEL: u32 = 1 << 4;
+const ROLE_SANDBOX: u32 = 1 << 5;
 
 #[allow(unsafe_code)] // exporting a symbol
 #[no_mangle]
@@ -56,12 +58,17 @@ pub extern "C" fn trawl_plugin_abi_version() -> u32 {
 #[allow(unsafe_code)] // exporting a symbol
 #[no_mangle]
 pub extern "C" fn trawl_plugin_compat() -> CompatRecord {
-    let scaffold = std::env::var_os("TRAWL_TEST_V1_CLAIM_SCAFFOLD").is_some();
+    let claimed = match std::env::var("TRAWL_TEST_V1_CLAIM").as_deref() {
+        Ok("scaffold") => ROLE_SCAFFOLD,
+        Ok("model") => ROLE_MODEL,
+        Ok("sandbox") => ROLE_SANDBOX,
+        _ => 0,
+    };
     CompatRecord {
         abi_version: 1,
         record_size: std::mem::size_of::<CompatRecord>() as u32,
         declarations: 1,
-        roles: ROLE_EVALUATOR | if scaffold { ROLE_SCAFFOLD } else { 0 },
+        roles: ROLE_EVALUATOR | claimed,
         plugin_name: raw("abi-v1"),
         plugin_version: raw("1.0.0"),
         // The workspace's version, which is trawl-core's.
