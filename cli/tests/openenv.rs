@@ -159,6 +159,16 @@ max_turns = 3
         stats.contains("openenv_reward") && stats.contains("5/6"),
         "{stats}"
     );
+
+    // The README's example config, pointed at this server, passes `trawl check`.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/openenv/guess.toml");
+    let example = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("http://127.0.0.1:8000", &env.base_url());
+    std::fs::write(dir.path().join("example.toml"), example).unwrap();
+    let o = trawl(&["check", "example.toml"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(": ok — "), "{}", text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
