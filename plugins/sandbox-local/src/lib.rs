@@ -41,8 +41,11 @@ use trawl_core::sandbox::{
     FLOOD_FACTOR,
 };
 
-/// How long, after the process group is gone, the readers may take to drain the pipes.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+/// How long, after the process group is gone, the readers may take to reach the end of the
+/// pipes by default (`drain_secs`). Past it (a busy machine left them unscheduled, or a writer
+/// that escaped the group holds a pipe open) what the group wrote is taken straight from the
+/// pipes: nothing is lost to time.
+const DRAIN_SECS: f64 = 2.0;
 /// The unprivileged user commands run as when trawl runs as root.
 const NOBODY: u32 = 65534;
 
@@ -84,6 +87,10 @@ pub struct LocalSandboxConfig {
     /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
     #[serde(default)]
     pub kill_grace_secs: Option<f64>,
+    /// Seconds the output readers may take, once a command's processes are gone, before what
+    /// is left in its pipes is read directly (2 when unset). Output is whole either way.
+    #[serde(default)]
+    pub drain_secs: Option<f64>,
     /// The most the working folder may hold, in MiB. A command that fills it past this is
     /// killed (`limit_exceeded: disk`); it is checked several times a second while a command
     /// runs, so a fast writer may overshoot by what it writes in between.
@@ -116,6 +123,7 @@ impl Default for LocalSandboxConfig {
             bwrap: None,
             ro_binds: Vec::new(),
             kill_grace_secs: None,
+            drain_secs: None,
             tmp_mb: default_tmp_mb(),
             workdir_mb: default_workdir_mb(),
         }
@@ -258,6 +266,9 @@ impl Detected {
         if let Some(grace) = config.kill_grace_secs {
             trawl_core::config::check_secs(grace, true)
                 .map_err(|m| format!("kill_grace_secs {m}"))?;
+        }
+        if let Some(drain) = config.drain_secs {
+            trawl_core::config::check_secs(drain, true).map_err(|m| format!("drain_secs {m}"))?;
         }
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
@@ -568,25 +579,24 @@ impl LocalSandbox {
     }
 }
 
-/// Reads one stream, keeping at most `cap` bytes. Returns early (dropping the pipe, so the
-/// writer gets SIGPIPE) once `flood` bytes have gone by.
-async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, flood: usize) -> Captured {
-    let mut out = CappedOutput::new(cap);
+/// Reads one stream into `into` (which keeps at most its cap). Returns early (dropping the
+/// pipe, so the writer gets SIGPIPE) once `flood` bytes have gone by, saying so.
+async fn read_capped<R: AsyncRead + Unpin>(
+    mut r: R,
+    into: Arc<Mutex<Captured>>,
+    flood: usize,
+) -> bool {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return false,
+            // Pushed before the next await: a reader stopped at any point has kept all it read.
             Ok(n) => {
-                out.push(&buf[..n]);
-                if out.seen() > flood {
-                    return Captured { out, flooded: true };
+                if lock(&into).push(&buf[..n], flood) {
+                    return true;
                 }
             }
         }
-    }
-    Captured {
-        out,
-        flooded: false,
     }
 }
 
@@ -595,13 +605,76 @@ struct Captured {
     flooded: bool,
 }
 
-impl Default for Captured {
-    fn default() -> Self {
+impl Captured {
+    fn new(cap: usize) -> Self {
         Captured {
-            out: CappedOutput::new(0),
+            out: CappedOutput::new(cap),
             flooded: false,
         }
     }
+
+    /// Keeps `bytes`; true once more than `flood` bytes have gone by.
+    fn push(&mut self, bytes: &[u8], flood: usize) -> bool {
+        self.out.push(bytes);
+        if self.out.seen() > flood {
+            self.flooded = true;
+        }
+        self.flooded
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One output stream of a command: what its reader task has kept so far, the task, and a
+/// second handle on the pipe's read end for what is left once the command is gone.
+struct Stream {
+    kept: Arc<Mutex<Captured>>,
+    task: tokio::task::JoinHandle<()>,
+    pipe: Option<std::fs::File>,
+}
+
+impl Stream {
+    /// Waits up to `grace` for the reader to reach the end of the pipe. Past it, the reader is
+    /// stopped and what is in the pipe is read without waiting: the command's group is gone, so
+    /// all it wrote is there; only a writer that escaped the group could add more, and that is
+    /// not the command's output.
+    async fn drain(mut self, grace: Duration, flood: usize) -> Captured {
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+            // Stopped for good before this side reads, so that no chunk is kept out of order.
+            let _ = (&mut self.task).await;
+            if let Some(mut pipe) = self.pipe.take() {
+                use std::io::Read;
+                let mut buf = vec![0u8; 64 << 10];
+                let mut kept = lock(&self.kept);
+                while !kept.flooded {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            kept.push(&buf[..n], flood);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // Empty (WouldBlock) or gone: nothing more of the command's.
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        let mut kept = lock(&self.kept);
+        std::mem::replace(&mut *kept, Captured::new(0))
+    }
+}
+
+/// A non-blocking second handle on a pipe's read end (tokio made the pipe non-blocking; this
+/// makes sure, so that a read never waits).
+fn pipe_handle(fd: &impl std::os::fd::AsFd) -> Option<std::fs::File> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let dup = nix::unistd::dup(fd).ok()?;
+    let flags = OFlag::from_bits_truncate(fcntl(&dup, FcntlArg::F_GETFL).ok()?);
+    fcntl(&dup, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).ok()?;
+    Some(std::fs::File::from(dup))
 }
 
 /// How often a running command's working folder is measured.
@@ -647,30 +720,31 @@ impl Sandbox for LocalSandbox {
         let cap = limits.output_bytes;
         let flood = cap.saturating_mul(FLOOD_FACTOR).max(16 << 20);
         let (flood_tx, mut flood_rx) = tokio::sync::mpsc::channel::<()>(2);
-        let spawn_reader = |stream: Option<Box<dyn AsyncRead + Unpin + Send>>| {
+        let spawn_reader = |stream: Option<Box<dyn AsyncRead + Unpin + Send>>,
+                            pipe: Option<std::fs::File>| {
             let tx = flood_tx.clone();
-            tokio::spawn(async move {
-                let Some(stream) = stream else {
-                    return Captured::default();
-                };
-                let c = read_capped(stream, cap, flood).await;
-                if c.flooded {
-                    let _ = tx.send(()).await;
+            let kept = Arc::new(Mutex::new(Captured::new(cap)));
+            let into = kept.clone();
+            let task = tokio::spawn(async move {
+                if let Some(stream) = stream {
+                    if read_capped(stream, into, flood).await {
+                        let _ = tx.send(()).await;
+                    }
                 }
-                c
-            })
+            });
+            Stream { kept, task, pipe }
         };
-        let out_task = spawn_reader(
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+        let stdout = child.stdout.take();
+        let stdout_pipe = stdout.as_ref().and_then(pipe_handle);
+        let out_stream = spawn_reader(
+            stdout.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+            stdout_pipe,
         );
-        let err_task = spawn_reader(
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+        let stderr = child.stderr.take();
+        let stderr_pipe = stderr.as_ref().and_then(pipe_handle);
+        let err_stream = spawn_reader(
+            stderr.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+            stderr_pipe,
         );
         drop(flood_tx);
 
@@ -705,21 +779,11 @@ impl Sandbox for LocalSandbox {
         // Anything the command left running (a background child holding the pipes) goes now.
         kill_group(pgid, Signal::SIGKILL);
         drop(guard);
-        let drain = |task: tokio::task::JoinHandle<Captured>| async move {
-            let abort = task.abort_handle();
-            match tokio::time::timeout(DRAIN_DEADLINE, task).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(_)) => Captured::default(),
-                Err(_) => {
-                    abort.abort();
-                    Captured {
-                        out: CappedOutput::lost(),
-                        flooded: false,
-                    }
-                }
-            }
-        };
-        let (out, err) = tokio::join!(drain(out_task), drain(err_task));
+        let grace = trawl_core::config::secs(self.shared.config.drain_secs.unwrap_or(DRAIN_SECS));
+        let (out, err) = tokio::join!(
+            out_stream.drain(grace, flood),
+            err_stream.drain(grace, flood)
+        );
         let (stdout_truncated, stderr_truncated) = (out.out.truncated(), err.out.truncated());
         let (out_flooded, err_flooded) = (out.flooded, err.flooded);
         let stdout = out.out.into_string();
