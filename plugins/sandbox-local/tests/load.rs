@@ -63,3 +63,59 @@ fn output_survives_readers_that_are_late_for_the_command_exit() {
         assert_eq!(checked, 48);
     });
 }
+
+/// Many fallback sandboxes at once, each forking a few processes: as root each sandbox is a
+/// user of its own, so its process limit is its own and none runs out of processes because of
+/// the others. (Not root, the fallback sets no process limit: the count would be the user's.)
+#[test]
+fn many_fallback_sandboxes_do_not_share_a_process_limit() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root, where sandboxes get users of their own"
+        );
+        eprintln!("skipping: sandboxes get users of their own only when trawl runs as root");
+        return;
+    }
+    let Ok(factory) = LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation: IsolationMode::Process,
+        ..LocalSandboxConfig::default()
+    }) else {
+        panic!("the process-group fallback needs only prlimit, which CI installs")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let s = factory.create().unwrap();
+            set.spawn(async move {
+                let limits = ExecLimits {
+                    wall_time_secs: 60.0,
+                    ..ExecLimits::default()
+                };
+                let r = s
+                    .exec(
+                        "for n in 1 2 3 4 5 6; do sleep 1 & done; wait; echo ok",
+                        &limits,
+                    )
+                    .await
+                    .unwrap();
+                let _ = s.close().await;
+                (i, r)
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            let (i, r) = done.unwrap();
+            assert_eq!(r.outcome, ExecOutcome::Exited { code: 0 }, "{i}: {r:?}");
+            assert_eq!(r.stdout, "ok\n", "{i}: {r:?}");
+        }
+    });
+}
