@@ -482,7 +482,6 @@ impl AgentScaffold for PluginScaffold {
         // The errors this side handed the scaffold: the only ones it may end with as the model's
         // or the environment's, so that a plugin can never pass its own failure off as theirs.
         let mut handed: Vec<ScaffoldError> = Vec::new();
-        let mut host_steps = 0;
         loop {
             let (rollout, step) = match call_async(&self.plugin, request).await {
                 Ok(Reply::Scaffold { rollout, step }) => (rollout, step),
@@ -510,7 +509,6 @@ impl AgentScaffold for PluginScaffold {
                         }
                         HostAsk::Act { action } => {
                             let result = transcript.act(&mut *episode, action).await;
-                            host_steps += 1;
                             if let Err(e) = &result {
                                 handed.push(ScaffoldError::Environment(e.clone()));
                             }
@@ -523,7 +521,7 @@ impl AgentScaffold for PluginScaffold {
                     transcript: theirs,
                 } => {
                     guard.id = None;
-                    self.take_over(transcript, *theirs, host_steps);
+                    self.take_over(transcript, *theirs);
                     return match result {
                         Ok(outcome) => Ok(outcome),
                         Err(e @ (ScaffoldError::Model(_) | ScaffoldError::Environment(_)))
@@ -555,10 +553,8 @@ impl PluginScaffold {
         &self,
         transcript: &mut trawl_core::Transcript,
         theirs: trawl_core::TranscriptState,
-        host_steps: usize,
     ) {
-        let same_steps = theirs.steps.len() == host_steps
-            && theirs.steps.len() == transcript.steps.len()
+        let same_steps = theirs.steps.len() == transcript.steps.len()
             && theirs
                 .steps
                 .iter()
