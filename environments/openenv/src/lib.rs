@@ -228,6 +228,7 @@ impl EnvironmentConfig for OpenEnvConfig {
             pool,
             backend,
             run_name: cx.run_name.clone(),
+            http: reqwest::Client::new(),
         }))
     }
 }
@@ -332,6 +333,8 @@ pub struct OpenEnv {
     /// Starts the image per episode, in image mode.
     backend: Option<Arc<dyn SandboxBackend>>,
     run_name: String,
+    /// For `/health`: one client (and its connections) for every check of the run.
+    http: reqwest::Client,
 }
 
 impl OpenEnv {
@@ -363,7 +366,7 @@ impl Environment for OpenEnv {
             }
         }
         for server in &self.config.servers {
-            health(server, self.timeout())
+            health(&self.http, server, self.timeout())
                 .await
                 .map_err(EnvironmentError::Tasks)?;
         }
@@ -418,7 +421,7 @@ impl Environment for OpenEnv {
             Ok(Answer::Refused(m)) => return Err(failed(format!("the reset was refused: {m}"))),
             Err(e) => return Err(failed(e)),
         };
-        let shown = self.render(&first.observation);
+        let shown = render(&first.observation, self.config.observation_field.as_deref());
         let opening = match &self.config.instruction {
             Some(i) => format!("{i}\n\n{shown}"),
             None => shown,
@@ -462,10 +465,6 @@ impl Environment for OpenEnv {
 }
 
 impl OpenEnv {
-    fn render(&self, observation: &Value) -> String {
-        render(observation, self.config.observation_field.as_deref())
-    }
-
     /// Starts a container of the image serving its port, and waits until its server is
     /// healthy; returns its base URL and the sandbox (removed when dropped or closed).
     async fn serve(
@@ -494,7 +493,7 @@ impl OpenEnv {
         let startup = trawl_core::config::secs(self.config.startup_timeout_secs);
         let deadline = tokio::time::Instant::now() + startup;
         loop {
-            match health(&base, Duration::from_secs(5)).await {
+            match health(&self.http, &base, Duration::from_secs(5)).await {
                 Ok(()) => return Ok((base, sandbox)),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     let _ = sandbox.close().await;
@@ -510,13 +509,9 @@ impl OpenEnv {
 }
 
 /// Checks that `server` answers `GET /health` with `{"status": "healthy"}`.
-async fn health(server: &str, timeout: Duration) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
+async fn health(client: &reqwest::Client, server: &str, timeout: Duration) -> Result<(), String> {
     let url = format!("{}/health", server.trim_end_matches('/'));
-    let answer = match client.get(&url).send().await {
+    let answer = match client.get(&url).timeout(timeout).send().await {
         Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
         Ok(r) => {
             return Err(format!(
