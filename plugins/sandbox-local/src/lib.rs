@@ -13,38 +13,45 @@
 //! runs only when a config asks for it (`isolation = "process"`). Which isolation is in force is
 //! detected once and reported by [`LocalSandboxFactory::isolation`], so a run can record it.
 //!
+//! Each episode's sandbox is started once, on its first command: bubblewrap (or, in the
+//! fallback, nothing) around a small runner process (`trawl-sandbox-runner`, built from
+//! `plugins/sandbox-runner` and carried inside this library), and every command of the episode
+//! is a framed request to that runner over its pipes. The runner starts the command in its own
+//! process group under the command's limits, reads its output, stops it when a limit trips, and
+//! kills what it left once it ends. A command costs a fork and two execs inside the sandbox, not
+//! a new namespace; trawl itself never forks (as root it starts the sandbox through util-linux's
+//! `setpriv`, which changes to the sandbox's user).
+//!
 //! A command that hits its wall-clock limit gets SIGTERM for its whole process group, then SIGKILL
-//! after a grace period. A command that exits leaves nothing behind: its group is killed (in
-//! namespaces, the pid namespace dies with it), so a background child holding stdout open cannot
-//! keep the call waiting.
+//! after a grace period. A command that exits leaves nothing behind: its group is killed, and
+//! where the runner can reach only the sandbox's processes (its own pid namespace, or a user of
+//! its own) every other process too, so a background child holding stdout open cannot keep the
+//! call waiting. A command that kills the runner ends its episode with a sandbox error.
 
 #![forbid(unsafe_code)]
 
+mod runner;
 mod teardown;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use trawl_core::async_trait;
 use trawl_core::sandbox::{
-    classify_exit, CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
-    FLOOD_FACTOR,
+    classify_exit, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError, FLOOD_FACTOR,
 };
+use trawl_sandbox_runner::{Ending, Reply, Request, Rlimits};
 
-/// How long, after the process group is gone, the readers may take to reach the end of the
-/// pipes by default (`drain_secs`). Past it (a busy machine left them unscheduled, or a writer
-/// that escaped the group holds a pipe open) what the group wrote is taken straight from the
-/// pipes: nothing is lost to time.
+/// How long, after a command's group is gone, its output pipes may stay open by default
+/// (`drain_secs`) where a writer can outlive the group (the bare fallback without a user of its
+/// own). Past it what is in the pipes is taken, without waiting: all the group wrote is there, so
+/// nothing is lost to time. Elsewhere every writer is dead and the pipes are read to their end.
 const DRAIN_SECS: f64 = 2.0;
 /// The unprivileged user commands run as when trawl runs as root.
 const NOBODY: u32 = 65534;
@@ -87,8 +94,9 @@ pub struct LocalSandboxConfig {
     /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
     #[serde(default)]
     pub kill_grace_secs: Option<f64>,
-    /// Seconds the output readers may take, once a command's processes are gone, before what
-    /// is left in its pipes is read directly (2 when unset). Output is whole either way.
+    /// Seconds a command's output pipes may stay open once its process group is gone, where
+    /// a writer can escape the group (2 when unset); then what they hold is taken. Output is
+    /// whole either way.
     #[serde(default)]
     pub drain_secs: Option<f64>,
     /// The most the working folder may hold, in MiB. A command that fills it past this is
@@ -184,6 +192,11 @@ struct Detected {
     bwrap: Option<PathBuf>,
     run_as: Option<u32>,
     root: PathBuf,
+    /// The runner binary, put on disk under `root`.
+    runner: PathBuf,
+    /// util-linux's `setpriv`, through which trawl (as root) starts a sandbox as its user
+    /// without forking itself.
+    setpriv: Option<PathBuf>,
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -250,6 +263,7 @@ impl LocalSandboxFactory {
             workdir: dir.path().to_path_buf(),
             dir: Mutex::new(Some(dir)),
             lease: Mutex::new(lease),
+            runners: Default::default(),
         })
     }
 }
@@ -273,6 +287,13 @@ impl Detected {
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
+        let runner = runner::install(&root)?;
+        let setpriv = match run_as {
+            Some(_) => Some(find_in_path("setpriv").ok_or(
+                "`setpriv` (util-linux) is not installed; trawl, running as root, starts each sandbox as a user of its own with it\n  hint: apt-get install -y util-linux",
+            )?),
+            None => None,
+        };
         let mut factory = Detected {
             config: config.clone(),
             isolation: Isolation {
@@ -294,6 +315,8 @@ impl Detected {
             bwrap: None,
             run_as,
             root,
+            runner,
+            setpriv,
         };
         if config.isolation == IsolationMode::Process {
             factory.isolation.fallback_reason =
@@ -348,10 +371,12 @@ impl Detected {
         cmd.args(bwrap_args(
             dir.path(),
             &config.ro_binds,
+            &self.runner,
             false,
             config.tmp_mb,
         ));
-        cmd.args(["--", "/bin/true"]);
+        // The runner must start in there, seen where it is bound.
+        cmd.arg("--").arg(&self.runner).arg("--version");
         cmd.env_clear().stdin(Stdio::null());
         if let Some(uid) = self.run_as {
             cmd.uid(uid).gid(uid);
@@ -387,12 +412,20 @@ impl Detected {
 }
 
 /// The bubblewrap arguments: all namespaces, the system read-only, a private /tmp, the working
-/// folder writable at its own path.
-fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool, tmp_mb: u64) -> Vec<OsString> {
+/// folder writable at its own path, the runner read-only at its own.
+fn bwrap_args(
+    workdir: &Path,
+    ro_binds: &[PathBuf],
+    runner: &Path,
+    network: bool,
+    tmp_mb: u64,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--unshare-all".into(),
         "--die-with-parent".into(),
         "--new-session".into(),
+        // The runner is the namespace's init: nothing inside can kill it.
+        "--as-pid-1".into(),
     ];
     if network {
         a.push("--share-net".into());
@@ -415,6 +448,9 @@ fn bwrap_args(workdir: &Path, ro_binds: &[PathBuf], network: bool, tmp_mb: u64) 
         "--bind".as_ref(),
         workdir.as_os_str(),
         workdir.as_os_str(),
+        "--ro-bind".as_ref(),
+        runner.as_os_str(),
+        runner.as_os_str(),
         "--chdir".as_ref(),
         workdir.as_os_str(),
         "--clearenv".as_ref(),
@@ -470,6 +506,8 @@ pub struct LocalSandbox {
     workdir: PathBuf,
     /// The user this sandbox runs as, when it has its own; given back at teardown.
     lease: Mutex<Option<UidLease>>,
+    /// The runners, started on first use: without and with the network.
+    runners: tokio::sync::Mutex<[Option<runner::Runner>; 2]>,
 }
 
 impl LocalSandbox {
@@ -532,172 +570,163 @@ impl LocalSandbox {
         drop(lease);
     }
 
-    fn command(&self, command: &str, limits: &ExecLimits) -> tokio::process::Command {
+    /// How the runner is started. In namespaces: inside bubblewrap, as the sandbox's user
+    /// (through `setpriv` when trawl is root, so that trawl never forks). In the fallback as
+    /// root: as root, running each command as the sandbox's user, so that no command can stop
+    /// it.
+    fn runner_command(&self, network: bool) -> tokio::process::Command {
         let f = &self.shared;
-        let cpu = limits.cpu_secs;
-        let mut prlimit_args: Vec<OsString> = vec![
-            format!("--cpu={cpu}:{}", cpu + 1).into(),
-            format!("--as={}", limits.memory_mb << 20).into(),
-            format!("--fsize={}", limits.file_size_mb << 20).into(),
-            format!("--nofile={}", limits.open_files).into(),
-            "--core=0".into(),
-        ];
-        if f.isolation.process_limit {
-            prlimit_args.push(format!("--nproc={}", limits.processes).into());
+        let mut argv: Vec<OsString> = Vec::new();
+        let uid = self.uid();
+        if let (Some(setpriv), Some(uid), true) = (&f.setpriv, uid, self.namespaces()) {
+            argv.push(setpriv.into());
+            argv.extend([
+                format!("--reuid={uid}").into(),
+                format!("--regid={uid}").into(),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
         }
-        prlimit_args.extend(["--".into(), "/bin/sh".into(), "-c".into(), command.into()]);
-        let mut cmd = match &f.bwrap {
-            Some(bwrap) => {
-                let mut cmd = tokio::process::Command::new(bwrap);
-                cmd.args(bwrap_args(
-                    &self.workdir,
-                    &f.config.ro_binds,
-                    limits.network,
-                    f.config.tmp_mb,
-                ));
-                cmd.arg("--").arg(&f.prlimit).args(&prlimit_args);
-                cmd.env_clear();
-                cmd
-            }
-            None => {
-                let mut cmd = tokio::process::Command::new(&f.prlimit);
-                cmd.args(&prlimit_args);
-                cmd.env_clear().envs(scrubbed_env(&self.workdir));
-                cmd
-            }
-        };
+        if let Some(bwrap) = &f.bwrap {
+            argv.push(bwrap.into());
+            argv.extend(bwrap_args(
+                &self.workdir,
+                &f.config.ro_binds,
+                &f.runner,
+                network,
+                f.config.tmp_mb,
+            ));
+            argv.push("--".into());
+        }
+        argv.extend([
+            f.runner.clone().into(),
+            "--workdir".into(),
+            self.workdir.clone().into(),
+            "--prlimit".into(),
+            f.prlimit.clone().into(),
+        ]);
+        if let (Some(uid), false) = (uid, self.namespaces()) {
+            argv.extend(["--uid".into(), uid.to_string().into()]);
+        }
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env_clear();
+        if f.bwrap.is_none() {
+            cmd.envs(scrubbed_env(&self.workdir));
+        }
         cmd.current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
-        if let Some(uid) = self.uid() {
-            cmd.uid(uid).gid(uid);
-        }
+            // In namespaces the runner's death takes all it ran with it; in the fallback,
+            // closing its pipe lets it kill its command first.
+            .kill_on_drop(self.namespaces());
         cmd
     }
-}
 
-/// Reads one stream into `into` (which keeps at most its cap). Returns early (dropping the
-/// pipe, so the writer gets SIGPIPE) once `flood` bytes have gone by, saying so.
-async fn read_capped<R: AsyncRead + Unpin>(
-    mut r: R,
-    into: Arc<Mutex<Captured>>,
-    flood: usize,
-) -> bool {
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            // Pushed before the next await: a reader stopped at any point has kept all it read.
-            Ok(n) => {
-                if lock(&into).push(&buf[..n], flood) {
-                    return true;
+    /// Whether commands run in a pid namespace of the sandbox's own. There the runner kills
+    /// every process it can signal after each command, and killing bubblewrap takes them all
+    /// down. In the fallback a `setsid` daemon may live on until the sandbox closes (teardown
+    /// kills its user's processes).
+    fn namespaces(&self) -> bool {
+        self.shared.bwrap.is_some()
+    }
+
+    /// The request for one command.
+    fn request(&self, command: &str, limits: &ExecLimits) -> Request {
+        let f = &self.shared;
+        let ms = |secs: f64| (secs.max(0.0) * 1000.0).ceil() as u64;
+        Request {
+            command: command.as_bytes().to_vec(),
+            rlimits: Rlimits {
+                cpu_secs: limits.cpu_secs,
+                memory_bytes: limits.memory_mb.saturating_mul(1 << 20),
+                file_size_bytes: limits.file_size_mb.saturating_mul(1 << 20),
+                open_files: limits.open_files,
+                // The runner is one of the sandbox user's processes too.
+                processes: f
+                    .isolation
+                    .process_limit
+                    .then(|| limits.processes.saturating_add(1)),
+            },
+            wall_ms: ms(limits.wall_time_secs.max(0.001)),
+            grace_ms: ms(f.config.kill_grace_secs.unwrap_or(1.0)),
+            drain_ms: ms(f.config.drain_secs.unwrap_or(DRAIN_SECS)),
+            output_cap: limits.output_bytes as u64,
+            flood: limits
+                .output_bytes
+                .saturating_mul(FLOOD_FACTOR)
+                .max(16 << 20) as u64,
+            disk_cap: Some(f.config.workdir_mb.saturating_mul(1 << 20)),
+            kill_all: self.namespaces(),
+        }
+    }
+
+    /// Stops the runners: each kills what it runs and exits; where its death takes the
+    /// sandbox's processes with it, it is killed too. Waits (briefly) until they are gone, so
+    /// that nothing writes in the working folder while it is removed.
+    async fn stop_runners(&self) {
+        let mut runners = self.runners.lock().await;
+        for slot in runners.iter_mut() {
+            if let Some(mut r) = slot.take() {
+                r.hang_up();
+                if self.namespaces() {
+                    r.kill();
                 }
+                r.wait(Duration::from_secs(5)).await;
             }
         }
     }
 }
 
-struct Captured {
-    out: CappedOutput,
-    flooded: bool,
+/// Drops a runner whose call did not finish (its episode was cancelled mid-command, or it
+/// failed): it is hung up on, so that it kills the command, and killed where that takes the
+/// command with it. The next command starts a fresh one.
+struct InFlight<'a> {
+    slot: &'a mut Option<runner::Runner>,
+    kill: bool,
+    done: bool,
 }
 
-impl Captured {
-    fn new(cap: usize) -> Self {
-        Captured {
-            out: CappedOutput::new(cap),
-            flooded: false,
-        }
-    }
-
-    /// Keeps `bytes`; true once more than `flood` bytes have gone by.
-    fn push(&mut self, bytes: &[u8], flood: usize) -> bool {
-        self.out.push(bytes);
-        if self.out.seen() > flood {
-            self.flooded = true;
-        }
-        self.flooded
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One output stream of a command: what its reader task has kept so far, the task, and a
-/// second handle on the pipe's read end for what is left once the command is gone.
-struct Stream {
-    kept: Arc<Mutex<Captured>>,
-    task: tokio::task::JoinHandle<()>,
-    pipe: Option<std::fs::File>,
-}
-
-impl Stream {
-    /// Waits up to `grace` for the reader to reach the end of the pipe. Past it, the reader is
-    /// stopped and what is in the pipe is read without waiting: the command's group is gone, so
-    /// all it wrote is there; only a writer that escaped the group could add more, and that is
-    /// not the command's output.
-    async fn drain(mut self, grace: Duration, flood: usize) -> Captured {
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-            // Stopped for good before this side reads, so that no chunk is kept out of order.
-            let _ = (&mut self.task).await;
-            if let Some(mut pipe) = self.pipe.take() {
-                use std::io::Read;
-                let mut buf = vec![0u8; 64 << 10];
-                let mut kept = lock(&self.kept);
-                while !kept.flooded {
-                    match pipe.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            kept.push(&buf[..n], flood);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        // Empty (WouldBlock) or gone: nothing more of the command's.
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        let mut kept = lock(&self.kept);
-        std::mem::replace(&mut *kept, Captured::new(0))
-    }
-}
-
-/// A non-blocking second handle on a pipe's read end (tokio made the pipe non-blocking; this
-/// makes sure, so that a read never waits).
-fn pipe_handle(fd: &impl std::os::fd::AsFd) -> Option<std::fs::File> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let dup = nix::unistd::dup(fd).ok()?;
-    let flags = OFlag::from_bits_truncate(fcntl(&dup, FcntlArg::F_GETFL).ok()?);
-    fcntl(&dup, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).ok()?;
-    Some(std::fs::File::from(dup))
-}
-
-/// How often a running command's working folder is measured.
-const DISK_POLL: Duration = Duration::from_millis(100);
-
-/// Returns once the folder holds more than `cap` bytes (or more entries than can be measured
-/// quickly, which only a program filling it would make); never otherwise.
-async fn watch_disk(dir: PathBuf, cap: u64) {
-    loop {
-        tokio::time::sleep(DISK_POLL).await;
-        let d = dir.clone();
-        let over = tokio::task::spawn_blocking(move || teardown::size_over(&d, cap))
-            .await
-            .unwrap_or(false);
-        if over {
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.done {
             return;
         }
+        if let Some(mut r) = self.slot.take() {
+            r.hang_up();
+            if self.kill {
+                r.kill();
+            }
+        }
     }
 }
 
-fn kill_group(pgid: i32, signal: Signal) {
-    // ESRCH (the group is already gone) is the normal case after a clean exit.
-    let _ = killpg(Pid::from_raw(pgid), signal);
+/// The result trawl reports for a runner's reply.
+fn exec_result(reply: Reply, started: Instant) -> Result<ExecResult, SandboxError> {
+    let stdout_truncated = reply.stdout.truncated();
+    let stderr_truncated = reply.stderr.truncated();
+    let text = |b: Vec<u8>| match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let stdout = text(reply.stdout.kept);
+    let stderr = text(reply.stderr.kept);
+    let outcome = match reply.ending {
+        Ending::Exited(code) => classify_exit(None, Some(code), &stderr),
+        Ending::Signaled(sig) => classify_exit(Some(sig), None, &stderr),
+        Ending::TimedOut => ExecOutcome::TimedOut,
+        Ending::Flooded => ExecOutcome::LimitExceeded {
+            limit: Limit::Output,
+        },
+        Ending::DiskFull => ExecOutcome::LimitExceeded { limit: Limit::Disk },
+        Ending::Failed(why) => return Err(SandboxError::Infra(why)),
+    };
+    Ok(ExecResult {
+        outcome,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 #[async_trait]
@@ -707,106 +736,23 @@ impl Sandbox for LocalSandbox {
             return Err(SandboxError::Infra("the sandbox is closed".into()));
         }
         let started = Instant::now();
-        let mut child = self
-            .command(command, limits)
-            .spawn()
-            .map_err(|e| SandboxError::Infra(format!("cannot start the sandbox: {e}")))?;
-        let pgid = child
-            .id()
-            .map(|p| p as i32)
-            .ok_or_else(|| SandboxError::Infra("the sandbox process vanished".into()))?;
-        // From here on, whatever happens to this future, the group dies with it.
-        let guard = GroupGuard(pgid);
-        let cap = limits.output_bytes;
-        let flood = cap.saturating_mul(FLOOD_FACTOR).max(16 << 20);
-        let (flood_tx, mut flood_rx) = tokio::sync::mpsc::channel::<()>(2);
-        let spawn_reader = |stream: Option<Box<dyn AsyncRead + Unpin + Send>>,
-                            pipe: Option<std::fs::File>| {
-            let tx = flood_tx.clone();
-            let kept = Arc::new(Mutex::new(Captured::new(cap)));
-            let into = kept.clone();
-            let task = tokio::spawn(async move {
-                if let Some(stream) = stream {
-                    if read_capped(stream, into, flood).await {
-                        let _ = tx.send(()).await;
-                    }
-                }
-            });
-            Stream { kept, task, pipe }
+        let request = self.request(command, limits);
+        let mut runners = self.runners.lock().await;
+        let slot = &mut runners[usize::from(limits.network)];
+        if slot.is_none() {
+            *slot = Some(runner::Runner::start(self.runner_command(limits.network)).await?);
+        }
+        let mut call = InFlight {
+            slot,
+            kill: self.namespaces(),
+            done: false,
         };
-        let stdout = child.stdout.take();
-        let stdout_pipe = stdout.as_ref().and_then(pipe_handle);
-        let out_stream = spawn_reader(
-            stdout.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
-            stdout_pipe,
-        );
-        let stderr = child.stderr.take();
-        let stderr_pipe = stderr.as_ref().and_then(pipe_handle);
-        let err_stream = spawn_reader(
-            stderr.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
-            stderr_pipe,
-        );
-        drop(flood_tx);
-
-        let mut timed_out = false;
-        let mut flooded = false;
-        let mut filled = false;
-        let disk_cap = self.shared.config.workdir_mb.saturating_mul(1 << 20);
-        let status = tokio::select! {
-            s = child.wait() => Some(s),
-            _ = tokio::time::sleep(limits.wall_time()) => { timed_out = true; None }
-            Some(()) = flood_rx.recv() => { flooded = true; None }
-            () = watch_disk(self.workdir.clone(), disk_cap) => { filled = true; None }
+        let Some(runner) = call.slot.as_mut() else {
+            return Err(SandboxError::Infra("the sandbox runner is gone".into()));
         };
-        let status = match status {
-            Some(s) => {
-                s.map_err(|e| SandboxError::Infra(format!("lost the sandbox process: {e}")))?
-            }
-            None => {
-                // Ask politely once, then make sure.
-                kill_group(pgid, Signal::SIGTERM);
-                let grace =
-                    trawl_core::config::secs(self.shared.config.kill_grace_secs.unwrap_or(1.0));
-                let waited = tokio::time::timeout(grace, child.wait()).await;
-                kill_group(pgid, Signal::SIGKILL);
-                match waited {
-                    Ok(s) => s,
-                    Err(_) => child.wait().await,
-                }
-                .map_err(|e| SandboxError::Infra(format!("lost the sandbox process: {e}")))?
-            }
-        };
-        // Anything the command left running (a background child holding the pipes) goes now.
-        kill_group(pgid, Signal::SIGKILL);
-        drop(guard);
-        let grace = trawl_core::config::secs(self.shared.config.drain_secs.unwrap_or(DRAIN_SECS));
-        let (out, err) = tokio::join!(
-            out_stream.drain(grace, flood),
-            err_stream.drain(grace, flood)
-        );
-        let (stdout_truncated, stderr_truncated) = (out.out.truncated(), err.out.truncated());
-        let (out_flooded, err_flooded) = (out.flooded, err.flooded);
-        let stdout = out.out.into_string();
-        let stderr = err.out.into_string();
-        let outcome = if timed_out {
-            ExecOutcome::TimedOut
-        } else if filled {
-            ExecOutcome::LimitExceeded { limit: Limit::Disk }
-        } else if flooded || out_flooded || err_flooded {
-            ExecOutcome::LimitExceeded {
-                limit: Limit::Output,
-            }
-        } else {
-            classify_exit(status.signal(), status.code(), &stderr)
-        };
-        Ok(ExecResult {
-            outcome,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            duration_ms: started.elapsed().as_millis() as u64,
-        })
+        let reply = runner.call(&request).await?;
+        call.done = true;
+        exec_result(reply, started)
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
@@ -844,6 +790,7 @@ impl Sandbox for LocalSandbox {
 
     async fn close(&self) -> Result<(), SandboxError> {
         // Processes first: nothing of the sandbox's user may write while its files go.
+        self.stop_runners().await;
         self.teardown();
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(dir) = dir {
@@ -899,16 +846,6 @@ impl Drop for UidLease {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.0);
-    }
-}
-
-/// Kills a process group when dropped: an `exec` future cancelled mid-way (episode timeout,
-/// Ctrl-C) leaves nothing running.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0, Signal::SIGKILL);
     }
 }
 

@@ -86,37 +86,3 @@ pub fn remove_files_of(uid: u32, keep: &Path) {
         }
     }
 }
-
-/// The most entries a size check walks; a folder with more is over any sensible cap.
-const MAX_ENTRIES: usize = 200_000;
-
-/// Whether `dir` holds more than `cap` bytes (allocated blocks, so sparse files count as what
-/// they use), or more than [`MAX_ENTRIES`] entries. Links are not followed.
-pub fn size_over(dir: &Path, cap: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0u64;
-    let mut entries = 0usize;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(read) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in read.flatten() {
-            entries += 1;
-            if entries > MAX_ENTRIES {
-                return true;
-            }
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            total = total.saturating_add(meta.blocks().saturating_mul(512));
-            if total > cap {
-                return true;
-            }
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    false
-}

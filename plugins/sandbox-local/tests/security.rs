@@ -667,3 +667,106 @@ async fn filling_the_working_folder_is_stopped_at_its_cap() {
         s.close().await.unwrap();
     }
 }
+
+/// Every command of an episode goes to one runner in the sandbox. Nothing a command does can
+/// stop it (killing it, or everything it may signal) or pass output off as its reply, and no
+/// process or zombie piles up across commands.
+#[tokio::test]
+async fn commands_cannot_stop_or_fool_their_runner() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let s = f.create().unwrap();
+        // The reply's own framing, printed: it comes back as plain output.
+        let fake = "\\026\\000\\000\\000trawl-sandbox-runner/1";
+        let r = s
+            .exec(
+                &format!("printf '{fake}'; printf '{fake}' >&2"),
+                &limits(10.0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.stdout.as_bytes()[0], 0x16, "{r:?}");
+        assert!(r.stdout.ends_with("trawl-sandbox-runner/1"), "{r:?}");
+        assert_eq!(r.stdout, r.stderr);
+        assert!(r.success(), "{r:?}");
+
+        // Kill the parent, init, and everything this user may signal. (Without namespaces or
+        // root, commands run as trawl's own user and nothing keeps them from it.)
+        if f.isolation().namespaces() || is_root() {
+            let r = s
+                .exec(
+                    "kill -9 $PPID; kill -9 1; kill -KILL -1; echo survived",
+                    &limits(10.0),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.stdout, "survived\n", "{r:?}");
+        }
+        for i in 0..100 {
+            // Background work left behind each time is gone by the next command.
+            let r = s
+                .exec(&format!("echo {i}; sleep 30 & sleep 30 &"), &limits(10.0))
+                .await
+                .unwrap();
+            assert_eq!(r.stdout, format!("{i}\n"), "{r:?}");
+        }
+        let r = s
+            .exec(
+                "ls /proc | grep -c '^[0-9]'; grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l",
+                &limits(10.0),
+            )
+            .await
+            .unwrap();
+        if f.isolation().namespaces() {
+            // The runner, this shell and its two children: no sleeper, no zombie.
+            let counts: Vec<u32> = r
+                .stdout
+                .lines()
+                .map(|l| l.trim().parse().unwrap())
+                .collect();
+            assert!(counts[0] <= 5, "{r:?}");
+            assert_eq!(counts[1], 0, "zombies: {r:?}");
+        }
+        s.close().await.unwrap();
+    }
+}
+
+/// A runner that dies (here killed from outside) fails its command as a sandbox error at once,
+/// never a hang or a result, and the sandbox's next command gets a new runner.
+#[tokio::test]
+async fn a_dead_runner_is_a_sandbox_error_not_a_hang() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let s = f.create().unwrap();
+        assert!(s.exec("true", &limits(10.0)).await.unwrap().success());
+        let dir = s.workdir().display().to_string();
+        let m = marker("orphan");
+        let (cmd, long) = (
+            format!("python3 -c 'import time; time.sleep(300)' {m}"),
+            limits(600.0),
+        );
+        let call = s.exec(&cmd, &long);
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for line in live_with("trawl-sandbox-runner") {
+                if line.contains(&dir) {
+                    let pid: i32 = line.split(':').next().unwrap().parse().unwrap();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+        };
+        let started = Instant::now();
+        let (r, ()) = tokio::join!(call, kill);
+        assert!(
+            matches!(r, Err(trawl_core::sandbox::SandboxError::Infra(_))),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let r = s.exec("echo again", &limits(10.0)).await.unwrap();
+        assert_eq!(r.stdout, "again\n");
+        s.close().await.unwrap();
+        assert_nothing_left(&m).await;
+    }
+}

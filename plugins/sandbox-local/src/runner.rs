@@ -1,0 +1,213 @@
+//! trawl's side of the runner: the binary it carries, put on disk once, and one started runner
+//! per episode (per network setting), spoken to in frames.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use trawl_core::sandbox::SandboxError;
+use trawl_sandbox_runner::{frame_len, Reply, Request, HELLO};
+
+/// The runner, built from `plugins/sandbox-runner` by this crate's build script.
+const RUNNER_BIN: &[u8] = include_bytes!(env!("TRAWL_SANDBOX_RUNNER_BIN"));
+
+/// How long a runner may take to start and say hello (a sandbox being set up on a busy
+/// machine); past it the sandbox has failed.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past a command's own limits its reply may be late before the runner is taken for
+/// stuck.
+const REPLY_SLACK: Duration = Duration::from_secs(60);
+/// The most of a runner's own error output kept for an error message.
+const STDERR_KEEP: usize = 4096;
+
+/// Puts the runner at `<root>/trawl-runner-<uid>-<hash>/trawl-sandbox-runner` unless the same
+/// binary is already there: a folder only this user may change, readable by the sandbox users.
+pub fn install(root: &Path) -> Result<PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut h = std::hash::DefaultHasher::new();
+    RUNNER_BIN.hash(&mut h);
+    let euid = nix::unistd::geteuid().as_raw();
+    let dir = root.join(format!("trawl-runner-{euid}-{:016x}", h.finish()));
+    let path = dir.join("trawl-sandbox-runner");
+    let usable = |dir: &Path| -> Result<bool, String> {
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            return Ok(false);
+        };
+        let file = std::fs::symlink_metadata(dir.join("trawl-sandbox-runner"));
+        let ours = |m: &std::fs::Metadata| m.uid() == euid && m.mode() & 0o022 == 0;
+        if !meta.is_dir() || !ours(&meta) || !file.as_ref().is_ok_and(|f| f.is_file() && ours(f)) {
+            return Err(format!(
+                "{} is in the way of trawl's sandbox runner (not a folder only this user may change); remove it",
+                dir.display()
+            ));
+        }
+        Ok(std::fs::read(dir.join("trawl-sandbox-runner")).is_ok_and(|b| b == RUNNER_BIN))
+    };
+    if usable(&dir)? {
+        return Ok(path);
+    }
+    let io = |what: &str, e: std::io::Error| format!("cannot {what} the sandbox runner: {e}");
+    let fresh = tempfile::Builder::new()
+        .prefix(".trawl-runner-")
+        .tempdir_in(root)
+        .map_err(|e| io("make a folder for", e))?;
+    let file = fresh.path().join("trawl-sandbox-runner");
+    std::fs::write(&file, RUNNER_BIN).map_err(|e| io("write", e))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io("set the mode of", e))?;
+    std::fs::set_permissions(fresh.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io("set the mode of", e))?;
+    match std::fs::rename(fresh.path(), &dir) {
+        Ok(()) => {
+            // Renamed away: nothing left for the guard to remove.
+            let _ = fresh.keep();
+            Ok(path)
+        }
+        // Another process put it there first (or an old, different one is there).
+        Err(_) if usable(&dir)? => Ok(path),
+        Err(_) => {
+            std::fs::remove_dir_all(&dir).map_err(|e| io("replace", e))?;
+            std::fs::rename(fresh.path(), &dir).map_err(|e| io("install", e))?;
+            let _ = fresh.keep();
+            Ok(path)
+        }
+    }
+}
+
+/// A started runner: its process (bubblewrap or the runner itself), the request and reply
+/// pipes, and the tail of its own error output.
+pub struct Runner {
+    child: Child,
+    requests: Option<ChildStdin>,
+    replies: ChildStdout,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Runner {
+    /// Starts `cmd` (which must run the runner with its pipes) and waits for its hello.
+    pub async fn start(mut cmd: tokio::process::Command) -> Result<Self, SandboxError> {
+        use std::process::Stdio;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Infra(format!("cannot start the sandbox: {e}")))?;
+        let lost = || SandboxError::Infra("the sandbox runner's pipes are missing".into());
+        let requests = child.stdin.take().ok_or_else(lost)?;
+        let replies = child.stdout.take().ok_or_else(lost)?;
+        let mut err_pipe = child.stderr.take().ok_or_else(lost)?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let tail = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                t.extend_from_slice(&buf[..n]);
+                let over = t.len().saturating_sub(STDERR_KEEP);
+                t.drain(..over);
+            }
+        });
+        let mut runner = Runner {
+            child,
+            requests: Some(requests),
+            replies,
+            stderr,
+        };
+        match tokio::time::timeout(START_TIMEOUT, runner.read_frame()).await {
+            Ok(Ok(hello)) if hello == HELLO => Ok(runner),
+            Ok(Ok(other)) => Err(SandboxError::Infra(format!(
+                "the sandbox runner speaks `{}`, trawl `{}`",
+                String::from_utf8_lossy(&other),
+                String::from_utf8_lossy(HELLO)
+            ))),
+            Ok(Err(e)) => Err(runner.failure(e).await),
+            Err(_) => Err(SandboxError::Infra(format!(
+                "the sandbox did not start within {} s",
+                START_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.replies.read_exact(&mut len).await?;
+        let mut body = vec![0u8; frame_len(len)?];
+        self.replies.read_exact(&mut body).await?;
+        Ok(body)
+    }
+
+    /// Runs one command. An error means the runner is gone or no longer to be trusted; the
+    /// caller drops it.
+    pub async fn call(&mut self, req: &Request) -> Result<Reply, SandboxError> {
+        let body = req.encode();
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let Some(requests) = self.requests.as_mut() else {
+            return Err(SandboxError::Infra("the sandbox runner is closed".into()));
+        };
+        if let Err(e) = requests.write_all(&frame).await {
+            return Err(self.failure(e).await);
+        }
+        let limit = Duration::from_millis(
+            req.wall_ms
+                .saturating_add(req.grace_ms)
+                .saturating_add(req.drain_ms),
+        ) + REPLY_SLACK;
+        let body = match tokio::time::timeout(limit, self.read_frame()).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Err(self.failure(e).await),
+            Err(_) => {
+                return Err(SandboxError::Infra(format!(
+                    "the sandbox runner gave no answer {} s past the command's limits",
+                    REPLY_SLACK.as_secs()
+                )))
+            }
+        };
+        Reply::decode(&body)
+            .map_err(|e| SandboxError::Infra(format!("the sandbox runner's reply is damaged: {e}")))
+    }
+
+    /// What went wrong with a runner that stopped answering: how it ended and what it said.
+    async fn failure(&mut self, e: std::io::Error) -> SandboxError {
+        let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        let said = {
+            let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&t).trim().to_string()
+        };
+        let how = match status {
+            Ok(Ok(s)) => format!("it ended ({s})"),
+            _ => format!("{e}"),
+        };
+        SandboxError::Infra(format!(
+            "the sandbox runner stopped answering: {how}{}; a command may have killed it",
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!("; it said: {said}")
+            }
+        ))
+    }
+
+    /// Closes the request pipe: the runner kills what it still runs and exits.
+    pub fn hang_up(&mut self) {
+        self.requests = None;
+    }
+
+    /// Kills the process trawl started (bubblewrap takes its namespaces down with it).
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Waits (a bounded time) for it to be gone.
+    pub async fn wait(&mut self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.child.wait()).await;
+    }
+}

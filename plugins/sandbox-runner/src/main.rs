@@ -1,0 +1,502 @@
+//! `trawl-sandbox-runner --workdir DIR --prlimit PATH [--uid UID]`: started once per episode
+//! inside its sandbox; runs each command it is sent (see the library for the protocol) and exits
+//! when its stdin closes, killing what is still running.
+//!
+//! The commands must not be able to stop it. In namespaces it is the pid namespace's init
+//! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill, and it reaps the
+//! orphans an init gets. In the fallback as root it stays root and runs each command as `UID`.
+//! It is never dumpable, so a command of the same user cannot trace it or open its pipes.
+//!
+//! Each command runs as `prlimit LIMITS -- /bin/sh -c COMMAND` in a process group of its own.
+//! The runner waits for it while reading its output, stops it (SIGTERM to the group, SIGKILL
+//! after the grace) when it runs out of time, floods its output or fills the working folder,
+//! and once it has ended kills its group (and, where that reaches only the sandbox, every
+//! process it may signal), so nothing the command started runs on into the next one. One thread
+//! does all of it with `poll`; a second one only waits for the command's exit.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use trawl_sandbox_runner::{
+    frame_len, size_over, write_frame, Ending, Output, Reply, Request, HELLO,
+};
+
+/// How often the working folder is measured while a command runs.
+const DISK_POLL: Duration = Duration::from_millis(100);
+/// Where every writer is known to be dead, the most the pipes may still take to close (a
+/// process stuck in the kernel); never reached in practice.
+const DEAD_DRAIN: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let (mut workdir, mut prlimit, mut uid) = (None, None, None);
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--version") => {
+                println!("{}", String::from_utf8_lossy(HELLO));
+                return ExitCode::SUCCESS;
+            }
+            Some("--workdir") => workdir = args.next().map(PathBuf::from),
+            Some("--prlimit") => prlimit = args.next().map(PathBuf::from),
+            Some("--uid") => match args.next().and_then(|u| u.to_str()?.parse().ok()) {
+                Some(u) => uid = Some(u),
+                None => {
+                    eprintln!("trawl-sandbox-runner: --uid takes a number");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("trawl-sandbox-runner: unknown argument {a:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (Some(workdir), Some(prlimit)) = (workdir, prlimit) else {
+        eprintln!("usage: trawl-sandbox-runner --workdir DIR --prlimit PATH [--uid UID]");
+        return ExitCode::from(2);
+    };
+    // Not dumpable: the commands run as the same user, and must not open this process's pipes
+    // through /proc or trace it.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let init = nix::unistd::getpid().as_raw() == 1;
+    match serve(&Runner {
+        workdir,
+        prlimit,
+        uid,
+        init,
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trawl-sandbox-runner: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Runner {
+    workdir: PathBuf,
+    prlimit: PathBuf,
+    /// The user commands run as, when it is not the runner's.
+    uid: Option<u32>,
+    /// Whether it is its pid namespace's init, which must reap the orphans.
+    init: bool,
+}
+
+fn serve(runner: &Runner) -> std::io::Result<()> {
+    let mut control = Control::stdin()?;
+    let mut replies = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    write_frame(&mut replies, HELLO)?;
+    loop {
+        let Some(body) = control.next_frame(None)? else {
+            return Ok(());
+        };
+        let request = Request::decode(&body).map_err(std::io::Error::other)?;
+        match run(runner, &request, &mut control) {
+            Ok(reply) => write_frame(&mut replies, &reply.encode())?,
+            // trawl went away (or broke the protocol) mid-command: the command is dead.
+            Err(Cancelled(why)) => return why.map_or(Ok(()), Err),
+        }
+    }
+}
+
+/// The request pipe, read without blocking so that one `poll` watches it with the command.
+struct Control {
+    pipe: File,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Control {
+    fn stdin() -> std::io::Result<Self> {
+        let pipe = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+        nonblocking(&pipe)?;
+        Ok(Control {
+            pipe,
+            buf: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// Reads what is there.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match self.pipe.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A whole frame, if one has arrived.
+    fn take_frame(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(head) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = frame_len(*head)?;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let body = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(body))
+    }
+
+    /// Waits (up to `timeout`, forever when `None`) for the next frame; `None` at the end.
+    fn next_frame(&mut self, timeout: Option<Duration>) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            if self.eof {
+                if !self.buf.is_empty() {
+                    return Err(std::io::Error::other("the request pipe closed mid-frame"));
+                }
+                return Ok(None);
+            }
+            let mut fds = [PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
+            let t = timeout.map_or(PollTimeout::NONE, poll_timeout);
+            match poll(&mut fds, t) {
+                Ok(0) => return Ok(None),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => self.fill()?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn poll_timeout(d: Duration) -> PollTimeout {
+    // Rounded up, so that a wait never ends just before its deadline and spins.
+    let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
+fn nonblocking(f: &impl AsFd) -> std::io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// trawl closed the request pipe (or broke the protocol) while a command ran.
+struct Cancelled(Option<std::io::Error>);
+
+/// One output stream of the running command.
+struct Stream {
+    pipe: Option<File>,
+    out: Output,
+    flooded: bool,
+}
+
+impl Stream {
+    fn new(pipe: Option<impl Into<std::os::fd::OwnedFd>>) -> std::io::Result<Self> {
+        let pipe = pipe.map(|p| File::from(p.into()));
+        if let Some(p) = &pipe {
+            nonblocking(p)?;
+        }
+        Ok(Stream {
+            pipe,
+            out: Output::default(),
+            flooded: false,
+        })
+    }
+
+    /// Reads what is in the pipe now. Past `flood` bytes the pipe is closed (the writer gets
+    /// SIGPIPE) and the stream marked flooded.
+    fn read_now(&mut self, cap: u64, flood: u64) {
+        let mut chunk = [0u8; 64 << 10];
+        while let Some(pipe) = self.pipe.as_mut() {
+            match pipe.read(&mut chunk) {
+                Ok(0) => self.pipe = None,
+                Ok(n) => {
+                    self.out.push(&chunk[..n], cap);
+                    if self.out.seen > flood {
+                        self.flooded = true;
+                        self.pipe = None;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => self.pipe = None,
+            }
+        }
+    }
+}
+
+/// Why the runner stopped a command before it ended by itself.
+#[derive(Clone, Copy)]
+enum Stop {
+    Time,
+    Flood,
+    Disk,
+}
+
+fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, Cancelled> {
+    let mut cmd = std::process::Command::new(&runner.prlimit);
+    cmd.args(req.rlimits.prlimit_args())
+        .args(["--", "/bin/sh", "-c"])
+        .arg(OsStr::from_bytes(&req.command))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(uid) = runner.uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let started = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Reply::failed(format!(
+                "cannot start {}: {e}",
+                runner.prlimit.display()
+            )))
+        }
+    };
+    // From here on, however this ends, nothing of the command outlives it.
+    let mut reaper = Reaper {
+        group: Pid::from_raw(child.id() as i32),
+        kill_all: req.kill_all,
+    };
+    let (stdout, stderr) = match (
+        Stream::new(child.stdout.take()),
+        Stream::new(child.stderr.take()),
+    ) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            reaper.kill();
+            let _ = child.wait();
+            return Ok(Reply::failed(format!(
+                "cannot read the command's output: {e}"
+            )));
+        }
+    };
+    let mut streams = [stdout, stderr];
+    // A thread waits for the exit; it closes `exited_tx` when it has the status, which `poll`
+    // sees as a hang-up on `exited`.
+    let (exited, exited_tx) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            reaper.kill();
+            let _ = child.wait();
+            return Ok(Reply::failed(format!("cannot make a pipe: {e}")));
+        }
+    };
+    let status: Arc<Mutex<Option<std::io::Result<ExitStatus>>>> = Arc::default();
+    let waiter = {
+        let status = status.clone();
+        std::thread::spawn(move || {
+            let s = child.wait();
+            *status.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+            drop(exited_tx);
+        })
+    };
+    let mut w = Watch {
+        req,
+        streams: &mut streams,
+        exited,
+        done: false,
+    };
+
+    let deadline = started + Duration::from_millis(req.wall_ms);
+    let mut next_disk = started + DISK_POLL;
+    let mut stop = None;
+    while !w.done {
+        let now = Instant::now();
+        if now >= deadline {
+            stop = Some(Stop::Time);
+            break;
+        }
+        if let Some(cap) = req.disk_cap.filter(|_| now >= next_disk) {
+            if size_over(&runner.workdir, cap) {
+                stop = Some(Stop::Disk);
+                break;
+            }
+            next_disk = Instant::now() + DISK_POLL;
+        }
+        let until = if req.disk_cap.is_some() {
+            deadline.min(next_disk)
+        } else {
+            deadline
+        };
+        w.step(control, Some(until.saturating_duration_since(now)))?;
+        if w.streams.iter().any(|s| s.flooded) {
+            stop = Some(Stop::Flood);
+        }
+        if stop.is_some() {
+            break;
+        }
+    }
+    if stop.is_some() && !w.done {
+        let _ = killpg(reaper.group, Signal::SIGTERM);
+        let grace = Instant::now() + Duration::from_millis(req.grace_ms);
+        while !w.done {
+            let left = grace.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            w.step(control, Some(left))?;
+        }
+        let _ = killpg(reaper.group, Signal::SIGKILL);
+        while !w.done {
+            w.step(control, None)?;
+        }
+    }
+    // Whatever the command left running goes now.
+    reaper.kill();
+    let _ = waiter.join();
+    // The writers are dead (or, without `kill_all`, outside the group): what they wrote is in
+    // the pipes. Read it to the end; a pipe still held open after the drain time is read for
+    // what it holds, without waiting.
+    let drain = if req.kill_all {
+        DEAD_DRAIN
+    } else {
+        Duration::from_millis(req.drain_ms)
+    };
+    let until = Instant::now() + drain;
+    loop {
+        for s in w.streams.iter_mut() {
+            s.read_now(req.output_cap, req.flood);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if w.streams.iter().all(|s| s.pipe.is_none()) || left.is_zero() {
+            break;
+        }
+        w.step(control, Some(left))?;
+    }
+    if runner.init {
+        reap_orphans();
+    }
+    let status = status.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let [stdout, stderr] = streams;
+    let flooded = stdout.flooded || stderr.flooded;
+    let ending = match (stop, status) {
+        (Some(Stop::Time), _) => Ending::TimedOut,
+        (Some(Stop::Disk), _) => Ending::DiskFull,
+        (Some(Stop::Flood), _) => Ending::Flooded,
+        (None, _) if flooded => Ending::Flooded,
+        (None, Some(Ok(s))) => match (s.signal(), s.code()) {
+            (Some(sig), _) => Ending::Signaled(sig),
+            (None, Some(code)) => Ending::Exited(code),
+            (None, None) => Ending::Failed(format!("the command ended oddly: {s:?}")),
+        },
+        (None, Some(Err(e))) => Ending::Failed(format!("lost the command's process: {e}")),
+        (None, None) => Ending::Failed("lost the command's exit status".into()),
+    };
+    Ok(Reply {
+        ending,
+        stdout: stdout.out,
+        stderr: stderr.out,
+    })
+}
+
+/// What one command's wait watches: its output, its exit, and the request pipe.
+struct Watch<'a> {
+    req: &'a Request,
+    streams: &'a mut [Stream; 2],
+    exited: std::io::PipeReader,
+    done: bool,
+}
+
+impl Watch<'_> {
+    /// Waits (up to `timeout`) for output, the exit or a word from trawl, and takes it in.
+    fn step(&mut self, control: &mut Control, timeout: Option<Duration>) -> Result<(), Cancelled> {
+        let mut fds = vec![PollFd::new(control.pipe.as_fd(), PollFlags::POLLIN)];
+        let exited_at = (!self.done).then(|| {
+            fds.push(PollFd::new(self.exited.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let mut which = Vec::with_capacity(2);
+        for (i, s) in self.streams.iter().enumerate() {
+            if let Some(p) = &s.pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        let t = timeout.map_or(PollTimeout::NONE, poll_timeout);
+        match poll(&mut fds, t) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(()),
+            Err(e) => return Err(Cancelled(Some(e.into()))),
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        let control_ready = ready(&fds[0]);
+        let exit_ready = exited_at.is_some_and(|i| ready(&fds[i]));
+        let base = fds.len() - which.len();
+        let streams_ready: Vec<usize> = which
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| ready(&fds[base + k]))
+            .map(|(_, i)| *i)
+            .collect();
+        drop(fds);
+        if control_ready {
+            control.fill().map_err(|e| Cancelled(Some(e)))?;
+            // trawl sends nothing while a command runs: anything but silence ends it.
+            if control.eof || !control.buf.is_empty() {
+                return Err(Cancelled(None));
+            }
+        }
+        for i in streams_ready {
+            self.streams[i].read_now(self.req.output_cap, self.req.flood);
+        }
+        if exit_ready {
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+/// Collects the exit of every orphan that has died (as init, they are the runner's children).
+fn reap_orphans() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Kills a command's process group, and with `kill_all` every process the runner may signal
+/// (its own pid namespace, or the sandbox's own user) but itself: on demand, and when dropped,
+/// so that a cancelled wait leaves nothing running either.
+struct Reaper {
+    group: Pid,
+    kill_all: bool,
+}
+
+impl Reaper {
+    fn kill(&mut self) {
+        // ESRCH (all gone already) is the usual answer.
+        let _ = killpg(self.group, Signal::SIGKILL);
+        if self.kill_all {
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
