@@ -348,6 +348,18 @@ pub fn numbers_in(text: &str) -> Vec<i64> {
         .collect()
 }
 
+/// The shell-agent benchmark's policy: `steps` replies running `command`, then the submit
+/// command, each in one fenced block tagged `fence` (`bash` for trawl's `bash` scaffold,
+/// `mswea_bash_command` for mini-swe-agent's text mode).
+pub fn shell_steps_policy(body: &Value, steps: usize, fence: &str, command: &str) -> Reply {
+    let run = if assistant_turns(body) < steps {
+        command
+    } else {
+        "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+    };
+    Reply::Text(format!("THOUGHT: next step.\n\n```{fence}\n{run}\n```"))
+}
+
 /// A simple deterministic policy that makes runs with both outcomes: it answers the sum of the
 /// first two numbers of the task (right for the "gets N more" problems, wrong for most others).
 /// With tools offered and no tool result yet, it first calls `calculator` on that sum.

@@ -827,10 +827,20 @@ fn uids_in_use() -> &'static Mutex<std::collections::BTreeSet<u32>> {
 }
 
 impl UidLease {
-    /// The lowest free uid of the range; none when every one is taken.
+    /// The next free uid after the last one handed out (round the range): a uid given back
+    /// is reused as late as possible, so that what its last sandbox left dying (processes the
+    /// kernel has yet to reap, which still count against the user's process limit) is gone.
     fn take() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let mut in_use = uids_in_use().lock().unwrap_or_else(|p| p.into_inner());
-        let uid = (UID_BASE..UID_BASE + UID_COUNT).find(|u| !in_use.contains(u))?;
+        let start = NEXT.load(std::sync::atomic::Ordering::Relaxed);
+        let uid = (0..UID_COUNT)
+            .map(|i| UID_BASE + (start + i) % UID_COUNT)
+            .find(|u| !in_use.contains(u))?;
+        NEXT.store(
+            (uid - UID_BASE + 1) % UID_COUNT,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         in_use.insert(uid);
         Some(UidLease(uid))
     }

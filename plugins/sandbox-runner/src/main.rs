@@ -3,8 +3,8 @@
 //! when its stdin closes, killing what is still running.
 //!
 //! The commands must not be able to stop it. In namespaces it is the pid namespace's init
-//! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill, and it reaps the
-//! orphans an init gets. In the fallback as root it stays root and runs each command as `UID`.
+//! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill. It reaps the orphans
+//! of its commands (as init, or as their subreaper in the fallback). In the fallback as root it stays root and runs each command as `UID`.
 //! It is never dumpable, so a command of the same user cannot trace it or open its pipes.
 //!
 //! Each command runs as `prlimit LIMITS -- /bin/sh -c COMMAND` in a process group of its own.
@@ -72,12 +72,13 @@ fn main() -> ExitCode {
     // Not dumpable: the commands run as the same user, and must not open this process's pipes
     // through /proc or trace it.
     let _ = nix::sys::prctl::set_dumpable(false);
-    let init = nix::unistd::getpid().as_raw() == 1;
+    // What a command leaves behind is reparented here, not to the machine's init, and reaped
+    // after each command: a user's dead processes count against its process limit until then.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     match serve(&Runner {
         workdir,
         prlimit,
         uid,
-        init,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -92,8 +93,6 @@ struct Runner {
     prlimit: PathBuf,
     /// The user commands run as, when it is not the runner's.
     uid: Option<u32>,
-    /// Whether it is its pid namespace's init, which must reap the orphans.
-    init: bool,
 }
 
 fn serve(runner: &Runner) -> std::io::Result<()> {
@@ -383,9 +382,7 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
         }
         w.step(control, Some(left))?;
     }
-    if runner.init {
-        reap_orphans();
-    }
+    reap_orphans(req.kill_all);
     let status = status.lock().unwrap_or_else(|p| p.into_inner()).take();
     let [stdout, stderr] = streams;
     let flooded = stdout.flooded || stderr.flooded;
@@ -467,12 +464,19 @@ impl Watch<'_> {
     }
 }
 
-/// Collects the exit of every orphan that has died (as init, they are the runner's children).
-fn reap_orphans() {
+/// Collects the exit of every orphan that has died (as init or subreaper, they are the
+/// runner's children). With `all` (everything was just killed) it waits, a bounded time, until
+/// none is left, so that the next command starts in an empty sandbox.
+fn reap_orphans(all: bool) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if s == WaitStatus::StillAlive {
-            break;
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if all && Instant::now() < until => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

@@ -3,7 +3,11 @@
 //! some generated math problems, wrong on others), after an optional fixed delay, and can fail a
 //! share of requests with HTTP 500.
 //!
+//! With `--shell-steps N` it plays a shell agent instead: N replies running `--command`
+//! (`echo hi`), then the submit command, each in a block fenced with `--fence` (`bash`).
+//!
 //! Usage: trawl-mock-server [--port N] [--delay-ms N] [--fail-every N] [--log FILE]
+//!        [--shell-steps N [--fence TAG] [--command CMD]]
 //! Prints `listening on http://127.0.0.1:PORT/v1` once ready.
 
 use std::io::Write;
@@ -11,13 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use trawl_tests::{adder_policy, Reply, ScriptedServer};
+use trawl_tests::{adder_policy, shell_steps_policy, Reply, ScriptedServer};
 
 fn main() {
     let mut port = 0u16;
     let mut delay_ms = 0u64;
     let mut fail_every = 0u64;
     let mut log: Option<String> = None;
+    let mut shell_steps: Option<usize> = None;
+    let mut fence = "bash".to_string();
+    let mut command = "echo hi".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -41,9 +48,18 @@ fn main() {
                     .unwrap_or_else(|_| die("--fail-every takes a number"))
             }
             "--log" => log = Some(value("--log")),
+            "--shell-steps" => {
+                shell_steps = Some(
+                    value("--shell-steps")
+                        .parse()
+                        .unwrap_or_else(|_| die("--shell-steps takes a number")),
+                )
+            }
+            "--fence" => fence = value("--fence"),
+            "--command" => command = value("--command"),
             "-h" | "--help" => {
                 println!(
-                    "trawl-mock-server [--port N] [--delay-ms N] [--fail-every N] [--log FILE]"
+                    "trawl-mock-server [--port N] [--delay-ms N] [--fail-every N] [--log FILE] [--shell-steps N [--fence TAG] [--command CMD]]"
                 );
                 return;
             }
@@ -72,6 +88,8 @@ fn main() {
                 }
                 let reply = if fail_every > 0 && n.is_multiple_of(fail_every) {
                     Reply::status(500, r#"{"error":{"message":"injected failure"}}"#)
+                } else if let Some(steps) = shell_steps {
+                    shell_steps_policy(body, steps, &fence, &command)
                 } else {
                     adder_policy(body)
                 };
