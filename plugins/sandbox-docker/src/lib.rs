@@ -31,9 +31,22 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
 use trawl_core::sandbox::{
-    classify_exit, CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
-    FLOOD_FACTOR,
+    CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
 };
+use trawl_sandbox_runner_host::{Ending, Policy};
+
+mod session;
+
+/// The environment commands run with.
+fn exec_env() -> Vec<String> {
+    vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        "HOME=/root".into(),
+        "LANG=C.UTF-8".into(),
+        "PAGER=cat".into(),
+        "GIT_PAGER=cat".into(),
+    ]
+}
 
 /// The label every trawl container carries.
 pub const LABEL_MANAGED: &str = "trawl.managed";
@@ -52,8 +65,6 @@ const TRAWL_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const SERVE_NETWORK: &str = "trawl-serve";
 /// Largest file `read_file` brings back.
 const MAX_READ_BYTES: usize = 256 << 20;
-/// Extra time past a command's own limit and kill grace before trawl stops waiting on its stream.
-const STREAM_MARGIN: Duration = Duration::from_secs(5);
 
 /// `sandbox = { type = "docker", ... }` in a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -626,6 +637,7 @@ impl DockerFactory {
             workdir: workdir.to_string(),
             state: Mutex::new(State::default()),
             address: None,
+            session: Default::default(),
         };
         within(
             self.api(),
@@ -698,8 +710,6 @@ pub fn missing_image(image: &str) -> SandboxError {
 #[derive(Default)]
 struct State {
     closed: bool,
-    /// Commands run so far, naming each one's pid file.
-    execs: u64,
     /// The container's OOM-kill count when last read, to tell a memory kill from other signals.
     oom_kills: u64,
 }
@@ -712,6 +722,8 @@ pub struct DockerSandbox {
     state: Mutex<State>,
     /// Its address on its network, for a serving container.
     address: Option<String>,
+    /// The runner's exec session, started by the first command.
+    session: tokio::sync::Mutex<Option<session::Session>>,
 }
 
 impl std::fmt::Debug for DockerSandbox {
@@ -800,20 +812,6 @@ impl DockerSandbox {
         Ok((exec.id, started))
     }
 
-    /// Kills the process group of one command (a flood, a stream that would not end).
-    async fn kill_group(&self, pidfile: &str) {
-        let script = format!("kill -9 -$(cat {pidfile}) 2>/dev/null; rm -f {pidfile}");
-        let _ = self
-            .run_plain(&["sh", "-c", &script], self.factory.api())
-            .await;
-    }
-
-    fn next_exec(&self) -> u64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.execs += 1;
-        s.execs
-    }
-
     /// The kernel's OOM-kill count for this container's memory cgroup (v1 or v2).
     async fn oom_kill_count(&self) -> Option<u64> {
         let (_, text) = self
@@ -896,134 +894,59 @@ impl Sandbox for DockerSandbox {
             return Err(SandboxError::Infra("the sandbox is closed".into()));
         }
         let c = &self.factory.config;
-        let wall = limits.wall_time();
-        let grace = c.kill_grace_secs;
-        // `timeout` puts the command in its own process group (its pid is the group's id) and
-        // signals the whole group when time is up. When the command ends by itself, whatever it
-        // left running in the background (a fork bomb's children, a server) is killed with the
-        // group, so nothing outlives the call or holds its output open. The group's id goes to
-        // a pid file, for trawl to kill it itself when a stream floods or hangs.
-        let pidfile = format!("/tmp/.trawl-exec-{}", self.next_exec());
-        let cmd = vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            format!(
-                "timeout -k {grace} {wall:.3} sh -c \"$0\" & p=$!; echo $p > {pidfile} 2>/dev/null; wait $p; rc=$?; kill -9 -$p 2>/dev/null; rm -f {pidfile}; exit $rc",
-                wall = wall.as_secs_f64()
-            ),
-            format!(
-                "ulimit -t {cpu} 2>/dev/null; ulimit -f {fsize} 2>/dev/null; ulimit -n {nofile} 2>/dev/null; {command}",
-                cpu = limits.cpu_secs,
-                fsize = (limits.file_size_mb << 20) / 512,
-                nofile = limits.open_files,
-            ),
-        ];
-        let docker = self.factory.client();
+        // The runner puts the command in its own process group, stops it (SIGTERM, then
+        // SIGKILL after the grace) when it runs out of time or floods its output, and kills
+        // what it left running in the background once it ends, so nothing outlives the call
+        // or holds its output open. The container bounds memory and processes.
+        let policy = Policy {
+            grace: trawl_core::config::secs(c.kill_grace_secs),
+            drain: Duration::from_secs(2),
+            disk_cap: None,
+            kill_all: false,
+            processes: false,
+            memory: false,
+        };
+        let request = trawl_sandbox_runner_host::request(command, limits, &policy);
         let started = Instant::now();
-        let (exec_id, attached) = self
-            .start_exec(ExecConfig {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(cmd),
-                working_dir: Some(self.workdir.clone()),
-                env: Some(vec![
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                    "HOME=/root".into(),
-                    "LANG=C.UTF-8".into(),
-                    "PAGER=cat".into(),
-                    "GIT_PAGER=cat".into(),
-                ]),
-                ..Default::default()
-            })
-            .await?;
-        let cap = limits.output_bytes;
-        let flood = cap.saturating_mul(FLOOD_FACTOR).max(16 << 20);
-        let mut stdout = CappedOutput::new(cap);
-        let mut stderr = CappedOutput::new(cap);
-        let mut flooded = false;
-        let mut stream_expired = false;
-        if let bollard::exec::StartExecResults::Attached { mut output, .. } = attached {
-            let deadline = wall + trawl_core::config::secs(grace) + STREAM_MARGIN;
-            let read = async {
-                while let Some(chunk) = output.next().await {
-                    match chunk {
-                        Ok(bollard::container::LogOutput::StdErr { message }) => {
-                            stderr.push(&message)
-                        }
-                        Ok(other) => stdout.push(&other.into_bytes()),
-                        Err(e) => return Err(infra("reading command output", e)),
-                    }
-                    if stdout.seen() + stderr.seen() > flood {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            };
-            match tokio::time::timeout(deadline, read).await {
-                Ok(Ok(f)) => flooded = f,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => stream_expired = true,
+        let mut slot = self.session.lock().await;
+        if slot.is_none() {
+            *slot = Some(session::Session::start(self, exec_env(), self.factory.api()).await?);
+        }
+        // Dropped mid-call (a cancelled episode) or failed, the session is dropped: its exec's
+        // stdin closes and the runner kills the command. The next command starts a new one.
+        let mut call = InFlight {
+            slot: &mut slot,
+            done: false,
+        };
+        let Some(session) = call.slot.as_mut() else {
+            return Err(SandboxError::Infra("the sandbox runner is gone".into()));
+        };
+        let reply = session.call(&request).await?;
+        call.done = true;
+        drop(call);
+        drop(slot);
+        // SIGKILL, seen directly or through a shell's exit code.
+        let killed = matches!(reply.ending, Ending::Signaled(9) | Ending::Exited(137));
+        let mut result = trawl_sandbox_runner_host::result(reply, started)?;
+        if killed {
+            // A SIGKILL nobody sent on purpose: the kernel's OOM killer, if the container's
+            // count of them went up.
+            let before = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .oom_kills;
+            if let Some(now) = self.oom_kill_count().await.filter(|n| *n > before) {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .oom_kills = now;
+                result.outcome = ExecOutcome::LimitExceeded {
+                    limit: Limit::Memory,
+                };
             }
         }
-        if flooded || stream_expired {
-            self.kill_group(&pidfile).await;
-        }
-        let elapsed = started.elapsed();
-        let code = if flooded || stream_expired {
-            None
-        } else {
-            within(
-                self.factory.api(),
-                "inspecting an exec",
-                docker.inspect_exec(&exec_id),
-            )
-            .await?
-            .exit_code
-        };
-        let (stdout_truncated, stderr_truncated) = (stdout.truncated(), stderr.truncated());
-        let stdout = stdout.into_string();
-        let stderr = stderr.into_string();
-        let outcome = if flooded {
-            ExecOutcome::LimitExceeded {
-                limit: Limit::Output,
-            }
-        } else if stream_expired {
-            ExecOutcome::TimedOut
-        } else {
-            match code.map(|c| c as i32) {
-                // `timeout` exits 124 when it sent the first signal, 137 when it had to SIGKILL.
-                Some(124) => ExecOutcome::TimedOut,
-                Some(137) if elapsed >= wall => ExecOutcome::TimedOut,
-                Some(137) => {
-                    let before = self
-                        .state
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .oom_kills;
-                    match self.oom_kill_count().await {
-                        Some(now) if now > before => {
-                            self.state
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .oom_kills = now;
-                            ExecOutcome::LimitExceeded {
-                                limit: Limit::Memory,
-                            }
-                        }
-                        _ => ExecOutcome::Signaled { signal: 9 },
-                    }
-                }
-                code => classify_exit(None, code, &stderr),
-            }
-        };
-        Ok(ExecResult {
-            outcome,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            duration_ms: elapsed.as_millis() as u64,
-        })
+        Ok(result)
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
@@ -1098,12 +1021,31 @@ impl Drop for DockerSandbox {
     }
 }
 
+/// Drops the session of a call that did not finish.
+struct InFlight<'a> {
+    slot: &'a mut Option<session::Session>,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            *self.slot = None;
+        }
+    }
+}
+
 /// A tar archive holding one file at `path` (relative), mode 0644.
 pub fn tar_one_file(path: &str, contents: &[u8]) -> std::io::Result<Vec<u8>> {
+    tar_file(path, contents, 0o644)
+}
+
+/// A tar archive holding one file at `path` (relative) with `mode`.
+pub fn tar_file(path: &str, contents: &[u8], mode: u32) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(contents.len() as u64);
-    header.set_mode(0o644);
+    header.set_mode(mode);
     header.set_mtime(now_secs());
     header.set_entry_type(tar::EntryType::Regular);
     builder.append_data(&mut header, path, contents)?;

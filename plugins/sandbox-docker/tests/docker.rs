@@ -309,3 +309,63 @@ async fn a_missing_image_says_how_to_get_one() {
     assert!(msg.contains("trawl-no-such-image:1"), "{msg}");
     assert!(msg.contains("build-images"), "{msg}");
 }
+
+/// Every command of a container goes to one runner over one exec session: output that looks
+/// like the session's own framing comes back as output, a cancelled command is killed with
+/// the session, and a command that kills the runner is a sandbox error, after which the next
+/// command gets a new session.
+#[tokio::test]
+async fn one_exec_session_carries_every_command_and_survives_its_commands() {
+    let Some(f) = factory().await else { return };
+    let s = f
+        .create(IMAGE, "/tmp", "test-session")
+        .await
+        .expect("container");
+    let fake = "\\026\\000\\000\\000trawl-sandbox-runner/1";
+    let r = s
+        .exec(&format!("printf '{fake}'"), &limits(10.0))
+        .await
+        .expect("exec");
+    assert_eq!(r.stdout.as_bytes()[0], 0x16, "{r:?}");
+    assert!(r.stdout.ends_with("trawl-sandbox-runner/1"), "{r:?}");
+    for i in 0..50 {
+        let r = s
+            .exec(&format!("echo {i}"), &limits(10.0))
+            .await
+            .expect("exec");
+        assert_eq!(r.stdout, format!("{i}\n"));
+    }
+
+    // Cancelled mid-command: the command dies with its session.
+    let long = limits(600.0);
+    let call = s.exec("sleep 1234", &long);
+    assert!(tokio::time::timeout(Duration::from_millis(700), call)
+        .await
+        .is_err());
+    let mut left = String::new();
+    for _ in 0..50 {
+        let r = s
+            .exec(
+                "grep -l 'slee[p] 1234' /proc/[0-9]*/cmdline 2>/dev/null | wc -l",
+                &limits(10.0),
+            )
+            .await
+            .expect("exec");
+        left = r.stdout.trim().to_string();
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "0", "the cancelled command outlived its session");
+
+    // Killing the runner fails that command as a sandbox error, not a result or a hang.
+    let r = s.exec("kill -9 $PPID; sleep 5", &limits(30.0)).await;
+    assert!(
+        matches!(r, Err(trawl_core::sandbox::SandboxError::Infra(_))),
+        "{r:?}"
+    );
+    let r = s.exec("echo again", &limits(10.0)).await.expect("exec");
+    assert_eq!(r.stdout, "again\n");
+    s.close().await.expect("close");
+}

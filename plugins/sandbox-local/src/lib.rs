@@ -43,10 +43,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
-use trawl_core::sandbox::{
-    classify_exit, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError, FLOOD_FACTOR,
-};
-use trawl_sandbox_runner::{Ending, Reply, Request, Rlimits};
+use trawl_core::sandbox::{ExecLimits, ExecResult, Sandbox, SandboxError};
+use trawl_sandbox_runner_host::{Policy, Request};
 
 /// How long, after a command's group is gone, its output pipes may stay open by default
 /// (`drain_secs`) where a writer can outlive the group (the bare fallback without a user of its
@@ -631,32 +629,16 @@ impl LocalSandbox {
 
     /// The request for one command.
     fn request(&self, command: &str, limits: &ExecLimits) -> Request {
-        let f = &self.shared;
-        let ms = |secs: f64| (secs.max(0.0) * 1000.0).ceil() as u64;
-        Request {
-            command: command.as_bytes().to_vec(),
-            rlimits: Rlimits {
-                cpu_secs: limits.cpu_secs,
-                memory_bytes: limits.memory_mb.saturating_mul(1 << 20),
-                file_size_bytes: limits.file_size_mb.saturating_mul(1 << 20),
-                open_files: limits.open_files,
-                // The runner is one of the sandbox user's processes too.
-                processes: f
-                    .isolation
-                    .process_limit
-                    .then(|| limits.processes.saturating_add(1)),
-            },
-            wall_ms: ms(limits.wall_time_secs.max(0.001)),
-            grace_ms: ms(f.config.kill_grace_secs.unwrap_or(1.0)),
-            drain_ms: ms(f.config.drain_secs.unwrap_or(DRAIN_SECS)),
-            output_cap: limits.output_bytes as u64,
-            flood: limits
-                .output_bytes
-                .saturating_mul(FLOOD_FACTOR)
-                .max(16 << 20) as u64,
-            disk_cap: Some(f.config.workdir_mb.saturating_mul(1 << 20)),
+        let c = &self.shared.config;
+        let policy = Policy {
+            grace: trawl_core::config::secs(c.kill_grace_secs.unwrap_or(1.0)),
+            drain: trawl_core::config::secs(c.drain_secs.unwrap_or(DRAIN_SECS)),
+            disk_cap: Some(c.workdir_mb.saturating_mul(1 << 20)),
             kill_all: self.namespaces(),
-        }
+            processes: self.shared.isolation.process_limit,
+            memory: true,
+        };
+        trawl_sandbox_runner_host::request(command, limits, &policy)
     }
 
     /// Stops the runners: each kills what it runs and exits; where its death takes the
@@ -699,36 +681,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The result trawl reports for a runner's reply.
-fn exec_result(reply: Reply, started: Instant) -> Result<ExecResult, SandboxError> {
-    let stdout_truncated = reply.stdout.truncated();
-    let stderr_truncated = reply.stderr.truncated();
-    let text = |b: Vec<u8>| match String::from_utf8(b) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    let stdout = text(reply.stdout.kept);
-    let stderr = text(reply.stderr.kept);
-    let outcome = match reply.ending {
-        Ending::Exited(code) => classify_exit(None, Some(code), &stderr),
-        Ending::Signaled(sig) => classify_exit(Some(sig), None, &stderr),
-        Ending::TimedOut => ExecOutcome::TimedOut,
-        Ending::Flooded => ExecOutcome::LimitExceeded {
-            limit: Limit::Output,
-        },
-        Ending::DiskFull => ExecOutcome::LimitExceeded { limit: Limit::Disk },
-        Ending::Failed(why) => return Err(SandboxError::Infra(why)),
-    };
-    Ok(ExecResult {
-        outcome,
-        stdout,
-        stderr,
-        stdout_truncated,
-        stderr_truncated,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
 #[async_trait]
 impl Sandbox for LocalSandbox {
     async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
@@ -752,7 +704,7 @@ impl Sandbox for LocalSandbox {
         };
         let reply = runner.call(&request).await?;
         call.done = true;
-        exec_result(reply, started)
+        trawl_sandbox_runner_host::result(reply, started)
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {

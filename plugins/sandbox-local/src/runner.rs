@@ -5,32 +5,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use trawl_core::sandbox::SandboxError;
-use trawl_sandbox_runner::{frame_len, Reply, Request, HELLO};
+use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request};
 
-/// The runner, built from `plugins/sandbox-runner` by this crate's build script.
-const RUNNER_BIN: &[u8] = include_bytes!(env!("TRAWL_SANDBOX_RUNNER_BIN"));
+use trawl_sandbox_runner_host::RUNNER as RUNNER_BIN;
 
 /// How long a runner may take to start and say hello (a sandbox being set up on a busy
 /// machine); past it the sandbox has failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long past a command's own limits its reply may be late before the runner is taken for
-/// stuck.
-const REPLY_SLACK: Duration = Duration::from_secs(60);
 /// The most of a runner's own error output kept for an error message.
 const STDERR_KEEP: usize = 4096;
 
 /// Puts the runner at `<root>/trawl-runner-<uid>-<hash>/trawl-sandbox-runner` unless the same
 /// binary is already there: a folder only this user may change, readable by the sandbox users.
 pub fn install(root: &Path) -> Result<PathBuf, String> {
-    use std::hash::{Hash, Hasher};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let mut h = std::hash::DefaultHasher::new();
-    RUNNER_BIN.hash(&mut h);
     let euid = nix::unistd::geteuid().as_raw();
-    let dir = root.join(format!("trawl-runner-{euid}-{:016x}", h.finish()));
+    let dir = root.join(format!(
+        "trawl-runner-{euid}-{}",
+        trawl_sandbox_runner_host::fingerprint()
+    ));
     let path = dir.join("trawl-sandbox-runner");
     let usable = |dir: &Path| -> Result<bool, String> {
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
@@ -77,12 +73,11 @@ pub fn install(root: &Path) -> Result<PathBuf, String> {
     }
 }
 
-/// A started runner: its process (bubblewrap or the runner itself), the request and reply
-/// pipes, and the tail of its own error output.
+/// A started runner: its process (bubblewrap or the runner itself), its pipes, and the tail
+/// of its own error output.
 pub struct Runner {
     child: Child,
-    requests: Option<ChildStdin>,
-    replies: ChildStdout,
+    conn: Connection<ChildStdin, ChildStdout>,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -114,91 +109,31 @@ impl Runner {
                 t.drain(..over);
             }
         });
-        let mut runner = Runner {
-            child,
-            requests: Some(requests),
-            replies,
-            stderr,
-        };
-        match tokio::time::timeout(START_TIMEOUT, runner.read_frame()).await {
-            Ok(Ok(hello)) if hello == HELLO => Ok(runner),
-            Ok(Ok(other)) => Err(SandboxError::Infra(format!(
-                "the sandbox runner speaks `{}`, trawl `{}`",
-                String::from_utf8_lossy(&other),
-                String::from_utf8_lossy(HELLO)
-            ))),
-            Ok(Err(e)) => Err(runner.failure(e).await),
-            Err(_) => Err(SandboxError::Infra(format!(
-                "the sandbox did not start within {} s",
-                START_TIMEOUT.as_secs()
-            ))),
+        match Connection::open(requests, replies, START_TIMEOUT).await {
+            Ok(conn) => Ok(Runner {
+                child,
+                conn,
+                stderr,
+            }),
+            Err(e) => {
+                let _ = child.start_kill();
+                Err(failure(&mut child, &stderr, e).await)
+            }
         }
-    }
-
-    async fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut len = [0u8; 4];
-        self.replies.read_exact(&mut len).await?;
-        let mut body = vec![0u8; frame_len(len)?];
-        self.replies.read_exact(&mut body).await?;
-        Ok(body)
     }
 
     /// Runs one command. An error means the runner is gone or no longer to be trusted; the
     /// caller drops it.
     pub async fn call(&mut self, req: &Request) -> Result<Reply, SandboxError> {
-        let body = req.encode();
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&body);
-        let Some(requests) = self.requests.as_mut() else {
-            return Err(SandboxError::Infra("the sandbox runner is closed".into()));
-        };
-        if let Err(e) = requests.write_all(&frame).await {
-            return Err(self.failure(e).await);
+        match self.conn.call(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => Err(failure(&mut self.child, &self.stderr, e).await),
         }
-        let limit = Duration::from_millis(
-            req.wall_ms
-                .saturating_add(req.grace_ms)
-                .saturating_add(req.drain_ms),
-        ) + REPLY_SLACK;
-        let body = match tokio::time::timeout(limit, self.read_frame()).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return Err(self.failure(e).await),
-            Err(_) => {
-                return Err(SandboxError::Infra(format!(
-                    "the sandbox runner gave no answer {} s past the command's limits",
-                    REPLY_SLACK.as_secs()
-                )))
-            }
-        };
-        Reply::decode(&body)
-            .map_err(|e| SandboxError::Infra(format!("the sandbox runner's reply is damaged: {e}")))
-    }
-
-    /// What went wrong with a runner that stopped answering: how it ended and what it said.
-    async fn failure(&mut self, e: std::io::Error) -> SandboxError {
-        let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
-        let said = {
-            let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-            String::from_utf8_lossy(&t).trim().to_string()
-        };
-        let how = match status {
-            Ok(Ok(s)) => format!("it ended ({s})"),
-            _ => format!("{e}"),
-        };
-        SandboxError::Infra(format!(
-            "the sandbox runner stopped answering: {how}{}; a command may have killed it",
-            if said.is_empty() {
-                String::new()
-            } else {
-                format!("; it said: {said}")
-            }
-        ))
     }
 
     /// Closes the request pipe: the runner kills what it still runs and exits.
     pub fn hang_up(&mut self) {
-        self.requests = None;
+        self.conn.hang_up();
     }
 
     /// Kills the process trawl started (bubblewrap takes its namespaces down with it).
@@ -210,4 +145,27 @@ impl Runner {
     pub async fn wait(&mut self, within: Duration) {
         let _ = tokio::time::timeout(within, self.child.wait()).await;
     }
+}
+
+/// What went wrong with a runner: the error, how its process ended and what it said.
+async fn failure(child: &mut Child, stderr: &Mutex<Vec<u8>>, e: CallError) -> SandboxError {
+    let status = match e {
+        CallError::Io(_) => tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        _ => None,
+    };
+    let said = {
+        let t = stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&t).trim().to_string()
+    };
+    let mut m = e.to_string();
+    if let Some(s) = status {
+        m.push_str(&format!("; it ended ({s}); a command may have killed it"));
+    }
+    if !said.is_empty() {
+        m.push_str(&format!("; it said: {said}"));
+    }
+    SandboxError::Infra(m)
 }

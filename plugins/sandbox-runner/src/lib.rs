@@ -45,6 +45,25 @@ impl Rlimits {
         }
         a
     }
+
+    /// A shell script that sets the limits a shell can set, then runs its `$0` with
+    /// `/bin/sh -c` (the command, passed as the script's own argument, never spliced in): the
+    /// CPU, file-size and open-file limits, and processes when given. Where this is used (a
+    /// container) the container bounds memory and processes. A limit the shell refuses is left
+    /// as it was.
+    pub fn ulimit_script(&self) -> String {
+        let mut s = format!(
+            "ulimit -t {} 2>/dev/null; ulimit -f {} 2>/dev/null; ulimit -n {} 2>/dev/null; ",
+            self.cpu_secs,
+            self.file_size_bytes / 512,
+            self.open_files
+        );
+        if let Some(n) = self.processes {
+            s.push_str(&format!("ulimit -u {n} 2>/dev/null; "));
+        }
+        s.push_str("exec /bin/sh -c \"$0\"");
+        s
+    }
 }
 
 /// One command to run with `/bin/sh -c` in the sandbox's working folder.

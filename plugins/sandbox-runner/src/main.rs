@@ -1,13 +1,16 @@
-//! `trawl-sandbox-runner --workdir DIR --prlimit PATH [--uid UID]`: started once per episode
-//! inside its sandbox; runs each command it is sent (see the library for the protocol) and exits
-//! when its stdin closes, killing what is still running.
+//! `trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID]`: started once per
+//! episode inside its sandbox; runs each command it is sent (see the library for the protocol)
+//! and exits when its stdin closes, killing what is still running.
 //!
 //! The commands must not be able to stop it. In namespaces it is the pid namespace's init
-//! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill. It reaps the orphans
-//! of its commands (as init, or as their subreaper in the fallback). In the fallback as root it stays root and runs each command as `UID`.
-//! It is never dumpable, so a command of the same user cannot trace it or open its pipes.
+//! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill. In the fallback as
+//! root it stays root and runs each command as `UID`. It reaps the orphans of its commands (as
+//! init, or as their subreaper elsewhere). It is never dumpable, so a command of the same user
+//! cannot trace it or open its pipes.
 //!
-//! Each command runs as `prlimit LIMITS -- /bin/sh -c COMMAND` in a process group of its own.
+//! Each command runs as `prlimit LIMITS -- /bin/sh -c COMMAND` in a process group of its own
+//! (without `--prlimit`, as in a container image that may lack util-linux, the shell's own
+//! `ulimit` sets the CPU, file-size and open-file limits, and the container bounds the rest).
 //! The runner waits for it while reading its output, stops it (SIGTERM to the group, SIGKILL
 //! after the grace) when it runs out of time, floods its output or fills the working folder,
 //! and once it has ended kills its group (and, where that reaches only the sandbox, every
@@ -65,8 +68,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    let (Some(workdir), Some(prlimit)) = (workdir, prlimit) else {
-        eprintln!("usage: trawl-sandbox-runner --workdir DIR --prlimit PATH [--uid UID]");
+    let Some(workdir) = workdir else {
+        eprintln!("usage: trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID]");
         return ExitCode::from(2);
     };
     // Not dumpable: the commands run as the same user, and must not open this process's pipes
@@ -90,7 +93,8 @@ fn main() -> ExitCode {
 
 struct Runner {
     workdir: PathBuf,
-    prlimit: PathBuf,
+    /// util-linux's `prlimit`; the shell's `ulimit` without it.
+    prlimit: Option<PathBuf>,
     /// The user commands run as, when it is not the runner's.
     uid: Option<u32>,
 }
@@ -250,11 +254,23 @@ enum Stop {
 }
 
 fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, Cancelled> {
-    let mut cmd = std::process::Command::new(&runner.prlimit);
-    cmd.args(req.rlimits.prlimit_args())
-        .args(["--", "/bin/sh", "-c"])
-        .arg(OsStr::from_bytes(&req.command))
-        .stdin(Stdio::null())
+    let mut cmd = match &runner.prlimit {
+        Some(prlimit) => {
+            let mut c = std::process::Command::new(prlimit);
+            c.args(req.rlimits.prlimit_args())
+                .args(["--", "/bin/sh", "-c"])
+                .arg(OsStr::from_bytes(&req.command));
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new("/bin/sh");
+            c.arg("-c")
+                .arg(req.rlimits.ulimit_script())
+                .arg(OsStr::from_bytes(&req.command));
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -264,12 +280,7 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return Ok(Reply::failed(format!(
-                "cannot start {}: {e}",
-                runner.prlimit.display()
-            )))
-        }
+        Err(e) => return Ok(Reply::failed(format!("cannot start a command: {e}"))),
     };
     // From here on, however this ends, nothing of the command outlives it.
     let mut reaper = Reaper {
@@ -382,7 +393,7 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
         }
         w.step(control, Some(left))?;
     }
-    reap_orphans(req.kill_all);
+    reap_orphans(req.kill_all, reaper.group);
     let status = status.lock().unwrap_or_else(|p| p.into_inner()).take();
     let [stdout, stderr] = streams;
     let flooded = stdout.flooded || stderr.flooded;
@@ -464,19 +475,23 @@ impl Watch<'_> {
     }
 }
 
-/// Collects the exit of every orphan that has died (as init or subreaper, they are the
-/// runner's children). With `all` (everything was just killed) it waits, a bounded time, until
-/// none is left, so that the next command starts in an empty sandbox.
-fn reap_orphans(all: bool) {
+/// Collects the exit of the command's processes, now killed (as init or subreaper, those it
+/// left are the runner's children), waiting a bounded time for them to die, and of any other
+/// orphan that has died. With `all` (everything was just killed) it waits until none is left,
+/// so that the next command starts in an empty sandbox.
+fn reap_orphans(all: bool, group: Pid) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let until = Instant::now() + Duration::from_secs(1);
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if all && Instant::now() < until => {
-                std::thread::sleep(Duration::from_micros(200));
+    for target in [Pid::from_raw(-group.as_raw()), Pid::from_raw(-1)] {
+        loop {
+            let wait = all || target != Pid::from_raw(-1);
+            match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if wait && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
             }
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => {}
         }
     }
 }

@@ -1,13 +1,14 @@
-//! Builds `trawl-sandbox-runner` (the workspace's `plugins/sandbox-runner`) for the target, so
-//! that the library can carry it: every program that links the `local` sandbox, trawl and the
-//! test binaries alike, has the runner its sandboxes start, built from the same source.
+//! Builds `trawl-sandbox-runner` (the crate one folder up) for the target, with a cargo of its
+//! own in this build's output folder, so that the library can carry it: every program that links
+//! a sandbox, trawl and the test binaries alike, has the runner its sandboxes start, built from
+//! the same source.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let runner = manifest.join("../sandbox-runner");
+    let runner = manifest.join("..");
     for watched in ["Cargo.toml", "src"] {
         println!("cargo:rerun-if-changed={}", runner.join(watched).display());
     }
@@ -28,7 +29,15 @@ fn main() {
     }
     // A small, stripped binary; a wrapper of the outer build (clippy's driver) is not wanted
     // for it.
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+    // Linked statically, so that it also runs inside containers whatever their C library.
+    let mut flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if !flags.is_empty() {
+        flags.push('\x1f');
+    }
+    flags.push_str("-Ctarget-feature=+crt-static");
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")

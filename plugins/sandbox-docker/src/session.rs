@@ -1,0 +1,118 @@
+//! One exec session per container: the runner (`trawl-sandbox-runner`, the same static binary
+//! the `local` sandbox starts) is copied into the container once and started with one attached
+//! `docker exec`; every command of the episode is then a framed request on that exec's stdin,
+//! answered on its stdout, instead of an exec of its own.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::models::ExecConfig;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
+use trawl_core::sandbox::SandboxError;
+use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request};
+
+/// Where the runner is put in the container.
+pub const RUNNER_PATH: &str = "/.trawl-sandbox-runner";
+/// The most of the runner's own error output kept for a message.
+const STDERR_KEEP: usize = 4096;
+
+type Replies = tokio_util::io::StreamReader<
+    Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>,
+    bytes::Bytes,
+>;
+
+/// A started runner in a container: the exec's stdin and stdout, and the tail of its stderr.
+pub struct Session {
+    conn: Connection<Pin<Box<dyn AsyncWrite + Send>>, Replies>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Session {
+    /// Copies the runner in and starts it in the sandbox's folder with `env`; waits (up to
+    /// `api`) for its hello.
+    pub async fn start(
+        sandbox: &crate::DockerSandbox,
+        env: Vec<String>,
+        api: Duration,
+    ) -> Result<Self, SandboxError> {
+        let tar = crate::tar_file(
+            RUNNER_PATH.trim_start_matches('/'),
+            trawl_sandbox_runner_host::RUNNER,
+            0o755,
+        )
+        .map_err(|e| crate::infra("packing the sandbox runner", e))?;
+        sandbox.upload_tar("/", tar).await?;
+        let (_, started) = sandbox
+            .start_exec(ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec![
+                    RUNNER_PATH.to_string(),
+                    "--workdir".into(),
+                    sandbox.workdir().to_string(),
+                ]),
+                working_dir: Some(sandbox.workdir().to_string()),
+                env: Some(env),
+                ..Default::default()
+            })
+            .await?;
+        let bollard::exec::StartExecResults::Attached { output, input } = started else {
+            return Err(crate::infra(
+                "starting the sandbox runner",
+                "the exec did not attach",
+            ));
+        };
+        // The exec's stdout carries the replies; its stderr, the runner's own complaints.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let tail = stderr.clone();
+        let replies = output.filter_map(move |item| {
+            let bytes = match item {
+                Ok(LogOutput::StdErr { message }) => {
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    t.extend_from_slice(&message);
+                    let over = t.len().saturating_sub(STDERR_KEEP);
+                    t.drain(..over);
+                    None
+                }
+                Ok(other) => Some(Ok(other.into_bytes())),
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            };
+            std::future::ready(bytes)
+        });
+        let replies: Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>> =
+            Box::pin(replies);
+        match Connection::open(input, tokio_util::io::StreamReader::new(replies), api).await {
+            Ok(conn) => Ok(Session { conn, stderr }),
+            Err(e) => Err(failure(&stderr, e)),
+        }
+    }
+
+    /// Runs one command. An error means the session is gone or no longer to be trusted; the
+    /// caller drops it (which ends the exec: the runner, told by its closed stdin, kills what
+    /// it runs).
+    pub async fn call(&mut self, req: &Request) -> Result<Reply, SandboxError> {
+        self.conn
+            .call(req)
+            .await
+            .map_err(|e| failure(&self.stderr, e))
+    }
+}
+
+fn failure(stderr: &Mutex<Vec<u8>>, e: CallError) -> SandboxError {
+    let said = {
+        let t = stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&t).trim().to_string()
+    };
+    let mut m = e.to_string();
+    if matches!(e, CallError::Io(_)) {
+        m.push_str("; a command may have killed it, or the container stopped");
+    }
+    if !said.is_empty() {
+        m.push_str(&format!("; it said: {said}"));
+    }
+    SandboxError::Infra(m)
+}
