@@ -1,6 +1,7 @@
 //! The SWE environment's costs on the real Docker engine: container start, one command's round
-//! trip through bollard against `docker exec` from the command line (how mini-swe-agent runs each
-//! action), and whole episodes per minute against the local test model server replaying a
+//! trip through the container's runner session (trawl's path: one exec for the whole episode)
+//! against a new exec per command through bollard (trawl's path before) and `docker exec` from
+//! the command line (how mini-swe-agent runs each action), and whole episodes per minute against the local test model server replaying a
 //! scripted fix (bash scaffold, harness scoring included).
 //! `cargo bench -p trawl-tests --bench swe` (needs `trawl swe build-images`); figures go in
 //! BENCHMARKS.md.
@@ -37,6 +38,32 @@ fn report(what: &str, mut times: Vec<Duration>) {
     );
 }
 
+/// One command as its own exec through bollard: create, start attached, read to the end,
+/// inspect the exit code (the least a per-command exec costs).
+async fn bollard_exec(factory: &DockerFactory, id: &str, command: &str) {
+    use futures_util::StreamExt;
+    let docker = factory.client();
+    let exec = docker
+        .create_exec(
+            id,
+            bollard::models::ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec!["sh".into(), "-c".into(), command.into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&exec.id, None).await.unwrap()
+    {
+        while output.next().await.is_some() {}
+    }
+    let code = docker.inspect_exec(&exec.id).await.unwrap().exit_code;
+    assert_eq!(code, Some(0));
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,19 +92,35 @@ fn main() {
         report("container remove (force)", removes);
 
         // One command's round trip.
-        let s = factory.create(IMAGE, "/testbed", "bench").await.unwrap();
+        let mut firsts = Vec::new();
         let limits = ExecLimits::default();
+        for _ in 0..5 {
+            let s = factory.create(IMAGE, "/testbed", "bench").await.unwrap();
+            let t = Instant::now();
+            s.exec("true", &limits).await.unwrap();
+            firsts.push(t.elapsed());
+            s.close().await.unwrap();
+        }
+        report("first command (runner copied in, session)", firsts);
+        let s = factory.create(IMAGE, "/testbed", "bench").await.unwrap();
         for _ in 0..5 {
             s.exec("true", &limits).await.unwrap();
         }
         let mut ours = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..200 {
             let t = Instant::now();
             let r = s.exec("true", &limits).await.unwrap();
             assert!(r.success());
             ours.push(t.elapsed());
         }
-        report("exec `true` via bollard (trawl)", ours);
+        report("exec `true` via the runner session (trawl)", ours);
+        let mut per_exec = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            bollard_exec(&factory, s.id(), "true").await;
+            per_exec.push(t.elapsed());
+        }
+        report("exec `true`, a new bollard exec each", per_exec);
         let mut cli = Vec::new();
         for _ in 0..50 {
             let t = Instant::now();
@@ -95,7 +138,7 @@ fn main() {
             s.exec("cat textkit/slug.py", &limits).await.unwrap();
             cat.push(t.elapsed());
         }
-        report("exec `cat textkit/slug.py` via bollard", cat);
+        report("exec `cat textkit/slug.py` via the session", cat);
         s.close().await.unwrap();
 
         // Whole episodes with the scripted fix, scored by the harness.
