@@ -188,6 +188,14 @@ async fn a_scored_run_exports_swe_smith_styles_preds_and_reports() {
         dir.path(),
     );
     let run = dir.path().join("run");
+    // The manifest says how the episodes' sandboxes were isolated, where every environment
+    // that runs commands says it.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["environments"]["swe"]["sandbox"]["mode"], "container",
+        "{manifest}"
+    );
     let trawl = |args: &[&str]| trawl_ok(args, &run);
     for style in ["xml", "ticks", "tool"] {
         let file = format!("{style}.jsonl");

@@ -302,8 +302,10 @@ impl Workspace {
         self.backend.shutdown().await;
     }
 
+    /// What the run reports about this environment: its sandbox's isolation, under `sandbox`
+    /// as every environment that runs commands reports it.
     fn facts(&self) -> Value {
-        self.backend.describe()
+        json!({ "sandbox": self.backend.describe() })
     }
 }
 

@@ -82,7 +82,8 @@ fn main() {
             Arc::new(move |body| {
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(f) = &log_file {
-                    let line = serde_json::json!({"n": n, "seed": body.get("seed"), "messages": body["messages"].as_array().map(|m| m.len())});
+                    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                    let line = serde_json::json!({"n": n, "t": t, "seed": body.get("seed"), "messages": body["messages"].as_array().map(|m| m.len())});
                     let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
                     let _ = writeln!(f, "{line}");
                 }
