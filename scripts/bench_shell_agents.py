@@ -113,7 +113,7 @@ class MockServer:
         self.p.wait()
 
 
-def trawl_config(system, url, concurrency, episodes, steps):
+def trawl_config(system, url, concurrency, episodes, steps, test_cmd):
     sandbox = {
         "trawl-namespaces": '{ type = "local", isolation = "namespaces" }',
         "trawl-process": '{ type = "local", isolation = "process" }',
@@ -130,7 +130,7 @@ episode_timeout_secs = 3600
 type = "swe"
 sandbox = {sandbox}
 limits = {{ wall_time_secs = 30 }}
-test_cmd = "{TEST_CMD}"
+{f'test_cmd = "{test_cmd}"' if test_cmd else ""}
 
 [[scaffolds]]
 type = "bash"
@@ -149,12 +149,11 @@ max_tokens = 64
 """
 
 
-TEST_CMD = "python3 -m pytest -rA -p no:cacheprovider"
 
 
 def run_trawl(args, system, url, concurrency, episodes, work):
     cfg = work / "bench.toml"
-    cfg.write_text(trawl_config(system, url, concurrency, episodes, args.steps))
+    cfg.write_text(trawl_config(system, url, concurrency, episodes, args.steps, args.test_cmd))
     out = work / "run"
     cmd = [str(args.trawl), "run", str(cfg), "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "trawl.log", "w"))
@@ -230,13 +229,11 @@ def main():
     ap.add_argument("--trawl", type=Path, default=ROOT / "target/release/trawl")
     ap.add_argument("--mock-server", type=Path, default=ROOT / "target/release/trawl-mock-server")
     ap.add_argument("--mini-python", type=Path, default=ROOT / "target/bench-venv/bin/python")
-    ap.add_argument("--test-cmd", default=TEST_CMD,
-                    help="the SWE harness's test command (`true` leaves pytest out of the evaluation)")
+    ap.add_argument("--test-cmd", default=None,
+                    help="the SWE harness's test command (default: its own pytest; `true` leaves pytest out of the evaluation)")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--keep", action="store_true", help="keep each run's folder")
     args = ap.parse_args()
-    global TEST_CMD
-    TEST_CMD = args.test_cmd
     rows = []
     print("| system | concurrency | episodes | model calls | wall (process) | calls/s (first to last call) | % of ideal | calls/s (whole process) | own CPU/call | tree CPU/call | machine CPU/call | peak RSS | RSS per episode in flight |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
