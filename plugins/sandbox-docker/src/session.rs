@@ -4,7 +4,6 @@
 //! answered on its stdout, instead of an exec of its own.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -12,12 +11,10 @@ use bollard::models::ExecConfig;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 use trawl_core::sandbox::SandboxError;
-use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request};
+use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request, StderrTail};
 
 /// Where the runner is put in the container.
 pub const RUNNER_PATH: &str = "/.trawl-sandbox-runner";
-/// The most of the runner's own error output kept for a message.
-const STDERR_KEEP: usize = 4096;
 
 type Replies = tokio_util::io::StreamReader<
     Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>,
@@ -27,7 +24,7 @@ type Replies = tokio_util::io::StreamReader<
 /// A started runner in a container: the exec's stdin and stdout, and the tail of its stderr.
 pub struct Session {
     conn: Connection<Pin<Box<dyn AsyncWrite + Send>>, Replies>,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr: StderrTail,
 }
 
 impl Session {
@@ -67,15 +64,12 @@ impl Session {
             ));
         };
         // The exec's stdout carries the replies; its stderr, the runner's own complaints.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = StderrTail::default();
         let tail = stderr.clone();
         let replies = output.filter_map(move |item| {
             let bytes = match item {
                 Ok(LogOutput::StdErr { message }) => {
-                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                    t.extend_from_slice(&message);
-                    let over = t.len().saturating_sub(STDERR_KEEP);
-                    t.drain(..over);
+                    tail.push(&message);
                     None
                 }
                 Ok(other) => Some(Ok(other.into_bytes())),
@@ -102,17 +96,8 @@ impl Session {
     }
 }
 
-fn failure(stderr: &Mutex<Vec<u8>>, e: CallError) -> SandboxError {
-    let said = {
-        let t = stderr.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&t).trim().to_string()
-    };
-    let mut m = e.to_string();
-    if matches!(e, CallError::Io(_)) {
-        m.push_str("; a command may have killed it, or the container stopped");
-    }
-    if !said.is_empty() {
-        m.push_str(&format!("; it said: {said}"));
-    }
-    SandboxError::Infra(m)
+fn failure(stderr: &StderrTail, e: CallError) -> SandboxError {
+    let how = matches!(e, CallError::Io(_))
+        .then(|| "a command may have killed it, or the container stopped".to_string());
+    stderr.failure(&e, how)
 }

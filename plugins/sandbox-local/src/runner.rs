@@ -2,21 +2,18 @@
 //! per episode (per network setting), spoken to in frames.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use trawl_core::sandbox::SandboxError;
-use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request};
+use trawl_sandbox_runner_host::{CallError, Connection, Reply, Request, StderrTail};
 
 use trawl_sandbox_runner_host::RUNNER as RUNNER_BIN;
 
 /// How long a runner may take to start and say hello (a sandbox being set up on a busy
 /// machine); past it the sandbox has failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most of a runner's own error output kept for an error message.
-const STDERR_KEEP: usize = 4096;
 
 /// Puts the runner at `<root>/trawl-runner-<uid>-<hash>/trawl-sandbox-runner` unless the same
 /// binary is already there: a folder only this user may change, readable by the sandbox users.
@@ -78,7 +75,7 @@ pub fn install(root: &Path) -> Result<PathBuf, String> {
 pub struct Runner {
     child: Child,
     conn: Connection<ChildStdin, ChildStdout>,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr: StderrTail,
 }
 
 impl Runner {
@@ -95,7 +92,7 @@ impl Runner {
         let requests = child.stdin.take().ok_or_else(lost)?;
         let replies = child.stdout.take().ok_or_else(lost)?;
         let mut err_pipe = child.stderr.take().ok_or_else(lost)?;
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = StderrTail::default();
         let tail = stderr.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
@@ -103,10 +100,7 @@ impl Runner {
                 if n == 0 {
                     break;
                 }
-                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                t.extend_from_slice(&buf[..n]);
-                let over = t.len().saturating_sub(STDERR_KEEP);
-                t.drain(..over);
+                tail.push(&buf[..n]);
             }
         });
         match Connection::open(requests, replies, START_TIMEOUT).await {
@@ -148,7 +142,7 @@ impl Runner {
 }
 
 /// What went wrong with a runner: the error, how its process ended and what it said.
-async fn failure(child: &mut Child, stderr: &Mutex<Vec<u8>>, e: CallError) -> SandboxError {
+async fn failure(child: &mut Child, stderr: &StderrTail, e: CallError) -> SandboxError {
     let status = match e {
         CallError::Io(_) => tokio::time::timeout(Duration::from_secs(2), child.wait())
             .await
@@ -156,16 +150,8 @@ async fn failure(child: &mut Child, stderr: &Mutex<Vec<u8>>, e: CallError) -> Sa
             .and_then(Result::ok),
         _ => None,
     };
-    let said = {
-        let t = stderr.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&t).trim().to_string()
-    };
-    let mut m = e.to_string();
-    if let Some(s) = status {
-        m.push_str(&format!("; it ended ({s}); a command may have killed it"));
-    }
-    if !said.is_empty() {
-        m.push_str(&format!("; it said: {said}"));
-    }
-    SandboxError::Infra(m)
+    stderr.failure(
+        &e,
+        status.map(|s| format!("it ended ({s}); a command may have killed it")),
+    )
 }

@@ -66,6 +66,40 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The last few KiB a runner wrote to its own error output (it writes there only when it
+/// fails), shared between the task that reads it and the code that reports the failure.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    /// How much is kept.
+    const KEEP: usize = 4096;
+
+    pub fn push(&self, bytes: &[u8]) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend_from_slice(bytes);
+        let over = t.len().saturating_sub(Self::KEEP);
+        t.drain(..over);
+    }
+
+    /// `e` as a sandbox error: what went wrong, `how` the runner ended (when known), and what
+    /// it said.
+    pub fn failure(&self, e: &CallError, how: Option<String>) -> SandboxError {
+        let said = {
+            let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&t).trim().to_string()
+        };
+        let mut m = e.to_string();
+        if let Some(how) = how {
+            m.push_str(&format!("; {how}"));
+        }
+        if !said.is_empty() {
+            m.push_str(&format!("; it said: {said}"));
+        }
+        SandboxError::Infra(m)
+    }
+}
+
 /// A started runner's pipes: requests go to `W`, replies come from `R`.
 pub struct Connection<W, R> {
     requests: Option<W>,
