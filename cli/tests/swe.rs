@@ -1,6 +1,6 @@
 //! The SWE environment through the `trawl` binary, on the real Docker engine: Ctrl-C and
-//! SIGTERM mid-run leave no container, a SIGKILLed run's containers are reaped by the next
-//! start, and a scored run exports in SWE-smith's three styles, as preds.json and as harness
+//! SIGTERM mid-run leave no container and no snapshot image, a SIGKILLed run's containers and
+//! snapshots are reaped by the next start, and a scored run exports in SWE-smith's three styles, as preds.json and as harness
 //! reports.
 
 #![allow(clippy::unwrap_used)]
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use trawl_tests::{
-    containers_of, swe_images_present, swe_policy, Reply, ScriptedServer, SweFix, SweStyle,
+    containers_of, snapshots_of, swe_images_present, swe_policy, Reply, ScriptedServer, SweFix,
+    SweStyle,
 };
 
 const TRAWL: &str = env!("CARGO_BIN_EXE_trawl");
@@ -102,6 +103,10 @@ async fn ctrl_c_and_sigterm_mid_run_leave_no_container() {
             containers_of(&name).is_empty(),
             "SIG{signal} left containers behind"
         );
+        assert!(
+            snapshots_of(&name).is_empty(),
+            "SIG{signal} left snapshot images behind"
+        );
     }
 }
 
@@ -138,6 +143,7 @@ async fn a_killed_runs_containers_are_reaped_by_the_next_start() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(containers_of(name).is_empty(), "not reaped");
+    assert!(snapshots_of(name).is_empty(), "snapshot images not reaped");
 }
 
 /// Runs `trawl ARGS` in `cwd`, which must succeed; returns what it printed on stderr.

@@ -1091,9 +1091,18 @@ pub async fn run(
     writer.sync()?;
     let launched = launcher.await.unwrap_or(0);
     // However the run ended (finished, stopped, cut short), environments release what they
-    // still hold: containers of interrupted or crashed rollouts included.
+    // still hold: containers of interrupted or crashed rollouts included, and so do their
+    // evaluators (each once, however many environments it scores).
     for slot in &shared.environments {
         slot.env.live.shutdown().await;
+    }
+    let mut done: Vec<*const ()> = Vec::new();
+    for e in shared.environments.iter().flat_map(|s| &s.evaluators) {
+        let at = Arc::as_ptr(&e.live) as *const ();
+        if !done.contains(&at) {
+            done.push(at);
+            e.live.shutdown().await;
+        }
     }
 
     // A run whose every attempt failed on infrastructure produced nothing, whatever its size:

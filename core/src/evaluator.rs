@@ -43,4 +43,8 @@ pub trait Evaluator: Send + Sync {
     fn name(&self) -> &str;
 
     async fn evaluate(&self, record: &TrajectoryRecord) -> Result<Evaluation, EvaluatorError>;
+
+    /// Releases what it still holds (sandboxes, snapshots of prepared states) once the run
+    /// is over, however it ended.
+    async fn shutdown(&self) {}
 }

@@ -302,7 +302,21 @@ pub trait Sandbox: Send + Sync {
         let _ = port;
         None
     }
+    /// Freezes what the sandbox holds (its working folder; a container backend, its whole
+    /// filesystem) as a [`Snapshot`] and closes the sandbox. New sandboxes then start from it
+    /// with [`SandboxBackend::view`], cheaply, each with changes of its own. A backend without
+    /// snapshots answers `Unavailable` and leaves the sandbox as it was.
+    async fn snapshot(&self) -> Result<Snapshot, SandboxError> {
+        Err(SandboxError::Unavailable(
+            "this sandbox cannot be frozen as a snapshot".into(),
+        ))
+    }
 }
+
+/// A sandbox's state frozen by [`Sandbox::snapshot`]: a name only the backend that made it
+/// understands. It lives until [`SandboxBackend::drop_snapshot`] or the run's end.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot(pub String);
 
 #[cfg(test)]
 mod tests {
@@ -396,6 +410,25 @@ pub trait SandboxBackend: Send + Sync {
         let _ = images;
         Ok(Vec::new())
     }
-    /// Removes whatever this run's sandboxes left behind (at the end of a run).
+    /// Removes whatever this run's sandboxes left behind (at the end of a run), its snapshots
+    /// included.
     async fn shutdown(&self) {}
+    /// A fresh sandbox that starts as a copy-on-write view of `snapshot` (made by one of this
+    /// backend's sandboxes): what it changes is its own; the snapshot and every other view
+    /// never see it. `spec` says the rest as for [`SandboxBackend::create`] (its image is
+    /// the snapshot's). A backend without snapshots answers `Unavailable`.
+    async fn view(
+        &self,
+        snapshot: &Snapshot,
+        spec: &SandboxSpec,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let _ = (snapshot, spec);
+        Err(SandboxError::Unavailable(
+            "this sandbox backend has no snapshots".into(),
+        ))
+    }
+    /// Frees a snapshot; views already started from it keep what they need.
+    async fn drop_snapshot(&self, snapshot: &Snapshot) {
+        let _ = snapshot;
+    }
 }

@@ -677,13 +677,29 @@ pub fn swe_images_present() -> bool {
 
 /// Ids of the containers, running or not, labelled as run `run`'s.
 pub fn containers_of(run: &str) -> Vec<String> {
+    docker_ids(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=trawl.run_id={run}"),
+    ])
+}
+
+/// Ids of the snapshot images run `run` made (prepared states its episodes start from).
+pub fn snapshots_of(run: &str) -> Vec<String> {
+    docker_ids(&[
+        "images",
+        "-q",
+        "--filter",
+        "label=trawl.snapshot",
+        "--filter",
+        &format!("label=trawl.run_id={run}"),
+    ])
+}
+
+fn docker_ids(args: &[&str]) -> Vec<String> {
     std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=trawl.run_id={run}"),
-        ])
+        .args(args)
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -1096,4 +1112,22 @@ pub fn openenv_image() -> String {
             tag
         })
         .clone()
+}
+
+/// CPU seconds the whole machine has spent (every process, the kernel's work included), from
+/// `/proc/stat`: on an idle machine, what a measured stretch cost wherever it was spent.
+pub fn machine_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    // user nice system idle iowait irq softirq steal ...: all but idle and iowait, in clock
+    // ticks, which /proc always counts at 100 a second (USER_HZ).
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    if f.len() < 5 {
+        return 0.0;
+    }
+    (f.iter().sum::<f64>() - f[3] - f[4]) / 100.0
 }

@@ -30,6 +30,7 @@ use tokio::sync::OnceCell;
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
 use trawl_core::sandbox::{
     ExecLimits, ExecOutcome, ExecResult, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
+    Snapshot,
 };
 use trawl_core::{
     async_trait, Action, ActionSpace, Artifacts, Environment, EnvironmentError, Episode,
@@ -75,7 +76,14 @@ pub struct Workspace {
     backend: Arc<dyn SandboxBackend>,
     /// Each repository as a git bundle, made once, for backends that do not run images.
     bundles: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<Vec<u8>>>>>,
+    /// Each instance's prepared working copy (by instance and `hide_history`), frozen once
+    /// as a snapshot that every later checkout of it starts from as a copy-on-write view.
+    /// `None` once the backend has said it has no snapshots.
+    prepared: Arc<std::sync::Mutex<HashMap<(String, bool), Prepared>>>,
 }
+
+/// One prepared working copy: frozen on first use, `None` where snapshots are not to be had.
+type Prepared = Arc<OnceCell<Option<Snapshot>>>;
 
 /// A working copy of an instance's repository in a sandbox.
 pub struct Checkout {
@@ -93,17 +101,23 @@ impl Workspace {
             .validate()
             .map_err(|(field, msg)| ComponentError::at(&format!("limits.{field}"), msg))?;
         let backend = cx.build_sandbox(&settings.sandbox, "docker")?;
+        Ok(Self::with_backend(settings, backend))
+    }
+
+    /// A workspace on a sandbox backend already built (`settings.sandbox` is then not read).
+    pub fn with_backend(settings: SweConfig, backend: Arc<dyn SandboxBackend>) -> Self {
         if !backend.runs_images() {
             tracing::warn!(
                 sandbox = %backend.describe(),
                 "SWE tasks in a sandbox without images: a copy of the repository is made in each, weaker isolation than a container"
             );
         }
-        Ok(Workspace {
+        Workspace {
             settings: Arc::new(settings),
             backend,
             bundles: Arc::default(),
-        })
+            prepared: Arc::default(),
+        }
     }
 
     pub fn settings(&self) -> &SweConfig {
@@ -239,9 +253,12 @@ impl Workspace {
         script: &str,
         what: &str,
     ) -> Result<ExecResult, SandboxError> {
+        // trawl's own work on the repository (its pack, its checkout) is bounded by the
+        // sandbox's disk cap, not by the file-size limit the agent's commands get.
         let limits = ExecLimits {
             wall_time_secs: 300.0,
             cpu_secs: 300,
+            file_size_mb: self.settings.limits.file_size_mb.max(16 << 10),
             ..self.settings.limits.clone()
         };
         let r = c.sandbox.exec(script, &limits).await?;
@@ -270,7 +287,57 @@ impl Workspace {
 
     /// The working copy an agent starts from: `base_commit`, the bug applied (SWE-smith), and,
     /// with `hide_history`, a fresh one-commit history so that the bug cannot be read from git.
+    /// (Without `hide_history`, it is also what the evaluator applies a patch to.) Prepared
+    /// once per instance and frozen; each checkout is then a copy-on-write view of that, so
+    /// that its cost does not grow with the repository. Where the sandbox has no snapshots,
+    /// each checkout is prepared in full.
     pub async fn checkout_for_agent(
+        &self,
+        inst: &SweInstance,
+        hide_history: bool,
+    ) -> Result<Checkout, SandboxError> {
+        let key = (inst.instance_id.clone(), hide_history);
+        let cell = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let frozen = cell
+            .get_or_try_init(|| async {
+                let c = self.prepare(inst, hide_history).await?;
+                match c.sandbox.snapshot().await {
+                    Ok(snapshot) => Ok(Some(snapshot)),
+                    Err(e) => {
+                        let _ = c.sandbox.close().await;
+                        match e {
+                            SandboxError::Unavailable(why) => {
+                                tracing::debug!("each checkout is prepared in full: {why}");
+                                Ok(None)
+                            }
+                            e => Err(e),
+                        }
+                    }
+                }
+            })
+            .await?;
+        let Some(snapshot) = frozen else {
+            return self.prepare(inst, hide_history).await;
+        };
+        let spec = SandboxSpec {
+            workdir: Some(self.settings.workdir.clone()),
+            ..SandboxSpec::default()
+        };
+        let sandbox = self.backend.view(snapshot, &spec).await?;
+        Ok(Checkout {
+            workdir: sandbox.working_dir(),
+            sandbox,
+        })
+    }
+
+    /// A working copy prepared from scratch: a fresh checkout, reset, the bug applied.
+    async fn prepare(
         &self,
         inst: &SweInstance,
         hide_history: bool,
@@ -945,7 +1012,9 @@ impl SweTestsEvaluator {
         inst: &SweInstance,
         patch: Option<&str>,
     ) -> Result<HarnessResult, SandboxError> {
-        let c = self.workspace.fresh(inst).await?;
+        // The untouched working copy, as the agent started from it (its history kept): a
+        // fresh view of it where the sandbox has snapshots.
+        let c = self.workspace.checkout_for_agent(inst, false).await?;
         let result = self.run_harness(&c, inst, patch).await;
         let closed = c.sandbox.close().await;
         let result = result?;
@@ -960,12 +1029,6 @@ impl SweTestsEvaluator {
         patch: Option<&str>,
     ) -> Result<HarnessResult, SandboxError> {
         let ws = &self.workspace;
-        let mut prepare = format!("set -e\n{}\n", reset_script(&inst.base_commit));
-        if ws.settings.format == InstanceFormat::SweSmith && !inst.patch.trim().is_empty() {
-            let p = ws.put_patch(c, "task.patch", &inst.patch).await?;
-            prepare.push_str(&format!("git apply --whitespace=nowarn {}\n", quote(&p)));
-        }
-        ws.script(c, &prepare, "preparing the repository").await?;
         let mut report = Report {
             patch_is_none: patch.is_none(),
             patch_exists: patch.is_some_and(|p| !p.trim().is_empty()),
@@ -1077,5 +1140,8 @@ impl Evaluator for SweTestsEvaluator {
                 "log_tail": result.log_tail,
             }),
         })
+    }
+    async fn shutdown(&self) {
+        SweTestsEvaluator::shutdown(self).await;
     }
 }

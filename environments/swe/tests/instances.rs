@@ -163,6 +163,7 @@ async fn validate(sandbox: serde_json::Value) {
         );
     }
     env.shutdown().await;
+    evaluator.shutdown().await;
 }
 
 #[tokio::test]

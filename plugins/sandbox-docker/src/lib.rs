@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
 use trawl_core::sandbox::{
-    CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError,
+    CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError, Snapshot,
 };
 use trawl_sandbox_runner_host::{Ending, Policy};
 
@@ -58,6 +58,10 @@ pub const LABEL_VERSION: &str = "trawl.version";
 /// `host:pid:start-time` of the process that owns it; a container whose owner is gone is
 /// reaped by the next start.
 pub const LABEL_OWNER: &str = "trawl.owner";
+/// On a snapshot image: the process that made it.
+pub const LABEL_SNAPSHOT: &str = "trawl.snapshot";
+/// The repository snapshot images are made in.
+pub const SNAPSHOT_REPO: &str = "trawl-snapshot";
 
 const TRAWL_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The network serving containers join when the config gives them no network: internal (no
@@ -405,7 +409,48 @@ impl DockerFactory {
                 }
             }
         }
+        // Snapshot images of runs that are gone, now that their containers are.
+        for (names, labels, created) in self.snapshot_images().await? {
+            let owner = labels.get(LABEL_SNAPSHOT).map(String::as_str).unwrap_or("");
+            let stale = owner != mine
+                && match owner_alive(owner) {
+                    Some(alive) => !alive,
+                    None => now.saturating_sub(created) > self.config.reap_after_secs,
+                };
+            if stale {
+                for name in names {
+                    self.remove_image(&name).await;
+                }
+            }
+        }
         Ok(reaped)
+    }
+
+    /// Every snapshot image on the engine: its names, labels and creation time.
+    async fn snapshot_images(
+        &self,
+    ) -> Result<Vec<(Vec<String>, HashMap<String, String>, u64)>, SandboxError> {
+        let filters = HashMap::from([("label", vec![LABEL_SNAPSHOT.to_string()])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = within(
+            self.api(),
+            "listing snapshot images",
+            self.docker.list_images(Some(options)),
+        )
+        .await?;
+        Ok(images
+            .into_iter()
+            .map(|i| {
+                let names = i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t.starts_with(SNAPSHOT_REPO))
+                    .collect();
+                (names, i.labels, u64::try_from(i.created).unwrap_or(0))
+            })
+            .collect())
     }
 
     /// Removes every container this process still owns for run `run_id`, each within the API
@@ -438,6 +483,20 @@ impl DockerFactory {
                 }
             }
             Err(_) => reaped.failed = live_containers(run_id),
+        }
+        // Then the run's snapshots, now that no container of it uses them: those it noted and
+        // any whose commit ended after the episode that asked for it was cut short.
+        if let Ok(images) = self.snapshot_images().await {
+            let mine = owner_id();
+            for (names, labels, _) in images {
+                if labels.get(LABEL_SNAPSHOT).map(String::as_str) == Some(mine)
+                    && labels.get(LABEL_RUN).map(String::as_str) == Some(run_id)
+                {
+                    for name in names {
+                        self.remove_image(&name).await;
+                    }
+                }
+            }
         }
         reaped
     }
@@ -638,6 +697,8 @@ impl DockerFactory {
             state: Mutex::new(State::default()),
             address: None,
             session: Default::default(),
+            runner_inside: Default::default(),
+            snapshots: Arc::default(),
         };
         within(
             self.api(),
@@ -676,8 +737,55 @@ impl DockerFactory {
         tag: &str,
         workdir: &str,
     ) -> Result<(), SandboxError> {
+        self.commit_labelled(&sandbox.id, repo, tag, workdir, HashMap::new())
+            .await
+    }
+
+    /// Freezes a sandbox's file system as a snapshot image, `trawl-snapshot:<random>`,
+    /// labelled with its owner (so that what a killed run left can be found and removed).
+    /// Returns the image's name.
+    pub async fn freeze(&self, container: &str, workdir: &str) -> Result<String, SandboxError> {
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tag = format!("{}-{nanos:x}-{n}", std::process::id());
+        let labels = HashMap::from([
+            (LABEL_SNAPSHOT.to_string(), owner_id().to_string()),
+            (LABEL_CREATED.to_string(), now_secs().to_string()),
+        ]);
+        self.commit_labelled(container, SNAPSHOT_REPO, &tag, workdir, labels)
+            .await?;
+        Ok(format!("{SNAPSHOT_REPO}:{tag}"))
+    }
+
+    /// Removes an image this process made (a snapshot), if no container still uses it.
+    pub async fn remove_image(&self, image: &str) {
+        let r = tokio::time::timeout(
+            self.api(),
+            self.docker.remove_image(
+                image,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            ),
+        )
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::debug!(%image, error = %e, "a snapshot image stays");
+        }
+    }
+
+    async fn commit_labelled(
+        &self,
+        container: &str,
+        repo: &str,
+        tag: &str,
+        workdir: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), SandboxError> {
         let options = CommitContainerOptionsBuilder::default()
-            .container(&sandbox.id)
+            .container(container)
             .repo(repo)
             .tag(tag)
             .pause(true)
@@ -689,6 +797,7 @@ impl DockerFactory {
                 options,
                 bollard::models::ContainerConfig {
                     working_dir: Some(workdir.to_string()),
+                    labels: (!labels.is_empty()).then_some(labels),
                     ..Default::default()
                 },
             ),
@@ -724,6 +833,42 @@ pub struct DockerSandbox {
     address: Option<String>,
     /// The runner's exec session, started by the first command.
     session: tokio::sync::Mutex<Option<session::Session>>,
+    /// Whether this build's runner is already in the container (it was started from a
+    /// snapshot of a container that had it), so that it need not be copied in.
+    runner_inside: std::sync::atomic::AtomicBool,
+    /// The backend's record of its snapshots, where a snapshot of this sandbox is noted.
+    snapshots: Arc<Snapshots>,
+}
+
+/// The snapshot images a backend's sandboxes were frozen as, and the commits under way.
+#[derive(Default)]
+struct Snapshots {
+    names: Mutex<HashSet<String>>,
+    /// Held (shared) by each commit under way; shutdown takes it whole to wait for them.
+    freezing: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl Snapshots {
+    fn note(&self, image: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(image.to_string());
+    }
+
+    fn forget(&self, image: &str) -> bool {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(image)
+    }
+
+    fn knows(&self, image: &str) -> bool {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(image)
+    }
 }
 
 impl std::fmt::Debug for DockerSandbox {
@@ -989,6 +1134,40 @@ impl Sandbox for DockerSandbox {
         self.address.as_ref().map(|ip| format!("{ip}:{port}"))
     }
 
+    async fn snapshot(&self) -> Result<Snapshot, SandboxError> {
+        if self.is_closed() {
+            return Err(SandboxError::Infra("the sandbox is closed".into()));
+        }
+        // The runner goes first (its exec ends, and it kills what it ran); its binary stays
+        // in the file system, and in the snapshot.
+        let had_runner = self.session.lock().await.take().is_some()
+            || self
+                .runner_inside
+                .load(std::sync::atomic::Ordering::Relaxed);
+        // The commit runs to its end, and is noted, even if this episode is cut short
+        // meanwhile; the backend's shutdown waits for it before it removes the snapshots.
+        let guard = self.snapshots.freezing.clone().read_owned().await;
+        let (factory, id, workdir) = (self.factory.clone(), self.id.clone(), self.workdir.clone());
+        let snapshots = self.snapshots.clone();
+        let freeze = tokio::spawn(async move {
+            let _freezing = guard;
+            let image = factory.freeze(&id, &workdir).await?;
+            snapshots.note(&image);
+            Ok::<_, SandboxError>(image)
+        });
+        let image = freeze
+            .await
+            .map_err(|e| infra("committing a container", e))
+            .and_then(|r| r);
+        let closed = self.close().await;
+        let image = image?;
+        closed?;
+        Ok(Snapshot(format!(
+            "{image}{}",
+            if had_runner { RUNNER_INSIDE } else { "" }
+        )))
+    }
+
     async fn close(&self) -> Result<(), SandboxError> {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -1107,6 +1286,8 @@ pub struct DockerBackend {
     config: DockerSandboxConfig,
     factory: tokio::sync::OnceCell<DockerFactory>,
     run_name: String,
+    /// The snapshot images its sandboxes were frozen as, removed at shutdown.
+    snapshots: Arc<Snapshots>,
 }
 
 impl trawl_core::registry::SandboxConfig for DockerSandboxConfig {
@@ -1120,6 +1301,7 @@ impl trawl_core::registry::SandboxConfig for DockerSandboxConfig {
             config: self,
             factory: tokio::sync::OnceCell::new(),
             run_name: cx.run_name.clone(),
+            snapshots: Arc::default(),
         }))
     }
 }
@@ -1166,11 +1348,11 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
             })?;
         let factory = self.engine().await?;
         let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
-        Ok(Box::new(
-            factory
-                .create_serving(&image, workdir, &self.run_name, spec.serve)
-                .await?,
-        ))
+        let mut sandbox = factory
+            .create_serving(&image, workdir, &self.run_name, spec.serve)
+            .await?;
+        sandbox.snapshots = self.snapshots.clone();
+        Ok(Box::new(sandbox))
     }
 
     fn runs_images(&self) -> bool {
@@ -1188,8 +1370,53 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
         Ok(missing)
     }
 
+    async fn view(
+        &self,
+        snapshot: &Snapshot,
+        spec: &trawl_core::sandbox::SandboxSpec,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let (image, runner) = match snapshot.0.strip_suffix(RUNNER_INSIDE) {
+            Some(image) => (image, true),
+            None => (snapshot.0.as_str(), false),
+        };
+        if !self.snapshots.knows(image) {
+            return Err(unavailable(format!(
+                "snapshot `{}` was not made by this sandbox backend, or was dropped",
+                snapshot.0
+            )));
+        }
+        let factory = self.engine().await?;
+        let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
+        let mut sandbox = factory
+            .create_serving(image, workdir, &self.run_name, spec.serve)
+            .await?;
+        sandbox
+            .runner_inside
+            .store(runner, std::sync::atomic::Ordering::Relaxed);
+        sandbox.snapshots = self.snapshots.clone();
+        Ok(Box::new(sandbox))
+    }
+
+    async fn drop_snapshot(&self, snapshot: &Snapshot) {
+        let image = snapshot.0.trim_end_matches(RUNNER_INSIDE).to_string();
+        if let (true, Some(f)) = (self.snapshots.forget(&image), self.factory.get()) {
+            f.remove_image(&image).await;
+        }
+    }
+
     async fn shutdown(&self) {
         if let Some(f) = self.factory.get() {
+            // Commits cut short by the end of the run finish first, so that what they make
+            // is removed with the rest.
+            let _all = tokio::time::timeout(f.api() * 5, self.snapshots.freezing.write()).await;
+            let images: Vec<String> = self
+                .snapshots
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            // Removes the run's containers, then its snapshots.
             let reaped = f.shutdown(&self.run_name, Duration::from_secs(60)).await;
             if !reaped.removed.is_empty() {
                 tracing::info!(count = reaped.removed.len(), "removed leftover containers");
@@ -1197,12 +1424,18 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
             if !reaped.failed.is_empty() {
                 tracing::warn!(ids = ?reaped.failed, "containers could not be removed");
             }
+            // The containers are gone: nothing uses the snapshots any more.
+            for image in images {
+                f.remove_image(&image).await;
+            }
         }
     }
 }
 
 /// Where commands run in a container when the environment names no folder.
 const DEFAULT_WORKDIR: &str = "/sandbox";
+/// Ends a snapshot's name when this build's runner is inside it.
+const RUNNER_INSIDE: &str = "#runner";
 
 trawl_core::register!(
     sandbox,

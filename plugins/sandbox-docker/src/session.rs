@@ -35,13 +35,18 @@ impl Session {
         env: Vec<String>,
         api: Duration,
     ) -> Result<Self, SandboxError> {
-        let tar = crate::tar_file(
-            RUNNER_PATH.trim_start_matches('/'),
-            trawl_sandbox_runner_host::RUNNER,
-            0o755,
-        )
-        .map_err(|e| crate::infra("packing the sandbox runner", e))?;
-        sandbox.upload_tar("/", tar).await?;
+        if !sandbox
+            .runner_inside
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let tar = crate::tar_file(
+                RUNNER_PATH.trim_start_matches('/'),
+                trawl_sandbox_runner_host::RUNNER,
+                0o755,
+            )
+            .map_err(|e| crate::infra("packing the sandbox runner", e))?;
+            sandbox.upload_tar("/", tar).await?;
+        }
         let (_, started) = sandbox
             .start_exec(ExecConfig {
                 attach_stdin: Some(true),

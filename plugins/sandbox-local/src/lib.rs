@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
-use trawl_core::sandbox::{ExecLimits, ExecResult, Sandbox, SandboxError};
+use trawl_core::sandbox::{ExecLimits, ExecResult, Sandbox, SandboxError, Snapshot};
 use trawl_sandbox_runner_host::{Policy, Request};
 
 /// How long, after a command's group is gone, its output pipes may stay open by default
@@ -51,8 +51,12 @@ use trawl_sandbox_runner_host::{Policy, Request};
 /// own). Past it what is in the pipes is taken, without waiting: all the group wrote is there, so
 /// nothing is lost to time. Elsewhere every writer is dead and the pipes are read to their end.
 const DRAIN_SECS: f64 = 2.0;
-/// The unprivileged user commands run as when trawl runs as root.
-const NOBODY: u32 = 65534;
+/// Where, inside a view's namespace, its base and its own layer are mounted for a moment
+/// (then covered).
+const VIEW_BASE: &str = "/.trawl-base";
+const VIEW_LAYER: &str = "/.trawl-layer";
+/// The most a file read from a sandbox may hold.
+const READ_CAP: u64 = 64 << 20;
 
 /// Which isolation a config asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,6 +168,10 @@ pub struct Isolation {
     pub pid_namespace: bool,
     /// Whether the process-count limit is enforced per sandbox.
     pub process_limit: bool,
+    /// How a sandbox starts from a snapshot: `overlay` (a copy-on-write view mounted in its
+    /// namespace, the same cost whatever the snapshot's size) or `copy` (its files copied).
+    #[serde(default)]
+    pub views: String,
     /// rlimits set on every command.
     pub rlimits: Vec<String>,
 }
@@ -179,6 +187,8 @@ impl Isolation {
 #[derive(Debug, Clone)]
 pub struct LocalSandboxFactory {
     inner: Arc<Detected>,
+    /// The snapshots its sandboxes were frozen as.
+    snapshots: Arc<Store>,
 }
 
 /// What detection found, with the config it was found for.
@@ -188,6 +198,9 @@ struct Detected {
     isolation: Isolation,
     prlimit: PathBuf,
     bwrap: Option<PathBuf>,
+    /// When trawl is root: the one unprivileged user every namespace sandbox runs as (each
+    /// has its own namespaces, and the kernel counts processes per user namespace). The
+    /// fallback gives each sandbox a user of its own instead.
     run_as: Option<u32>,
     root: PathBuf,
     /// The runner binary, put on disk under `root`.
@@ -234,6 +247,7 @@ impl LocalSandboxFactory {
         detected.config = config;
         Ok(LocalSandboxFactory {
             inner: Arc::new(detected),
+            snapshots: Arc::default(),
         })
     }
 
@@ -244,24 +258,55 @@ impl LocalSandboxFactory {
 
     /// A fresh sandbox: its own empty working folder, removed when it is closed or dropped.
     pub fn create(&self) -> Result<LocalSandbox, SandboxError> {
-        let lease = match self.inner.run_as {
-            Some(_) => Some(UidLease::take().ok_or_else(|| {
+        self.sandbox(None)
+    }
+
+    /// A fresh sandbox that starts as a copy-on-write view of `snapshot`, one of this
+    /// factory's: an overlay in its namespace, or, where overlays cannot be mounted, a copy.
+    pub async fn view(&self, snapshot: &Snapshot) -> Result<LocalSandbox, SandboxError> {
+        let frozen = self.snapshots.get(snapshot)?;
+        if self.inner.isolation.views == "overlay" {
+            let s = self.sandbox(Some(frozen))?;
+            let (layer, uid) = (s.workdir.clone(), s.uid());
+            tokio::task::spawn_blocking(move || make_layer(&layer, uid))
+                .await
+                .map_err(|e| SandboxError::Infra(e.to_string()))?
+                .map_err(|e| SandboxError::Infra(format!("cannot make a view's layer: {e}")))?;
+            return Ok(s);
+        }
+        let s = self.sandbox(None)?;
+        let (from, to, uid) = (frozen.path().to_path_buf(), s.workdir.clone(), s.uid());
+        tokio::task::spawn_blocking(move || copy_tree(&from, &to, uid))
+            .await
+            .map_err(|e| SandboxError::Infra(e.to_string()))?
+            .map_err(|e| SandboxError::Infra(format!("cannot copy a snapshot: {e}")))?;
+        Ok(s)
+    }
+
+    fn sandbox(&self, view: Option<Arc<Frozen>>) -> Result<LocalSandbox, SandboxError> {
+        // Namespace sandboxes share one user; the fallback needs one per sandbox.
+        let own_user = self.inner.run_as.is_some() && self.inner.bwrap.is_none();
+        let lease = match own_user {
+            true => Some(UidLease::take().ok_or_else(|| {
                 SandboxError::Infra(format!(
                     "all {UID_COUNT} sandbox users are in use; lower the run's concurrency"
                 ))
             })?),
-            None => None,
+            false => None,
         };
         let dir = self
             .inner
-            .make_workdir_for(lease.as_ref().map(UidLease::uid))
+            .make_workdir_for(lease.as_ref().map(UidLease::uid).or(self.inner.run_as))
             .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
         Ok(LocalSandbox {
             shared: self.inner.clone(),
+            snapshots: self.snapshots.clone(),
+            view,
             workdir: dir.path().to_path_buf(),
             dir: Mutex::new(Some(dir)),
             lease: Mutex::new(lease),
             runners: Default::default(),
+            ran: Default::default(),
         })
     }
 }
@@ -271,7 +316,7 @@ impl Detected {
         let prlimit = find_in_path("prlimit").ok_or(
             "`prlimit` (util-linux) is not installed; trawl sets sandbox limits with it\n  hint: apt-get install -y util-linux",
         )?;
-        let run_as = nix::unistd::geteuid().is_root().then_some(NOBODY);
+        let run_as = nix::unistd::geteuid().is_root().then_some(SHARED_UID);
         if config.tmp_mb == 0 || config.workdir_mb == 0 {
             return Err("tmp_mb and workdir_mb must be at least 1".into());
         }
@@ -301,6 +346,7 @@ impl Detected {
                 bwrap_version: None,
                 uid: run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |_| UID_BASE),
                 uid_per_sandbox: run_as.is_some(),
+                views: "copy".into(),
                 tmp_mb: None,
                 workdir_mb: config.workdir_mb,
                 network_isolated: false,
@@ -331,6 +377,14 @@ impl Detected {
                     iso.pid_namespace = true;
                     iso.process_limit = true;
                     iso.tmp_mb = Some(config.tmp_mb);
+                    iso.uid = run_as.unwrap_or(iso.uid);
+                    iso.uid_per_sandbox = false;
+                    match factory.probe_view(config) {
+                        Ok(()) => factory.isolation.views = "overlay".into(),
+                        Err(why) => tracing::info!(
+                            "sandboxes start from snapshots by copying them: an overlay cannot be mounted in a sandbox here ({why})"
+                        ),
+                    }
                 }
                 Err(why) if config.isolation == IsolationMode::Namespaces => {
                     return Err(format!(
@@ -372,6 +426,7 @@ impl Detected {
             &self.runner,
             false,
             config.tmp_mb,
+            None,
         ));
         // The runner must start in there, seen where it is bound.
         cmd.arg("--").arg(&self.runner).arg("--version");
@@ -390,6 +445,39 @@ impl Detected {
             ));
         }
         Ok((bwrap, version))
+    }
+
+    /// Mounts a view of a small folder in a namespace sandbox, to see whether overlays can
+    /// be mounted there (a kernel from 5.11 on lets a user namespace mount one).
+    fn probe_view(&self, config: &LocalSandboxConfig) -> Result<(), String> {
+        let bwrap = self.bwrap.as_ref().ok_or("no namespaces")?;
+        let io = |e: std::io::Error| e.to_string();
+        let base = self.make_workdir().map_err(io)?;
+        std::fs::write(base.path().join("probe"), b"base\n").map_err(io)?;
+        let layer = self.make_workdir().map_err(io)?;
+        make_layer(layer.path(), self.run_as).map_err(io)?;
+        let mut cmd = std::process::Command::new(bwrap);
+        cmd.args(bwrap_args(
+            layer.path(),
+            &config.ro_binds,
+            &self.runner,
+            false,
+            config.tmp_mb,
+            Some(base.path()),
+        ));
+        cmd.arg("--")
+            .args(runner_args(&self.runner, layer.path(), &self.prlimit, true));
+        cmd.env_clear().stdin(Stdio::null());
+        if let Some(uid) = self.run_as {
+            cmd.uid(uid).gid(uid);
+        }
+        use std::os::unix::process::CommandExt;
+        let out = cmd.output().map_err(io)?;
+        let _ = remove_tree(layer);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(())
     }
 
     fn make_workdir(&self) -> std::io::Result<tempfile::TempDir> {
@@ -417,6 +505,7 @@ fn bwrap_args(
     runner: &Path,
     network: bool,
     tmp_mb: u64,
+    view: Option<&Path>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--unshare-all".into(),
@@ -443,9 +532,25 @@ fn bwrap_args(
         tmp_size.as_os_str(),
         "--tmpfs".as_ref(),
         "/tmp".as_ref(),
-        "--bind".as_ref(),
-        workdir.as_os_str(),
-        workdir.as_os_str(),
+    ]);
+    match view {
+        // The runner mounts the view at the working folder's path, then drops the
+        // capabilities it needed for that before any command runs.
+        Some(base) => push(&[
+            "--cap-add".as_ref(),
+            "ALL".as_ref(),
+            "--ro-bind".as_ref(),
+            base.as_os_str(),
+            VIEW_BASE.as_ref(),
+            "--bind".as_ref(),
+            workdir.as_os_str(),
+            VIEW_LAYER.as_ref(),
+            "--dir".as_ref(),
+            workdir.as_os_str(),
+        ]),
+        None => push(&["--bind".as_ref(), workdir.as_os_str(), workdir.as_os_str()]),
+    }
+    push(&[
         "--ro-bind".as_ref(),
         runner.as_os_str(),
         runner.as_os_str(),
@@ -455,6 +560,22 @@ fn bwrap_args(
     ]);
     for (k, v) in scrubbed_env(workdir) {
         push(&["--setenv".as_ref(), k.as_ref(), v.as_ref()]);
+    }
+    a
+}
+
+/// The runner's own arguments: where commands run, how limits are set, and, for a view, where
+/// its base and layer are mounted.
+fn runner_args(runner: &Path, workdir: &Path, prlimit: &Path, view: bool) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        runner.into(),
+        "--workdir".into(),
+        workdir.into(),
+        "--prlimit".into(),
+        prlimit.into(),
+    ];
+    if view {
+        a.extend(["--view".into(), VIEW_BASE.into(), VIEW_LAYER.into()]);
     }
     a
 }
@@ -498,6 +619,11 @@ fn scrubbed_env(workdir: &Path) -> Vec<(&'static str, OsString)> {
 /// One episode's sandbox.
 pub struct LocalSandbox {
     shared: Arc<Detected>,
+    /// Where its snapshot goes, should it be frozen.
+    snapshots: Arc<Store>,
+    /// The snapshot it is an overlay view of (its working folder then holds the view's own
+    /// layer); kept alive while the sandbox lives.
+    view: Option<Arc<Frozen>>,
     /// Taken (and removed) by `close`; dropping it removes the folder too.
     dir: Mutex<Option<tempfile::TempDir>>,
     /// The folder's path, kept apart so that reading it needs no lock.
@@ -506,6 +632,8 @@ pub struct LocalSandbox {
     lease: Mutex<Option<UidLease>>,
     /// The runners, started on first use: without and with the network.
     runners: tokio::sync::Mutex<[Option<runner::Runner>; 2]>,
+    /// Whether a runner was ever started (something may have run as the sandbox's user).
+    ran: std::sync::atomic::AtomicBool,
 }
 
 impl LocalSandbox {
@@ -556,16 +684,56 @@ impl LocalSandbox {
     /// temporary folders, then gives the user back. Without namespaces a `setsid` daemon
     /// escapes the process group; with them nothing outlives the pid namespace, and `/tmp` is
     /// private, so there is nothing to do.
-    fn teardown(&self) {
+    /// `swept`: the sandbox's runner has already done that as the user (see
+    /// [`LocalSandbox::sweep_through_runner`]), and only the user is given back.
+    fn teardown(&self, swept: bool) {
         let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(lease) = lease else {
             return;
         };
-        if self.shared.bwrap.is_none() {
+        if self.shared.bwrap.is_none() && !swept {
             teardown::kill_user(lease.uid());
             teardown::remove_files_of(lease.uid(), &self.workdir);
         }
         drop(lease);
+    }
+
+    /// In the fallback with a user of its own, the sandbox's last command, run by its runner
+    /// as that user: `kill -9 -1` (which reaches exactly that user's processes, a `setsid`
+    /// daemon included; repeated, for a fork bomb racing it), then what the user owns at the
+    /// top of the shared temporary folders removed. A sweep of `/proc` from trawl would cost
+    /// more the more processes the machine runs. True when it is done (or nothing ever ran);
+    /// false leaves it to [`LocalSandbox::teardown`].
+    async fn sweep_through_runner(&self) -> bool {
+        let uid = self
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(UidLease::uid);
+        let Some(uid) = uid.filter(|_| !self.namespaces()) else {
+            return false;
+        };
+        if !self.ran.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let script = format!(
+            // Never anyone else's `kill -1`: the script checks whose it is first.
+            "[ \"$(id -u)\" = {uid} ] || exit 9\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do kill -9 -1 2>/dev/null; done\nexec find /tmp /var/tmp /dev/shm -mindepth 1 -maxdepth 1 -user {uid} ! -path {} -exec rm -rf -- {{}} + 2>/dev/null\n",
+            sh_word(self.workdir.as_os_str())
+        );
+        let limits = ExecLimits {
+            wall_time_secs: 30.0,
+            ..ExecLimits::default()
+        };
+        let request = self.request(&script, &limits);
+        let mut runners = self.runners.lock().await;
+        for runner in runners.iter_mut().flatten() {
+            if let Ok(reply) = runner.call(&request).await {
+                return reply.ending == trawl_sandbox_runner_host::Ending::Exited(0);
+            }
+        }
+        false
     }
 
     /// How the runner is started. In namespaces: inside bubblewrap, as the sandbox's user
@@ -585,6 +753,7 @@ impl LocalSandbox {
                 "--".into(),
             ]);
         }
+        let base = self.view.as_ref().map(|v| v.path());
         if let Some(bwrap) = &f.bwrap {
             argv.push(bwrap.into());
             argv.extend(bwrap_args(
@@ -593,16 +762,16 @@ impl LocalSandbox {
                 &f.runner,
                 network,
                 f.config.tmp_mb,
+                base,
             ));
             argv.push("--".into());
         }
-        argv.extend([
-            f.runner.clone().into(),
-            "--workdir".into(),
-            self.workdir.clone().into(),
-            "--prlimit".into(),
-            f.prlimit.clone().into(),
-        ]);
+        argv.extend(runner_args(
+            &f.runner,
+            &self.workdir,
+            &f.prlimit,
+            base.is_some(),
+        ));
         if let (Some(uid), false) = (uid, self.namespaces()) {
             argv.extend(["--uid".into(), uid.to_string().into()]);
         }
@@ -681,18 +850,29 @@ impl Drop for InFlight<'_> {
     }
 }
 
-#[async_trait]
-impl Sandbox for LocalSandbox {
-    async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
+impl LocalSandbox {
+    /// Sends one request to the runner (started on first use) and waits for its reply.
+    async fn call(
+        &self,
+        request: &Request,
+        network: bool,
+    ) -> Result<trawl_sandbox_runner_host::Reply, SandboxError> {
         if self.dir.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
             return Err(SandboxError::Infra("the sandbox is closed".into()));
         }
-        let started = Instant::now();
-        let request = self.request(command, limits);
         let mut runners = self.runners.lock().await;
-        let slot = &mut runners[usize::from(limits.network)];
+        if self.view.is_some() {
+            // A view's layer takes one overlay at a time: the other runner's goes first.
+            if let Some(mut other) = runners[usize::from(!network)].take() {
+                other.hang_up();
+                other.kill();
+                other.wait(Duration::from_secs(5)).await;
+            }
+        }
+        let slot = &mut runners[usize::from(network)];
         if slot.is_none() {
-            *slot = Some(runner::Runner::start(self.runner_command(limits.network)).await?);
+            self.ran.store(true, std::sync::atomic::Ordering::Relaxed);
+            *slot = Some(runner::Runner::start(self.runner_command(network)).await?);
         }
         let mut call = InFlight {
             slot,
@@ -702,38 +882,80 @@ impl Sandbox for LocalSandbox {
         let Some(runner) = call.slot.as_mut() else {
             return Err(SandboxError::Infra("the sandbox runner is gone".into()));
         };
-        let reply = runner.call(&request).await?;
+        let reply = runner.call(request).await?;
         call.done = true;
+        Ok(reply)
+    }
+
+    /// A file operation, run by the sandbox's own user inside its namespaces: a link the
+    /// sandbox planted leads only where its own commands could go.
+    async fn file_op(
+        &self,
+        path: &Path,
+        command: String,
+        stdin: Vec<u8>,
+        what: &str,
+    ) -> Result<Vec<u8>, SandboxError> {
+        let limits = ExecLimits {
+            wall_time_secs: 120.0,
+            cpu_secs: 120,
+            file_size_mb: self.shared.config.workdir_mb,
+            output_bytes: READ_CAP as usize,
+            ..ExecLimits::default()
+        };
+        let mut request = self.request(&command, &limits);
+        request.stdin = stdin;
+        request.flood = READ_CAP;
+        let reply = self.call(&request, false).await?;
+        let fail =
+            |why: String| SandboxError::Infra(format!("cannot {what} {}: {why}", path.display()));
+        match reply.ending {
+            trawl_sandbox_runner_host::Ending::Exited(0) => Ok(reply.stdout.kept),
+            trawl_sandbox_runner_host::Ending::Flooded => {
+                Err(fail(format!("larger than {} MiB", READ_CAP >> 20)))
+            }
+            trawl_sandbox_runner_host::Ending::Failed(why) => Err(SandboxError::Infra(why)),
+            other => Err(fail(format!(
+                "{other:?}: {}",
+                String::from_utf8_lossy(&reply.stderr.kept).trim()
+            ))),
+        }
+    }
+}
+
+/// `s` as one word for `/bin/sh`.
+fn sh_word(s: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let s = String::from_utf8_lossy(s.as_bytes());
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
+        let started = Instant::now();
+        let request = self.request(command, limits);
+        let reply = self.call(&request, limits.network).await?;
         trawl_sandbox_runner_host::result(reply, started)
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
         let p = self.resolve(path)?;
-        tokio::fs::read(&p)
-            .await
-            .map_err(|e| SandboxError::Infra(format!("cannot read {}: {e}", p.display())))
+        let command = format!("exec cat -- {}", sh_word(p.as_os_str()));
+        self.file_op(&p, command, Vec::new(), "read").await
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
         let p = self.resolve(path)?;
-        let io =
-            |e: std::io::Error| SandboxError::Infra(format!("cannot write {}: {e}", p.display()));
-        if let Some(parent) = p.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io)?;
-        }
-        tokio::fs::write(&p, contents).await.map_err(io)?;
-        if let Some(uid) = self.uid() {
-            // The sandbox user must be able to change what it was given.
-            let mut at = p.as_path();
-            while at.starts_with(&self.workdir) && at != self.workdir {
-                std::os::unix::fs::chown(at, Some(uid), Some(uid)).map_err(io)?;
-                at = match at.parent() {
-                    Some(a) => a,
-                    None => break,
-                };
-            }
-        }
-        Ok(())
+        let parent = p.parent().unwrap_or(&self.workdir);
+        let command = format!(
+            "mkdir -p -- {} && exec cat > {}",
+            sh_word(parent.as_os_str()),
+            sh_word(p.as_os_str())
+        );
+        self.file_op(&p, command, contents.to_vec(), "write")
+            .await
+            .map(drop)
     }
 
     fn working_dir(&self) -> String {
@@ -742,12 +964,13 @@ impl Sandbox for LocalSandbox {
 
     async fn close(&self) -> Result<(), SandboxError> {
         // Processes first: nothing of the sandbox's user may write while its files go.
+        let swept = self.sweep_through_runner().await;
         self.stop_runners().await;
-        self.teardown();
+        self.teardown(swept);
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(dir) = dir {
             let path = dir.path().to_path_buf();
-            tokio::task::spawn_blocking(move || dir.close())
+            tokio::task::spawn_blocking(move || remove_tree(dir))
                 .await
                 .map_err(|e| SandboxError::Infra(format!("cleanup panicked: {e}")))?
                 .map_err(|e| {
@@ -756,11 +979,160 @@ impl Sandbox for LocalSandbox {
         }
         Ok(())
     }
+
+    async fn snapshot(&self) -> Result<Snapshot, SandboxError> {
+        if self.view.is_some() {
+            return Err(SandboxError::Unavailable(
+                "a view of a snapshot cannot be frozen again; freeze the sandbox it came from"
+                    .into(),
+            ));
+        }
+        let swept = self.sweep_through_runner().await;
+        self.stop_runners().await;
+        self.teardown(swept);
+        let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Err(SandboxError::Infra("the sandbox is closed".into()));
+        };
+        // In the fallback its user goes back to the pool: the folder becomes trawl's own, so
+        // that the next sandbox of that user cannot change it.
+        if self.shared.bwrap.is_none() && self.shared.run_as.is_some() {
+            let euid = nix::unistd::geteuid().as_raw();
+            std::os::unix::fs::chown(dir.path(), Some(euid), Some(euid)).map_err(|e| {
+                SandboxError::Infra(format!("cannot freeze {}: {e}", dir.path().display()))
+            })?;
+        }
+        Ok(self.snapshots.put(dir))
+    }
+}
+
+/// A view's own layer in its (empty) working folder: `upper` takes its changes, `work` is the
+/// overlay's scratch; both the sandbox user's.
+fn make_layer(dir: &Path, uid: Option<u32>) -> std::io::Result<()> {
+    for sub in ["upper", "work"] {
+        let d = dir.join(sub);
+        std::fs::create_dir(&d)?;
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&d, Some(uid), Some(uid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a working folder, also where the overlay left a folder no one may enter (its
+/// scratch `work/work`, mode 000, which only root could remove as it is).
+fn remove_tree(dir: tempfile::TempDir) -> std::io::Result<()> {
+    let stuck = dir.path().join("work").join("work");
+    if stuck.is_dir() {
+        let _ = std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o700));
+    }
+    dir.close()
+}
+
+/// Copies the folder `from` into the empty folder `to` (copy-on-write where the filesystem
+/// can), everything then owned by `uid` when given.
+fn copy_tree(from: &Path, to: &Path, uid: Option<u32>) -> std::io::Result<()> {
+    let mut src = from.as_os_str().to_os_string();
+    src.push("/.");
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(&src)
+        .arg(to)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "cp: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(to, Some(uid), Some(uid))?;
+        let mut stack = vec![to.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
+                if entry.file_type()?.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A frozen working folder; removed when the last of the store and its views lets go.
+struct Frozen(Mutex<Option<tempfile::TempDir>>, PathBuf);
+
+impl Frozen {
+    fn path(&self) -> &Path {
+        &self.1
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = remove_tree(dir);
+        }
+    }
+}
+
+/// The snapshots a factory's sandboxes were frozen as, by name.
+#[derive(Default)]
+struct Store(Mutex<HashMap<String, Arc<Frozen>>>);
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    fn put(&self, dir: tempfile::TempDir) -> Snapshot {
+        let name = dir.path().display().to_string();
+        let path = dir.path().to_path_buf();
+        let frozen = Arc::new(Frozen(Mutex::new(Some(dir)), path));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), frozen);
+        Snapshot(name)
+    }
+
+    fn get(&self, snapshot: &Snapshot) -> Result<Arc<Frozen>, SandboxError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&snapshot.0)
+            .cloned()
+            .ok_or_else(|| {
+                SandboxError::Unavailable(format!(
+                    "snapshot `{}` was not made by this sandbox backend, or was dropped",
+                    snapshot.0
+                ))
+            })
+    }
+
+    /// Takes snapshots out of the store, all or the one named, to be removed (off the async
+    /// threads: removing a tree blocks).
+    async fn drop_some(&self, only: Option<&Snapshot>) {
+        let taken: Vec<Arc<Frozen>> = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match only {
+                Some(s) => map.remove(&s.0).into_iter().collect(),
+                None => map.drain().map(|(_, f)| f).collect(),
+            }
+        };
+        if !taken.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(taken)).await;
+        }
+    }
 }
 
 impl Drop for LocalSandbox {
     fn drop(&mut self) {
-        self.teardown();
+        self.teardown(false);
     }
 }
 
@@ -768,6 +1140,8 @@ impl Drop for LocalSandbox {
 const UID_BASE: u32 = 0x7472_0000;
 /// How many sandboxes may live at once, each with its own user.
 const UID_COUNT: u32 = 4096;
+/// The uid every namespace sandbox runs as (when trawl is root): past the range, no account's.
+const SHARED_UID: u32 = UID_BASE + UID_COUNT;
 
 /// One uid of the range, held by one sandbox until it is dropped.
 #[derive(Debug)]
@@ -861,6 +1235,22 @@ impl trawl_core::sandbox::SandboxBackend for LocalSandboxFactory {
         _spec: &trawl_core::sandbox::SandboxSpec,
     ) -> Result<Box<dyn Sandbox>, SandboxError> {
         Ok(Box::new(LocalSandboxFactory::create(self)?))
+    }
+
+    async fn view(
+        &self,
+        snapshot: &Snapshot,
+        _spec: &trawl_core::sandbox::SandboxSpec,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        Ok(Box::new(LocalSandboxFactory::view(self, snapshot).await?))
+    }
+
+    async fn drop_snapshot(&self, snapshot: &Snapshot) {
+        self.snapshots.drop_some(Some(snapshot)).await;
+    }
+
+    async fn shutdown(&self) {
+        self.snapshots.drop_some(None).await;
     }
 }
 

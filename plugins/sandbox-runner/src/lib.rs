@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 /// The runner's first frame: the protocol and its version.
-pub const HELLO: &[u8] = b"trawl-sandbox-runner/1";
+pub const HELLO: &[u8] = b"trawl-sandbox-runner/2";
 
 /// The largest frame either side accepts (a command of a few MiB, two capped outputs).
 pub const MAX_FRAME: usize = 256 << 20;
@@ -70,6 +70,8 @@ impl Rlimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub command: Vec<u8>,
+    /// What the command reads on its stdin, then the end of input (a file trawl writes).
+    pub stdin: Vec<u8>,
     pub rlimits: Rlimits,
     /// Wall-clock time; past it the command's process group gets SIGTERM, then SIGKILL.
     pub wall_ms: u64,
@@ -233,6 +235,7 @@ impl Request {
         let mut p = Put::default();
         let r = &self.rlimits;
         p.bytes(&self.command)
+            .bytes(&self.stdin)
             .u64(r.cpu_secs)
             .u64(r.memory_bytes)
             .u64(r.file_size_bytes)
@@ -252,6 +255,7 @@ impl Request {
         let mut t = Take(body);
         let req = Request {
             command: t.bytes()?,
+            stdin: t.bytes()?,
             rlimits: Rlimits {
                 cpu_secs: t.u64()?,
                 memory_bytes: t.u64()?,
@@ -367,6 +371,7 @@ mod tests {
     fn request() -> Request {
         Request {
             command: b"echo 'hi'\n\0binary".to_vec(),
+            stdin: b"\0in".to_vec(),
             rlimits: Rlimits {
                 cpu_secs: 3,
                 memory_bytes: 1 << 30,

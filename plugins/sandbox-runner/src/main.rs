@@ -1,6 +1,12 @@
-//! `trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID]`: started once per
-//! episode inside its sandbox; runs each command it is sent (see the library for the protocol)
-//! and exits when its stdin closes, killing what is still running.
+//! `trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID] [--view BASE LAYER]`:
+//! started once per episode inside its sandbox; runs each command it is sent (see the library
+//! for the protocol) and exits when its stdin closes, killing what is still running.
+//!
+//! With `--view`, `DIR` becomes a copy-on-write view of the folder `BASE` (a prepared
+//! repository, say): an overlay with `BASE` read-only below and `LAYER/upper` taking every
+//! change, mounted by the runner before it answers (bubblewrap gives it the capabilities for
+//! that in the sandbox's own namespaces), after which `BASE` and `LAYER` are unmounted from its
+//! sight and the runner drops every capability, so no command ever holds one.
 //!
 //! The commands must not be able to stop it. In namespaces it is the pid namespace's init
 //! (bubblewrap's `--as-pid-1`), which no process of the namespace can kill. In the fallback as
@@ -46,7 +52,7 @@ const DEAD_DRAIN: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
-    let (mut workdir, mut prlimit, mut uid) = (None, None, None);
+    let (mut workdir, mut prlimit, mut uid, mut view) = (None, None, None, None);
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--version") => {
@@ -55,6 +61,15 @@ fn main() -> ExitCode {
             }
             Some("--workdir") => workdir = args.next().map(PathBuf::from),
             Some("--prlimit") => prlimit = args.next().map(PathBuf::from),
+            Some("--view") => match (args.next(), args.next()) {
+                (Some(base), Some(layer)) => {
+                    view = Some((PathBuf::from(base), PathBuf::from(layer)))
+                }
+                _ => {
+                    eprintln!("trawl-sandbox-runner: --view takes BASE and LAYER");
+                    return ExitCode::from(2);
+                }
+            },
             Some("--uid") => match args.next().and_then(|u| u.to_str()?.parse().ok()) {
                 Some(u) => uid = Some(u),
                 None => {
@@ -69,8 +84,22 @@ fn main() -> ExitCode {
         }
     }
     let Some(workdir) = workdir else {
-        eprintln!("usage: trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID]");
+        eprintln!("usage: trawl-sandbox-runner --workdir DIR [--prlimit PATH] [--uid UID] [--view BASE LAYER]");
         return ExitCode::from(2);
+    };
+    // The folder whose size counts against the disk cap: a view's own changes, not its base.
+    let measured = match view {
+        Some((base, layer)) => match mount_view(&workdir, &base, &layer) {
+            Ok(upper) => Measured::Open(upper),
+            Err(e) => {
+                eprintln!(
+                    "trawl-sandbox-runner: cannot set up the episode's view of {}: {e}",
+                    base.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Measured::Path(workdir.clone()),
     };
     // Not dumpable: the commands run as the same user, and must not open this process's pipes
     // through /proc or trace it.
@@ -79,7 +108,7 @@ fn main() -> ExitCode {
     // after each command: a user's dead processes count against its process limit until then.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     match serve(&Runner {
-        workdir,
+        measured,
         prlimit,
         uid,
     }) {
@@ -92,7 +121,8 @@ fn main() -> ExitCode {
 }
 
 struct Runner {
-    workdir: PathBuf,
+    /// What the disk cap measures.
+    measured: Measured,
     /// util-linux's `prlimit`; the shell's `ulimit` without it.
     prlimit: Option<PathBuf>,
     /// The user commands run as, when it is not the runner's.
@@ -270,10 +300,14 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
             c
         }
     };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(if req.stdin.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
     if let Some(uid) = runner.uid {
         cmd.uid(uid).gid(uid);
     }
@@ -301,6 +335,16 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
         }
     };
     let mut streams = [stdout, stderr];
+    // What the command reads is written by a thread of its own, so that a command that reads
+    // slowly (or not at all) never stalls the watch; it ends with the command, whose death
+    // closes the pipe.
+    let feeder = child.stdin.take().map(|mut pipe| {
+        let bytes = req.stdin.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&bytes);
+        })
+    });
     // A thread waits for the exit; it closes `exited_tx` when it has the status, which `poll`
     // sees as a hang-up on `exited`.
     let (exited, exited_tx) = match std::io::pipe() {
@@ -337,7 +381,7 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
             break;
         }
         if let Some(cap) = req.disk_cap.filter(|_| now >= next_disk) {
-            if size_over(&runner.workdir, cap) {
+            if size_over(&runner.measured.path(), cap) {
                 stop = Some(Stop::Disk);
                 break;
             }
@@ -374,6 +418,9 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
     // Whatever the command left running goes now.
     reaper.kill();
     let _ = waiter.join();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
     // The writers are dead (or, without `kill_all`, outside the group): what they wrote is in
     // the pipes. Read it to the end; a pipe still held open after the drain time is read for
     // what it holds, without waiting.
@@ -518,4 +565,98 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Where the disk cap is measured: a path, or a folder opened before it was hidden (a view's
+/// upper layer, reached through this process's own descriptor).
+enum Measured {
+    Path(PathBuf),
+    Open(File),
+}
+
+impl Measured {
+    fn path(&self) -> PathBuf {
+        match self {
+            Measured::Path(p) => p.clone(),
+            Measured::Open(f) => {
+                use std::os::fd::AsRawFd;
+                PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+            }
+        }
+    }
+}
+
+/// Mounts `workdir` as an overlay of `base` (read-only) and `layer/upper` (the changes;
+/// `layer/work` is the overlay's scratch), hides `base` and `layer`, and drops every
+/// capability. Returns the upper layer, opened, for the disk cap.
+fn mount_view(
+    workdir: &std::path::Path,
+    base: &std::path::Path,
+    layer: &std::path::Path,
+) -> Result<File, String> {
+    use nix::mount::{mount, MsFlags};
+    let upper = layer.join("upper");
+    let work = layer.join("work");
+    let mut options = String::from("lowerdir=");
+    for (i, p) in [base, &upper, &work].into_iter().enumerate() {
+        let p = p
+            .to_str()
+            .filter(|p| !p.contains([',', ':', '\\']))
+            .ok_or_else(|| format!("{} cannot be named in overlay options", p.display()))?;
+        if i > 0 {
+            options.push_str([",upperdir=", ",workdir="][i - 1]);
+        }
+        options.push_str(p);
+    }
+    // Its extended attributes in the `user.` namespace, which a user namespace may write.
+    options.push_str(",userxattr");
+    // bubblewrap's mount namespace belongs to a user namespace above the runner's; a mount
+    // namespace of the runner's own is one it may mount in.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("making a mount namespace: {e}"))?;
+    mount(
+        Some("overlay"),
+        workdir,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| format!("mounting the overlay: {e}"))?;
+    let upper = File::open(&upper).map_err(|e| format!("opening {}: {e}", upper.display()))?;
+    // They cannot be unmounted here (they came from the namespace above, locked to it):
+    // an empty read-only folder covers each, which no command, holding no capability, can
+    // take away.
+    for hidden in [base, layer] {
+        mount(
+            Some("tmpfs"),
+            hidden,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=0500"),
+        )
+        .map_err(|e| format!("covering {}: {e}", hidden.display()))?;
+    }
+    // Commands start here: in the overlay, not in the folder it covers.
+    std::env::set_current_dir(workdir).map_err(|e| format!("entering the view: {e}"))?;
+    drop_capabilities()?;
+    Ok(upper)
+}
+
+/// Drops every capability, for good: none left to use, to pass on through exec, or to regain.
+fn drop_capabilities() -> Result<(), String> {
+    use caps::CapSet;
+    for set in [
+        CapSet::Ambient,
+        CapSet::Bounding,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| format!("dropping capabilities ({set:?}): {e}"))?;
+    }
+    let left = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;
+    if !left.is_empty() {
+        return Err(format!("capabilities left after dropping them: {left:?}"));
+    }
+    Ok(())
 }

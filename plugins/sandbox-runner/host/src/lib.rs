@@ -185,6 +185,7 @@ pub fn request(command: &str, limits: &ExecLimits, policy: &Policy) -> Request {
     let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
     Request {
         command: command.as_bytes().to_vec(),
+        stdin: Vec::new(),
         rlimits: Rlimits {
             cpu_secs: limits.cpu_secs,
             memory_bytes: if policy.memory {
