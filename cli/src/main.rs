@@ -93,6 +93,11 @@ enum Command {
         /// Also ask each model server for its model list (`GET /models`).
         #[arg(long)]
         ping: bool,
+        /// Also write every task the run would start to FILE, one JSON line each
+        /// (`{"environment", "id", ...the task's data}`): to read them, or to split a generated set
+        /// into training and held-out files. FILE must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        tasks_out: Option<PathBuf>,
     },
     /// Success rate, mean reward, pass@k and spreads, by environment × scaffold × model or any
     /// key, with every evaluator's own verdicts.
@@ -455,7 +460,19 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
             Ok(code)
         }
         Command::Quickstart { out } => quickstart(registry(None)?, out).await,
-        Command::Check { config, ping } => check(&registry(Some(&config))?, &config, ping).await,
+        Command::Check {
+            config,
+            ping,
+            tasks_out,
+        } => {
+            check(
+                &registry(Some(&config))?,
+                &config,
+                ping,
+                tasks_out.as_deref(),
+            )
+            .await
+        }
         Command::Show(args) => show(&args),
         Command::Report(args) => report(&args),
         Command::View(args) => view(&args).await,
@@ -1067,7 +1084,58 @@ async fn run(
 }
 
 /// `trawl check`: builds the whole config as `run` would, and says what the run would be.
-async fn check(registry: &Registry, path: &Path, ping: bool) -> anyhow::Result<ExitCode> {
+/// Writes each environment's tasks as JSON lines to a new file: `{"environment", "id", ...data}`
+/// (the data's own fields at the top level, so a math task's line is a task file line again).
+fn write_tasks(
+    out: &Path,
+    tasks: &std::collections::BTreeMap<String, Vec<trawl_core::Task>>,
+) -> anyhow::Result<usize> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                input(format!(
+                    "--tasks-out {}: the file exists; give a new path (nothing is overwritten)",
+                    out.display()
+                ))
+            } else {
+                anyhow::anyhow!("--tasks-out {}: {e}", out.display())
+            }
+        })?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut n = 0;
+    for (env, list) in tasks {
+        for t in list {
+            let mut line = serde_json::Map::new();
+            line.insert("environment".into(), env.clone().into());
+            line.insert("id".into(), t.id.clone().into());
+            match &t.data {
+                serde_json::Value::Object(fields) => {
+                    for (k, v) in fields {
+                        line.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                other => {
+                    line.insert("data".into(), other.clone());
+                }
+            }
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    w.flush()?;
+    Ok(n)
+}
+
+async fn check(
+    registry: &Registry,
+    path: &Path,
+    ping: bool,
+    tasks_out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let (cfg, map) = ExperimentConfig::load(path, registry).map_err(input)?;
     let report = engine::check(&cfg, &map, registry, ping)
         .await
@@ -1087,12 +1155,17 @@ async fn check(registry: &Registry, path: &Path, ping: bool) -> anyhow::Result<E
         report.combinations.len(),
         cfg.samples
     );
-    for (env, n) in &report.tasks {
+    for (env, tasks) in &report.tasks {
         let evaluators = report.evaluators.get(env).cloned().unwrap_or_default();
         println!(
-            "  environment {env}: {n} task(s), scored by {}",
+            "  environment {env}: {} task(s), scored by {}",
+            tasks.len(),
             evaluators.join(", ")
         );
+    }
+    if let Some(out) = tasks_out {
+        let n = write_tasks(out, &report.tasks)?;
+        println!("  wrote {n} task(s) to {}", out.display());
     }
     for (e, s, m) in &report.combinations {
         println!("  runs {e} × {s} × {m}");

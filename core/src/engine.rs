@@ -777,8 +777,8 @@ async fn build(
 pub struct CheckReport {
     /// Rollouts the run would make (every sample of every combination and task).
     pub rollouts: u64,
-    /// Environment name → its number of tasks.
-    pub tasks: BTreeMap<String, usize>,
+    /// Environment name → its tasks, in the order the run starts them.
+    pub tasks: BTreeMap<String, Vec<Task>>,
     /// The (environment, scaffold, model) combinations that run.
     pub combinations: Vec<(String, String, String)>,
     pub skipped_combinations: Vec<Skipped>,
@@ -820,7 +820,10 @@ pub async fn check(
         ping: Vec::new(),
     };
     for slot in &shared.environments {
-        report.tasks.insert(slot.env.name.clone(), slot.tasks.len());
+        report.tasks.insert(
+            slot.env.name.clone(),
+            slot.tasks.iter().map(|t| Task::clone(t)).collect(),
+        );
         report.evaluators.insert(
             slot.env.name.clone(),
             slot.evaluators
