@@ -277,15 +277,13 @@ def cmd_to_gguf(a):
 def cmd_check(a):
     """The GGUF holds the checkpoint's weights; transformers and trawl answer alike."""
     import numpy as np
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
-
     import torch
+    from gguf import GGUFReader
+
 
     problems = []
     # 1. Weights: every tensor of the GGUF, read back, is the checkpoint's (to F16 rounding).
     state = checkpoint_tensors(a.checkpoint)
-    folder, name = os.path.split(os.path.abspath(a.gguf))
     model_g, _ = load_model(a.gguf)
     worst = 0.0
     for k, v in model_g.state_dict().items():
