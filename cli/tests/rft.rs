@@ -8,20 +8,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::{jsonl, trawl, trawl_ok};
 
 fn python(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(trawl_tests::trainer_python())
-        .args(args)
-        .current_dir(cwd)
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
+    let out = trawl_tests::run_trainer_python(args, cwd);
     let text = trawl_tests::printed(&out);
     assert!(out.status.success(), "python {args:?} failed:\n{text}");
     text

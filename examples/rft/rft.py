@@ -191,10 +191,6 @@ def permute_rope(w, n_head, n_head_kv=None):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def field_value(field):
-    return field.contents()
-
-
 def checkpoint_tensors(path):
     """name -> float32 numpy array, from a checkpoint's safetensors files (no torch needed)."""
     from safetensors.numpy import load_file
@@ -217,12 +213,12 @@ def cmd_to_gguf(a):
     if os.path.exists(a.out):
         sys.exit(f"rft to-gguf: {a.out} exists; nothing is overwritten")
     reader = GGUFReader(a.template)
-    arch = field_value(reader.fields["general.architecture"])
+    arch = reader.fields["general.architecture"].contents()
     if arch != "llama":
         sys.exit(f"{a.template}: general.architecture is {arch!r}; this converter writes llama models")
-    n_block = int(field_value(reader.fields[f"{arch}.block_count"]))
-    n_head = int(field_value(reader.fields[f"{arch}.attention.head_count"]))
-    n_kv = int(field_value(reader.fields[f"{arch}.attention.head_count_kv"]))
+    n_block = int(reader.fields[f"{arch}.block_count"].contents())
+    n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
+    n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
     state = checkpoint_tensors(a.checkpoint)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_block)
     by_gguf = {}
@@ -243,7 +239,7 @@ def cmd_to_gguf(a):
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field_value(field), vtype, sub)
+        writer.add_key_value(key, field.contents(), vtype, sub)
     outtype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL_F32}[a.outtype]
     writer.add_file_type(outtype)
     for t in reader.tensors:

@@ -845,24 +845,35 @@ fn venv_python(name: &str, files: &[(&str, bool)], purpose: &str) -> std::path::
     python
 }
 
-/// Runs `tests/python/check_exports.py` on `files` (format, path) with the trainers' Python and
-/// the tokenizer of the GGUF model at `gguf`; returns its report, failing with its output.
-pub fn check_with_trainers(gguf: &std::path::Path, files: &[(&str, std::path::PathBuf)]) -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_exports.py");
-    let out = std::process::Command::new(trainer_python())
-        .arg(script)
-        .arg(gguf)
-        .args(files.iter().map(|(f, p)| format!("{f}={}", p.display())))
+/// Runs the trainers' Python (see [`trainer_python`]) with `args` in `cwd`, offline (no model
+/// hub, quiet transformers), and returns its output: a test asserts on its status and text.
+pub fn run_trainer_python<I, S>(args: I, cwd: &std::path::Path) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(trainer_python())
+        .args(args)
+        .current_dir(cwd)
         .env("HF_DATASETS_OFFLINE", "1")
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_VERBOSITY", "error")
         .output()
-        .expect("running the trainer checks");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        .expect("running the trainers' Python")
+}
+
+/// Runs `tests/python/check_exports.py` on `files` (format, path) with the trainers' Python and
+/// the tokenizer of the GGUF model at `gguf`; returns its report, failing with its output.
+pub fn check_with_trainers(gguf: &std::path::Path, files: &[(&str, std::path::PathBuf)]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_exports.py");
+    let mut args = vec![script.into_os_string(), gguf.as_os_str().to_owned()];
+    args.extend(
+        files
+            .iter()
+            .map(|(f, p)| format!("{f}={}", p.display()).into()),
     );
+    let out = run_trainer_python(args, std::path::Path::new("."));
+    let report = printed(&out);
     assert!(
         out.status.success(),
         "the trainers' libraries refused an export:\n{report}"
