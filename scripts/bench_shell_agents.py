@@ -113,11 +113,12 @@ class MockServer:
         self.p.wait()
 
 
-def trawl_config(system, url, concurrency, episodes, steps, test_cmd):
+def trawl_config(system, url, concurrency, episodes, steps, test_cmd, engine_calls=None):
+    docker = f'{{ type = "docker", engine_calls = {engine_calls} }}' if engine_calls else '{ type = "docker" }'
     sandbox = {
         "trawl-namespaces": '{ type = "local", isolation = "namespaces" }',
         "trawl-process": '{ type = "local", isolation = "process" }',
-        "trawl-docker": '{ type = "docker" }',
+        "trawl-docker": docker,
     }[system]
     samples = max(1, -(-episodes // 6))  # six bundled tasks
     return f"""name = "bench-{system}-{concurrency}"
@@ -153,7 +154,8 @@ max_tokens = 64
 
 def run_trawl(args, system, url, concurrency, episodes, work):
     cfg = work / "bench.toml"
-    cfg.write_text(trawl_config(system, url, concurrency, episodes, args.steps, args.test_cmd))
+    cfg.write_text(trawl_config(system, url, concurrency, episodes, args.steps, args.test_cmd,
+                                 args.docker_engine_calls))
     out = work / "run"
     cmd = [str(args.trawl), "run", str(cfg), "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "trawl.log", "w"))
@@ -231,6 +233,8 @@ def main():
     ap.add_argument("--mini-python", type=Path, default=ROOT / "target/bench-venv/bin/python")
     ap.add_argument("--test-cmd", default=None,
                     help="the SWE harness's test command (default: its own pytest; `true` leaves pytest out of the evaluation)")
+    ap.add_argument("--docker-engine-calls", type=int, default=None,
+                    help="the docker sandbox's `engine_calls` (default: trawl's own, 16)")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--keep", action="store_true", help="keep each run's folder")
     args = ap.parse_args()

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +98,11 @@ pub struct DockerSandboxConfig {
     /// Deadline on each Docker call that is not a command's output stream.
     #[serde(default = "default_api_timeout")]
     pub api_timeout_secs: f64,
+    /// Calls that make or remove containers and images (create, start, commit, remove, exec
+    /// setup) sent to the engine at once; the rest wait their turn, and each call's deadline
+    /// counts from when it is sent. An engine handed hundreds at once answers none in time.
+    #[serde(default = "default_engine_calls")]
+    pub engine_calls: usize,
     /// Seconds between SIGTERM and SIGKILL when a command runs out of time.
     #[serde(default = "default_grace")]
     pub kill_grace_secs: f64,
@@ -117,6 +123,9 @@ fn default_cpus() -> f64 {
 fn default_api_timeout() -> f64 {
     60.0
 }
+fn default_engine_calls() -> usize {
+    16
+}
 fn default_grace() -> f64 {
     2.0
 }
@@ -135,6 +144,7 @@ impl Default for DockerSandboxConfig {
             cpus: default_cpus(),
             network: false,
             api_timeout_secs: default_api_timeout(),
+            engine_calls: default_engine_calls(),
             kill_grace_secs: default_grace(),
             reap_after_secs: default_reap_after(),
         }
@@ -155,6 +165,12 @@ impl DockerSandboxConfig {
         }
         trawl_core::config::check_secs(self.api_timeout_secs, false)
             .map_err(|m| ("api_timeout_secs", m))?;
+        if !(1..=4096).contains(&self.engine_calls) {
+            return Err((
+                "engine_calls",
+                "give between 1 and 4096 engine calls at once".into(),
+            ));
+        }
         trawl_core::config::check_secs(self.kill_grace_secs, true)
             .map_err(|m| ("kill_grace_secs", m))?;
         Ok(())
@@ -274,6 +290,8 @@ pub struct DockerFactory {
     docker: Docker,
     config: Arc<DockerSandboxConfig>,
     engine: Arc<EngineInfo>,
+    /// Turns for the calls that make or remove things (`engine_calls` of them).
+    turns: Arc<Turns>,
 }
 
 /// What the engine said about itself, for the run's manifest.
@@ -325,6 +343,7 @@ impl DockerFactory {
         };
         let mut factory = DockerFactory {
             docker,
+            turns: Arc::new(Turns::new(config.engine_calls)),
             config: Arc::new(config),
             engine: Arc::new(EngineInfo {
                 version: version.version.unwrap_or_default(),
@@ -358,6 +377,17 @@ impl DockerFactory {
 
     fn api(&self) -> Duration {
         trawl_core::config::secs(self.config.api_timeout_secs)
+    }
+
+    /// Waits for a turn to send a call that makes or removes something; the call is sent, and
+    /// its deadline starts, once this returns. Held until the answer comes.
+    async fn turn(&self) -> Turn<'_> {
+        self.turns.take().await
+    }
+
+    /// The most calls that make or remove things this factory has had in flight at once.
+    pub fn peak_engine_calls(&self) -> usize {
+        self.turns.peak.load(Ordering::Relaxed)
     }
 
     async fn managed_containers(
@@ -454,7 +484,8 @@ impl DockerFactory {
     }
 
     /// Removes every container this process still owns for run `run_id`, each within the API
-    /// deadline, all together within `deadline`. Called when a run ends, however it ends.
+    /// deadline, giving up when none has finished for `deadline`. Called when a run ends,
+    /// however it ends.
     pub async fn shutdown(&self, run_id: &str, deadline: Duration) -> Reaped {
         let mut ids: HashSet<String> = live_containers(run_id).into_iter().collect();
         if let Ok(all) = self.managed_containers().await {
@@ -468,21 +499,27 @@ impl DockerFactory {
                     .map(|(id, _)| id),
             );
         }
-        let removals = ids.into_iter().map(|id| async move {
-            let r = self.remove(&id).await;
-            (id, r)
-        });
+        let mut removals: futures_util::stream::FuturesUnordered<_> = ids
+            .into_iter()
+            .map(|id| async move {
+                let r = self.remove(&id).await;
+                (id, r)
+            })
+            .collect();
         let mut reaped = Reaped::default();
-        match tokio::time::timeout(deadline, futures_util::future::join_all(removals)).await {
-            Ok(results) => {
-                for (id, r) in results {
-                    match r {
-                        Ok(()) => reaped.removed.push(id),
-                        Err(_) => reaped.failed.push(id),
-                    }
+        // They queue for the engine's turns; the deadline is on the wait for the next one to
+        // finish, so hundreds are all removed while the engine keeps answering.
+        loop {
+            match tokio::time::timeout(deadline, removals.next()).await {
+                Ok(Some((id, Ok(())))) => reaped.removed.push(id),
+                Ok(Some((id, Err(_)))) => reaped.failed.push(id),
+                Ok(None) => break,
+                Err(_) => {
+                    drop(removals);
+                    reaped.failed = live_containers(run_id);
+                    break;
                 }
             }
-            Err(_) => reaped.failed = live_containers(run_id),
         }
         // Then the run's snapshots, now that no container of it uses them: those it noted and
         // any whose commit ended after the episode that asked for it was cut short.
@@ -501,15 +538,40 @@ impl DockerFactory {
         reaped
     }
 
-    /// Force-removes one container (killing what runs in it), with its volumes.
+    /// Force-removes one container (killing what runs in it), with its volumes. A removal the
+    /// engine fails with a server error (a busy file system: fuse-overlayfs answers "unable to
+    /// remove filesystem" while a killed process still holds it) is tried again, with growing
+    /// pauses, for up to the API deadline after the first such answer.
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let mut retry_until = None;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.remove_once(id).await {
+                Err(Retry(message)) => {
+                    let until = *retry_until.get_or_insert_with(|| Instant::now() + self.api());
+                    if Instant::now() + pause > until {
+                        return Err(infra("removing a container", message));
+                    }
+                    tracing::debug!(%id, error = %message, "removing a container again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Ok(done) => return done,
+            }
+        }
+    }
+
+    /// One removal call; `Err` when the engine answered with an error worth trying again.
+    async fn remove_once(&self, id: &str) -> Result<Result<(), SandboxError>, Retry> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        match tokio::time::timeout(self.api(), self.docker.remove_container(id, Some(options)))
-            .await
-        {
+        let turn = self.turn().await;
+        let answer =
+            tokio::time::timeout(self.api(), self.docker.remove_container(id, Some(options))).await;
+        drop(turn);
+        Ok(match answer {
             Ok(Ok(())) => {
                 untrack(id);
                 Ok(())
@@ -524,9 +586,13 @@ impl DockerFactory {
             Ok(Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             })) => self.wait_gone(id).await,
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message,
+            })) => return Err(Retry(message)),
             Ok(Err(e)) => Err(infra("removing a container", e)),
             Err(_) => Err(infra("removing a container", "no answer in time")),
-        }
+        })
     }
 
     /// Waits, within the API deadline, until container `id` no longer exists.
@@ -675,13 +741,15 @@ impl DockerFactory {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let created = match tokio::time::timeout(
+        let turn = self.turn().await;
+        let created = tokio::time::timeout(
             self.api(),
             self.docker
                 .create_container(Some(CreateContainerOptionsBuilder::default().build()), body),
         )
-        .await
-        {
+        .await;
+        drop(turn);
+        let created = match created {
             Ok(Ok(r)) => r,
             Ok(Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -700,12 +768,14 @@ impl DockerFactory {
             runner_inside: Default::default(),
             snapshots: Arc::default(),
         };
+        let turn = self.turn().await;
         within(
             self.api(),
             "starting a container",
             self.docker.start_container(&sandbox.id, None),
         )
         .await?;
+        drop(turn);
         if serve.is_some() {
             let inspected = within(
                 self.api(),
@@ -746,7 +816,7 @@ impl DockerFactory {
     /// Returns the image's name.
     pub async fn freeze(&self, container: &str, workdir: &str) -> Result<String, SandboxError> {
         static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -762,6 +832,7 @@ impl DockerFactory {
 
     /// Removes an image this process made (a snapshot), if no container still uses it.
     pub async fn remove_image(&self, image: &str) {
+        let _turn = self.turn().await;
         let r = tokio::time::timeout(
             self.api(),
             self.docker.remove_image(
@@ -790,6 +861,7 @@ impl DockerFactory {
             .tag(tag)
             .pause(true)
             .build();
+        let _turn = self.turn().await;
         within(
             self.api() * 5,
             "committing a container",
@@ -806,6 +878,49 @@ impl DockerFactory {
         .map(|_| ())
     }
 }
+
+/// At most `engine_calls` calls in flight, and the most there have been.
+struct Turns {
+    permits: tokio::sync::Semaphore,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// One call's turn; the next waiting call goes when it is dropped.
+struct Turn<'a> {
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    in_flight: &'a AtomicUsize,
+}
+
+impl Turns {
+    fn new(calls: usize) -> Self {
+        Turns {
+            permits: tokio::sync::Semaphore::new(calls),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    async fn take(&self) -> Turn<'_> {
+        // The semaphore is never closed, so this only waits.
+        let permit = self.permits.acquire().await.ok();
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Turn {
+            _permit: permit,
+            in_flight: &self.in_flight,
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A removal the engine refused with a server error, worth trying again.
+struct Retry(String);
 
 /// The error for an image the engine lacks: nothing can be pulled here, so say how to make it.
 pub fn missing_image(image: &str) -> SandboxError {
@@ -942,6 +1057,7 @@ impl DockerSandbox {
         config: ExecConfig,
     ) -> Result<(String, bollard::exec::StartExecResults), SandboxError> {
         let docker = self.factory.client();
+        let _turn = self.factory.turn().await;
         let exec = within(
             self.factory.api(),
             "creating an exec",
@@ -980,6 +1096,7 @@ impl DockerSandbox {
         let options = UploadToContainerOptionsBuilder::default()
             .path(dest)
             .build();
+        let _turn = self.factory.turn().await;
         within(
             self.factory.api(),
             "copying files in",
@@ -1141,9 +1258,7 @@ impl Sandbox for DockerSandbox {
         // The runner goes first (its exec ends, and it kills what it ran); its binary stays
         // in the file system, and in the snapshot.
         let had_runner = self.session.lock().await.take().is_some()
-            || self
-                .runner_inside
-                .load(std::sync::atomic::Ordering::Relaxed);
+            || self.runner_inside.load(Ordering::Relaxed);
         // The commit runs to its end, and is noted, even if this episode is cut short
         // meanwhile; the backend's shutdown waits for it before it removes the snapshots.
         let guard = self.snapshots.freezing.clone().read_owned().await;
@@ -1261,6 +1376,9 @@ mod tests {
         assert!(c.validate().is_ok());
         c.cpus = 0.0;
         assert_eq!(c.validate().map_err(|e| e.0), Err("cpus"));
+        c.cpus = 1.0;
+        c.engine_calls = 0;
+        assert_eq!(c.validate().map_err(|e| e.0), Err("engine_calls"));
     }
 
     #[test]
@@ -1390,9 +1508,7 @@ impl trawl_core::sandbox::SandboxBackend for DockerBackend {
         let mut sandbox = factory
             .create_serving(image, workdir, &self.run_name, spec.serve)
             .await?;
-        sandbox
-            .runner_inside
-            .store(runner, std::sync::atomic::Ordering::Relaxed);
+        sandbox.runner_inside.store(runner, Ordering::Relaxed);
         sandbox.snapshots = self.snapshots.clone();
         Ok(Box::new(sandbox))
     }

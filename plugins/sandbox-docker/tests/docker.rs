@@ -12,8 +12,12 @@ const IMAGE: &str = "trawl-swe-base:latest";
 /// The factory, or `None` (with a note) where this machine has no engine or image. Under CI
 /// both are required, so a missing one fails instead of skipping.
 async fn factory() -> Option<DockerFactory> {
+    factory_with(DockerSandboxConfig::default()).await
+}
+
+async fn factory_with(config: DockerSandboxConfig) -> Option<DockerFactory> {
     let required = std::env::var_os("CI").is_some();
-    let f = match DockerFactory::connect(DockerSandboxConfig::default()).await {
+    let f = match DockerFactory::connect(config).await {
         Ok(f) => f,
         Err(e) if !required => {
             eprintln!("skipping: {e}");
@@ -262,6 +266,40 @@ async fn a_dropped_sandbox_and_a_panicking_task_leave_no_container() {
     );
     let reaped = f.shutdown(run, Duration::from_secs(30)).await;
     assert!(reaped.failed.is_empty());
+    assert!(containers_with_label(&format!("{LABEL_RUN}={run}"))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn many_sandboxes_at_once_wait_their_turn_at_the_engine() {
+    // Two calls at a time: sixteen sandboxes made, used and removed all together queue for the
+    // engine instead of sending it sixteen calls at once (which, at the scale of hundreds, run
+    // past the deadline). Each call's deadline counts from when it is sent.
+    let config = DockerSandboxConfig {
+        engine_calls: 2,
+        ..DockerSandboxConfig::default()
+    };
+    let Some(f) = factory_with(config).await else {
+        return;
+    };
+    let run = "test-turns";
+    let episodes = (0..16).map(|i| {
+        let f = f.clone();
+        async move {
+            let s = f.create(IMAGE, "/tmp", run).await?;
+            let r = s.exec(&format!("echo {i}"), &limits(30.0)).await?;
+            s.close().await?;
+            Ok::<_, trawl_core::sandbox::SandboxError>(r.stdout)
+        }
+    });
+    let outputs = futures_util::future::join_all(episodes).await;
+    for (i, out) in outputs.into_iter().enumerate() {
+        assert_eq!(out.expect("episode"), format!("{i}\n"));
+    }
+    // Sixteen ran together, yet no more than two calls were ever in flight; and the queue was
+    // used (two at once were seen).
+    assert_eq!(f.peak_engine_calls(), 2);
     assert!(containers_with_label(&format!("{LABEL_RUN}={run}"))
         .await
         .is_empty());
