@@ -385,6 +385,16 @@ impl DockerFactory {
         self.turns.take().await
     }
 
+    /// Sends `call` once a turn is free, with `limit` counting from then.
+    async fn queued<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        call: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        let _turn = self.turn().await;
+        tokio::time::timeout(limit, call).await
+    }
+
     /// The most calls that make or remove things this factory has had in flight at once.
     pub fn peak_engine_calls(&self) -> usize {
         self.turns.peak.load(Ordering::Relaxed)
@@ -567,10 +577,9 @@ impl DockerFactory {
             .force(true)
             .v(true)
             .build();
-        let turn = self.turn().await;
-        let answer =
-            tokio::time::timeout(self.api(), self.docker.remove_container(id, Some(options))).await;
-        drop(turn);
+        let answer = self
+            .queued(self.api(), self.docker.remove_container(id, Some(options)))
+            .await;
         Ok(match answer {
             Ok(Ok(())) => {
                 untrack(id);
@@ -741,15 +750,14 @@ impl DockerFactory {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let turn = self.turn().await;
-        let created = tokio::time::timeout(
-            self.api(),
-            self.docker
-                .create_container(Some(CreateContainerOptionsBuilder::default().build()), body),
-        )
-        .await;
-        drop(turn);
-        let created = match created {
+        let created = match self
+            .queued(
+                self.api(),
+                self.docker
+                    .create_container(Some(CreateContainerOptionsBuilder::default().build()), body),
+            )
+            .await
+        {
             Ok(Ok(r)) => r,
             Ok(Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -832,16 +840,16 @@ impl DockerFactory {
 
     /// Removes an image this process made (a snapshot), if no container still uses it.
     pub async fn remove_image(&self, image: &str) {
-        let _turn = self.turn().await;
-        let r = tokio::time::timeout(
-            self.api(),
-            self.docker.remove_image(
-                image,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            ),
-        )
-        .await;
+        let r = self
+            .queued(
+                self.api(),
+                self.docker.remove_image(
+                    image,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                ),
+            )
+            .await;
         if let Ok(Err(e)) = r {
             tracing::debug!(%image, error = %e, "a snapshot image stays");
         }
