@@ -24,6 +24,11 @@ pub const BASE_IMAGE: &str = "trawl-swe-base:latest";
 pub use trawl_swe::TESTBED;
 /// Debian packages in the base image.
 pub const BASE_PACKAGES: &str = "python3,python3-pytest,git,procps,patch,ca-certificates";
+/// The label holding the key of what an image was built from: an image whose key differs
+/// from what it would be built from now is built again.
+pub const KEY_LABEL: &str = "trawl.content-key";
+/// Changed when the way the images are built changes (their keys change with it).
+const RECIPE: &str = "trawl swe images, recipe 1";
 
 /// How `trawl swe build-images` builds.
 #[derive(Debug, Clone)]
@@ -58,19 +63,70 @@ fn split_tag(image: &str) -> (&str, &str) {
     }
 }
 
-/// Builds the base image unless it is there already. Returns whether it built.
+/// The key of the base image `options` would build: its suite and packages.
+pub fn base_key(options: &BuildOptions) -> String {
+    trawl_core::fetch::sha256_hex(
+        format!("{RECIPE}\nbase\n{}\n{BASE_PACKAGES}\n", options.suite).as_bytes(),
+    )
+}
+
+/// The key of bundled repository `name`'s image: the base's key and the repository's content.
+pub fn repo_key(options: &BuildOptions, name: &str) -> Result<String, String> {
+    Ok(trawl_core::fetch::sha256_hex(
+        format!(
+            "{}\n{name}\n{}\n",
+            base_key(options),
+            repos::content_key(name)?
+        )
+        .as_bytes(),
+    ))
+}
+
+/// Whether `image` is there and was built from what `key` says; logs what it found.
+async fn current(
+    factory: &DockerFactory,
+    image: &str,
+    key: &str,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<bool, String> {
+    match factory
+        .image_label(image, KEY_LABEL)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(k) if k == key => {
+            log(&format!("{image}: present, up to date"));
+            Ok(true)
+        }
+        Some(_) => {
+            log(&format!(
+                "{image}: built from other content; building it again"
+            ));
+            // Untagged now, so that it does not linger once replaced (an image others are
+            // built on stays until they are replaced too).
+            factory.remove_image(image).await;
+            Ok(false)
+        }
+        None if factory.has_image(image).await.map_err(|e| e.to_string())? => {
+            log(&format!(
+                "{image}: present without a content key; building it again"
+            ));
+            factory.remove_image(image).await;
+            Ok(false)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Builds the base image unless it is there already, built from the same suite and packages.
+/// Returns whether it built.
 pub async fn build_base(
     factory: &DockerFactory,
     options: &BuildOptions,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<bool, String> {
-    if !options.rebuild
-        && factory
-            .has_image(BASE_IMAGE)
-            .await
-            .map_err(|e| e.to_string())?
-    {
-        log(&format!("{BASE_IMAGE}: present"));
+    let key = base_key(options);
+    if !options.rebuild && current(factory, BASE_IMAGE, &key, log).await? {
         return Ok(false);
     }
     let Some(debootstrap) = which("debootstrap") else {
@@ -146,13 +202,18 @@ pub async fn build_base(
         return Err(format!("tar of the root file system failed ({status})"));
     }
     log(&format!("{BASE_IMAGE}: importing"));
-    import_rootfs(factory, &tarball, BASE_IMAGE).await?;
+    import_rootfs(factory, &tarball, BASE_IMAGE, &key).await?;
     log(&format!("{BASE_IMAGE}: built"));
     Ok(true)
 }
 
-/// `docker import`: a root file system tarball becomes image `image`.
-async fn import_rootfs(factory: &DockerFactory, tarball: &Path, image: &str) -> Result<(), String> {
+/// `docker import`: a root file system tarball becomes image `image`, labelled with `key`.
+async fn import_rootfs(
+    factory: &DockerFactory,
+    tarball: &Path,
+    image: &str,
+    key: &str,
+) -> Result<(), String> {
     let (repo, tag) = split_tag(image);
     let file = tokio::fs::File::open(tarball)
         .await
@@ -162,6 +223,7 @@ async fn import_rootfs(factory: &DockerFactory, tarball: &Path, image: &str) -> 
         .from_src("-")
         .repo(repo)
         .tag(tag)
+        .changes(vec![format!("LABEL {KEY_LABEL}={key}")])
         .build();
     let mut stream = factory
         .client()
@@ -177,7 +239,8 @@ async fn import_rootfs(factory: &DockerFactory, tarball: &Path, image: &str) -> 
         .map_err(|_| format!("docker import of {image} took over 10 minutes"))?
 }
 
-/// Builds the image of bundled repository `name` from the base (built first if missing).
+/// Builds the image of bundled repository `name` from the base (built first if missing or out
+/// of date), unless it is there already, built from the same base and repository content.
 pub async fn build_repo_image(
     factory: &DockerFactory,
     name: &str,
@@ -185,15 +248,12 @@ pub async fn build_repo_image(
     options: &BuildOptions,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<bool, String> {
-    if !options.rebuild && factory.has_image(image).await.map_err(|e| e.to_string())? {
-        log(&format!("{image}: present"));
+    let key = repo_key(options, name)?;
+    if !options.rebuild && current(factory, image, &key, log).await? {
         return Ok(false);
     }
-    if !factory
-        .has_image(BASE_IMAGE)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    // The base as it is now (`trawl swe build-images --rebuild` has just rebuilt it).
+    if !current(factory, BASE_IMAGE, &base_key(options), log).await? {
         build_base(factory, options, log).await?;
     }
     let src = tempfile::tempdir().map_err(|e| format!("cannot create a temporary folder: {e}"))?;
@@ -229,8 +289,9 @@ pub async fn build_repo_image(
             ));
         }
         let (repo, tag) = split_tag(image);
+        let labels = std::collections::HashMap::from([(KEY_LABEL.to_string(), key.clone())]);
         factory
-            .commit(&sandbox, repo, tag, TESTBED)
+            .commit_with_labels(&sandbox, repo, tag, TESTBED, labels)
             .await
             .map_err(|e| e.to_string())
     }

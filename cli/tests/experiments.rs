@@ -779,7 +779,7 @@ fn check_passes_every_example_config() {
         lib("trawl_word_game"),
         lib("trawl_answer_format"),
     ];
-    let mut checked = 0;
+    let (mut checked, mut skipped) = (0, 0);
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
@@ -790,7 +790,9 @@ fn check_passes_every_example_config() {
             .is_some_and(|n| n.to_string_lossy().starts_with("swe"))
             && !trawl_tests::swe_images_present()
         {
-            panic!("the SWE images are missing: run `trawl swe build-images` first (CI does)");
+            // Recorded as a skip (or failed, outside `cargo xtask test`) by the check above.
+            skipped += 1;
+            continue;
         }
         let mut args = vec!["check".to_string(), path.to_string_lossy().into_owned()];
         for p in &plugins {
@@ -801,7 +803,7 @@ fn check_passes_every_example_config() {
         assert!(out.contains(": ok — "), "{out}");
         checked += 1;
     }
-    assert!(checked >= 12, "only {checked} example configs");
+    assert!(checked + skipped >= 12, "only {checked} example configs");
 }
 
 /// Every config error `run` reports before its first rollout, `check` reports the same way.

@@ -317,3 +317,70 @@ fn trajectories_of_other_tools_import_once_and_export() {
         .unwrap()
         .contains("diff --git"));
 }
+
+/// The images are keyed by what they are built from: an image of a bundled repository whose
+/// key label is not its content's is built again (and then carries the right key), and one
+/// that is up to date is left as it is.
+#[test]
+fn an_image_built_from_other_content_is_built_again_and_a_current_one_is_kept() {
+    if !swe_images_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("trawl-test/stale-textkit:{}", std::process::id());
+    // A stale image under that name: the base, whose key is not textkit's.
+    let tagged = Command::new("docker")
+        .args(["tag", "trawl-swe-base:latest", &image])
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+    let instances = dir.path().join("instances.jsonl");
+    let bundled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../environments/swe/data/instances.jsonl"),
+    )
+    .unwrap();
+    let mut textkit: Value = serde_json::from_str(
+        bundled
+            .lines()
+            .find(|l| l.contains("\"trawl-bench/textkit\""))
+            .unwrap(),
+    )
+    .unwrap();
+    textkit["image_name"] = Value::String(image.clone());
+    std::fs::write(&instances, format!("{textkit}\n")).unwrap();
+    let key = |image: &str| {
+        let out = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                image,
+                "--format",
+                "{{index .Config.Labels \"trawl.content-key\"}} {{.Id}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let base = key("trawl-swe-base:latest");
+    let args = [
+        "swe",
+        "build-images",
+        "--instances",
+        instances.to_str().unwrap(),
+    ];
+    let first = trawl_ok(&args, dir.path());
+    assert!(first.contains("built from other content"), "{first}");
+    let rebuilt = key(&image);
+    let real = key("trawl-swe/textkit:latest");
+    // textkit's key, on a new image (not the base's key, not the base).
+    assert_eq!(
+        rebuilt.split(' ').next(),
+        real.split(' ').next(),
+        "{rebuilt} vs {real}"
+    );
+    assert_ne!(rebuilt.split(' ').next(), base.split(' ').next());
+    let second = trawl_ok(&args, dir.path());
+    assert!(second.contains("present, up to date"), "{second}");
+    assert_eq!(key(&image), rebuilt, "an up-to-date image was rebuilt");
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+}

@@ -22,6 +22,14 @@ pub fn trawl_home() -> PathBuf {
     home.join(".cache").join("trawl")
 }
 
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;

@@ -3,6 +3,9 @@
 //! Retry-After, 500, a garbage body, a hang, a dropped connection). Tests and benchmarks start
 //! it in-process or as the `trawl-mock-server` binary.
 
+/// What a test needs from the machine (a missing tool fails or is counted as a skip).
+pub use trawl_test_needs as needs;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -658,19 +661,16 @@ pub fn swe_policy(fixes: Vec<SweFix>, style: SweStyle) -> Handler {
     })
 }
 
-/// Whether the Docker engine answers and holds the bundled SWE images. Under CI (where
-/// `.ci/run` builds them) their absence fails the calling test instead of skipping it.
+/// Whether the Docker engine answers and holds the bundled SWE images. Where it does not, the
+/// calling test is recorded as skipped under `cargo xtask test` (and returns), and fails
+/// anywhere else, naming the step that builds them ([`needs::missing`]).
 pub fn swe_images_present() -> bool {
     let ok = std::process::Command::new("docker")
         .args(["image", "inspect", "trawl-swe/textkit:latest"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs the Docker engine and the SWE images (trawl swe build-images)"
-        );
-        eprintln!("skipping: no Docker engine or no SWE images; run `trawl swe build-images`");
+        needs::missing(needs::DOCKER_IMAGES, "no image trawl-swe/textkit:latest");
     }
     ok
 }
@@ -725,18 +725,7 @@ pub fn plugin_libraries() -> &'static std::path::Path {
         };
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "--locked"]);
-        for p in [
-            "trawl-keyword-rubric",
-            "trawl-word-game",
-            "trawl-answer-format",
-            "trawl-test-panicky",
-            "trawl-test-future-abi",
-            "trawl-test-missing-entry",
-            "trawl-test-abi-v1",
-            "trawl-plan-act",
-            "trawl-replay-model",
-            "trawl-sandbox-tempdir",
-        ] {
+        for p in plugin_packages() {
             cmd.args(["-p", p]);
         }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
@@ -755,6 +744,14 @@ pub fn plugin_libraries() -> &'static std::path::Path {
     })
 }
 
+/// The plugin crates [`plugin_libraries`] builds, from `tests/plugin-packages.txt`.
+pub fn plugin_packages() -> impl Iterator<Item = &'static str> {
+    include_str!("../plugin-packages.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
 /// The path of one plugin library built by [`plugin_libraries`]: `name` is the crate's name with
 /// underscores (`trawl_word_game`).
 pub fn plugin_library(name: &str) -> std::path::PathBuf {
@@ -762,87 +759,38 @@ pub fn plugin_library(name: &str) -> std::path::PathBuf {
 }
 
 /// The Python of a virtualenv with the trainers' libraries pinned in `tests/python/`
-/// (`datasets`, `pyarrow`, `transformers`, TRL), at `target/trainers-venv`: made with the
-/// system `python3 -m venv` and pip from PyPI the first time, reused after. `.ci/run` makes it
-/// before the tests; a developer's first `cargo test` makes it here.
+/// (`datasets`, `pyarrow`, `transformers`, TRL), at `target/trainers-venv`: made by
+/// `tests/python/venv.py` with the system `python3 -m venv` and pip from PyPI the first time,
+/// and again only when its requirement files change. `cargo xtask test` makes it beside the
+/// build; a plain `cargo test` makes it here.
 pub fn trainer_python() -> std::path::PathBuf {
     static READY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    READY
-        .get_or_init(|| {
-            venv_python(
-                "trainers-venv",
-                &[
-                    ("requirements.txt", false),
-                    ("requirements-nodeps.txt", true),
-                ],
-                "the trainer checks",
-            )
-        })
-        .clone()
+    READY.get_or_init(|| venv_python("trainers-venv")).clone()
 }
 
 /// The Python of a virtualenv with `openenv-core` 0.3 (`tests/python/requirements-openenv.txt`,
 /// pinned), at `target/openenv-venv`, made like [`trainer_python`]'s.
 pub fn openenv_python() -> std::path::PathBuf {
     static READY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    READY
-        .get_or_init(|| {
-            venv_python(
-                "openenv-venv",
-                &[("requirements-openenv.txt", false)],
-                "the OpenEnv tests",
-            )
-        })
-        .clone()
+    READY.get_or_init(|| venv_python("openenv-venv")).clone()
 }
 
-/// A virtualenv at `target/{name}` with the requirement files of `tests/python/` installed
-/// (each with `--no-deps` where marked), remade only when those files change.
-fn venv_python(name: &str, files: &[(&str, bool)], purpose: &str) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("../target").join(name);
-    let python = venv.join("bin/python");
-    let stamp = venv.join("trawl-requirements.txt");
-    let wanted = files
-        .iter()
-        .map(|(f, _)| {
-            std::fs::read_to_string(root.join("python").join(f)).expect("tests/python requirements")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return python;
-    }
-    let run = |cmd: &mut std::process::Command| {
-        let out = cmd.output().expect("running python");
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed:\n{}{}\n  hint: {purpose} need python3 with venv (Debian: apt-get install python3-venv) and PyPI",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let _ = std::fs::remove_dir_all(&venv);
-    run(std::process::Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv));
-    for (file, no_deps) in files {
-        let mut c = std::process::Command::new(&python);
-        c.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ]);
-        if *no_deps {
-            c.arg("--no-deps");
-        }
-        c.arg("-r").arg(root.join("python").join(file));
-        run(&mut c);
-    }
-    std::fs::write(&stamp, wanted).expect("writing the venv stamp");
-    python
+/// The Python of virtualenv `name` of `tests/python/venv.py`, which makes it when it is
+/// missing or out of date (one process at a time; the others wait for it).
+fn venv_python(name: &str) -> std::path::PathBuf {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(name)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "python3 {} {name} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// Runs the trainers' Python (see [`trainer_python`]) with `args` in `cwd`, offline (no model

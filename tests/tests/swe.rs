@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use trawl_core::engine::StopSignal;
 use trawl_core::{ExitStatus, TrajectoryRecord};
 use trawl_sandbox_docker as _; // the sandbox kinds SWE instances run in
@@ -183,7 +181,7 @@ async fn swe_tools_scaffold_in_containers_native_and_xml() {
 
 #[tokio::test]
 async fn both_scaffolds_in_the_local_sandbox() {
-    if !Path::new("/usr/bin/python3").exists() {
+    if !trawl_tests::needs::system_pytest("the local sandbox runs the repository's tests") {
         return;
     }
     let (_d, records) = run_style(

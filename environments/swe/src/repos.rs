@@ -187,6 +187,21 @@ pub fn materialize(name: &str, dest: &Path) -> Result<String, String> {
     git(dest, &["rev-parse", "HEAD"])
 }
 
+/// A key of bundled repository `name`'s content (SHA-256 of its files' paths and bytes): what
+/// an image holding it was built from, so that a changed repository gets a new image.
+pub fn content_key(name: &str) -> Result<String, String> {
+    let mut all = Vec::new();
+    for (_, path, contents) in FILES.iter().filter(|(r, _, _)| *r == name) {
+        for part in [path.as_bytes(), b"\0", contents.as_bytes(), b"\0"] {
+            all.extend_from_slice(part);
+        }
+    }
+    if all.is_empty() {
+        return Err(format!("there is no bundled repository named `{name}`"));
+    }
+    Ok(trawl_core::fetch::sha256_hex(&all))
+}
+
 /// The bundled repository `name` as a git repository under trawl's cache
 /// (`$TRAWL_HOME/swe/repos/trawl-bench__NAME`), made on first use. Returns its folder.
 pub fn cached(name: &str) -> Result<std::path::PathBuf, String> {

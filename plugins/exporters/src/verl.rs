@@ -15,13 +15,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Fields, Schema};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnWriter;
+use parquet::data_type::ByteArray;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use serde::Deserialize;
 use serde_json::Value;
 use trawl_core::registry::{BuildContext, ComponentError, ExporterConfig};
@@ -99,130 +97,202 @@ impl VerlExporter {
         }
     }
 
-    fn batch(&self, groups: &[Group]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        let string = |name: &str| Field::new(name, DataType::Utf8, false);
-        let message_fields = Fields::from(vec![string("role"), string("content")]);
-        let mut data_source = StringBuilder::new();
-        let mut ability = StringBuilder::new();
-        let mut roles = StringBuilder::new();
-        let mut contents = StringBuilder::new();
-        let mut offsets: Vec<i32> = vec![0];
-        let mut messages_so_far: i32 = 0;
-        let mut style = StringBuilder::new();
-        let mut truth = StringBuilder::new();
-        let mut split = StringBuilder::new();
-        let mut index = Int64Builder::new();
-        let mut need_tools = BooleanBuilder::new();
-        let mut task_id = StringBuilder::new();
-        let mut environment = StringBuilder::new();
-        let mut tools = StringBuilder::new();
-        let mut task = StringBuilder::new();
-        let mut rollouts = Int64Builder::new();
-        let mut successes = Int64Builder::new();
-        let mut mean_reward = Float64Builder::new();
+    /// The rows' columns, in the order of [`SCHEMA`]'s leaves.
+    fn columns(&self, groups: &[Group]) -> Vec<Column> {
+        let mut c = Columns::default();
         for (i, g) in groups.iter().enumerate() {
-            data_source.append_value(self.config.data_source.as_deref().unwrap_or(&g.environment));
-            ability.append_value(self.config.ability.as_deref().unwrap_or(&g.environment));
-            for m in g.prompt.as_array().map(Vec::as_slice).unwrap_or_default() {
-                roles.append_value(m.get("role").and_then(Value::as_str).unwrap_or("user"));
-                contents.append_value(m.get("content").and_then(Value::as_str).unwrap_or(""));
-                messages_so_far = messages_so_far.checked_add(1).ok_or_else(|| {
-                    arrow_schema::ArrowError::ComputeError("over 2^31 prompt messages".into())
-                })?;
+            c.data_source.push(
+                self.config
+                    .data_source
+                    .as_deref()
+                    .unwrap_or(&g.environment)
+                    .into(),
+            );
+            let messages = g.prompt.as_array().map(Vec::as_slice).unwrap_or_default();
+            if messages.is_empty() {
+                // An empty list: one level entry, defined only down to the list itself.
+                c.prompt_levels.push((0, 0));
             }
-            offsets.push(messages_so_far);
-            style.append_value("rule");
-            truth.append_value(self.ground_truth(g).unwrap_or_default());
-            split.append_value(&self.config.split);
-            index.append_value(i as i64);
-            let tool_list = g.tools.as_str().unwrap_or("[]");
+            for (j, m) in messages.iter().enumerate() {
+                c.roles.push(
+                    m.get("role")
+                        .and_then(Value::as_str)
+                        .unwrap_or("user")
+                        .into(),
+                );
+                c.contents.push(
+                    m.get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                );
+                c.prompt_levels.push((1, i16::from(j > 0)));
+            }
+            c.ability.push(
+                self.config
+                    .ability
+                    .as_deref()
+                    .unwrap_or(&g.environment)
+                    .into(),
+            );
+            c.style.push("rule".into());
+            c.truth.push(ByteArray::from(
+                self.ground_truth(g).unwrap_or_default().into_bytes(),
+            ));
+            c.split.push(self.config.split.as_str().into());
+            c.index.push(i as i64);
             // trawl serves its environments' tools itself: there are no verl tool kwargs to
             // pass, and verl warns when it is told to expect some and finds none.
-            need_tools.append_value(false);
-            task_id.append_value(&g.task);
-            environment.append_value(&g.environment);
-            tools.append_value(tool_list);
-            task.append_value(g.task_data.to_string());
-            rollouts.append_value(g.rollouts.len() as i64);
-            successes.append_value(g.rollouts.iter().filter(|r| r.success).count() as i64);
-            mean_reward.append_value(
+            c.need_tools.push(false);
+            c.task_id.push(g.task.as_str().into());
+            c.environment.push(g.environment.as_str().into());
+            c.tools.push(g.tools.as_str().unwrap_or("[]").into());
+            c.task
+                .push(ByteArray::from(g.task_data.to_string().into_bytes()));
+            c.rollouts.push(g.rollouts.len() as i64);
+            c.successes
+                .push(g.rollouts.iter().filter(|r| r.success).count() as i64);
+            c.mean_reward.push(
                 g.rollouts.iter().map(|r| r.reward).sum::<f64>() / g.rollouts.len().max(1) as f64,
             );
         }
-        let messages = StructArray::try_new(
-            message_fields.clone(),
-            vec![
-                Arc::new(roles.finish()) as ArrayRef,
-                Arc::new(contents.finish()),
-            ],
-            None,
-        )?;
-        let item = Arc::new(Field::new("item", DataType::Struct(message_fields), false));
-        let prompt = ListArray::try_new(
-            item.clone(),
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            Arc::new(messages),
-            None,
-        )?;
-        let reward_fields = Fields::from(vec![string("style"), string("ground_truth")]);
-        let reward_model = StructArray::try_new(
-            reward_fields.clone(),
-            vec![
-                Arc::new(style.finish()) as ArrayRef,
-                Arc::new(truth.finish()),
-            ],
-            None,
-        )?;
-        let extra_fields = Fields::from(vec![
-            string("split"),
-            Field::new("index", DataType::Int64, false),
-            Field::new("need_tools_kwargs", DataType::Boolean, false),
-            string("task_id"),
-            string("environment"),
-            string("tools"),
-            string("task"),
-            Field::new("rollouts", DataType::Int64, false),
-            Field::new("successes", DataType::Int64, false),
-            Field::new("mean_reward", DataType::Float64, false),
-        ]);
-        let extra_info = StructArray::try_new(
-            extra_fields.clone(),
-            vec![
-                Arc::new(split.finish()) as ArrayRef,
-                Arc::new(index.finish()),
-                Arc::new(need_tools.finish()),
-                Arc::new(task_id.finish()),
-                Arc::new(environment.finish()),
-                Arc::new(tools.finish()),
-                Arc::new(task.finish()),
-                Arc::new(rollouts.finish()),
-                Arc::new(successes.finish()),
-                Arc::new(mean_reward.finish()),
-            ],
-            None,
-        )?;
-        let schema = Schema::new(vec![
-            string("data_source"),
-            Field::new("prompt", DataType::List(item), false),
-            string("ability"),
-            Field::new("reward_model", DataType::Struct(reward_fields), false),
-            Field::new("extra_info", DataType::Struct(extra_fields), false),
-        ]);
-        RecordBatch::try_new(
-            Arc::new(schema),
-            vec![
-                Arc::new(data_source.finish()) as ArrayRef,
-                Arc::new(prompt),
-                Arc::new(ability.finish()),
-                Arc::new(reward_model),
-                Arc::new(extra_info),
-            ],
-        )
+        let (defs, reps): (Vec<i16>, Vec<i16>) = c.prompt_levels.iter().copied().unzip();
+        let nested = |values| Column::Text(values, Some((defs.clone(), reps.clone())));
+        vec![
+            Column::Text(c.data_source, None),
+            nested(c.roles),
+            nested(c.contents),
+            Column::Text(c.ability, None),
+            Column::Text(c.style, None),
+            Column::Text(c.truth, None),
+            Column::Text(c.split, None),
+            Column::Int(c.index),
+            Column::Bool(c.need_tools),
+            Column::Text(c.task_id, None),
+            Column::Text(c.environment, None),
+            Column::Text(c.tools, None),
+            Column::Text(c.task, None),
+            Column::Int(c.rollouts),
+            Column::Int(c.successes),
+            Column::Float(c.mean_reward),
+        ]
+    }
+
+    /// The rows as one Parquet file (one row group, Snappy).
+    fn parquet(&self, groups: &[Group]) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+        let schema = Arc::new(parquet::schema::parser::parse_message_type(SCHEMA)?);
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+        );
+        let mut bytes = Vec::new();
+        let mut writer = SerializedFileWriter::new(&mut bytes, schema, props)?;
+        let mut row_group = writer.next_row_group()?;
+        let mut columns = self.columns(groups).into_iter();
+        while let Some(mut col) = row_group.next_column()? {
+            let Some(values) = columns.next() else {
+                return Err(parquet::errors::ParquetError::General(
+                    "the schema has more columns than the rows".into(),
+                ));
+            };
+            match (col.untyped(), values) {
+                (ColumnWriter::ByteArrayColumnWriter(w), Column::Text(v, levels)) => {
+                    let levels = levels.as_ref();
+                    w.write_batch(
+                        &v,
+                        levels.map(|l| l.0.as_slice()),
+                        levels.map(|l| l.1.as_slice()),
+                    )?;
+                }
+                (ColumnWriter::Int64ColumnWriter(w), Column::Int(v)) => {
+                    w.write_batch(&v, None, None)?;
+                }
+                (ColumnWriter::DoubleColumnWriter(w), Column::Float(v)) => {
+                    w.write_batch(&v, None, None)?;
+                }
+                (ColumnWriter::BoolColumnWriter(w), Column::Bool(v)) => {
+                    w.write_batch(&v, None, None)?;
+                }
+                _ => {
+                    return Err(parquet::errors::ParquetError::General(
+                        "a column's values do not match its type in the schema".into(),
+                    ))
+                }
+            }
+            col.close()?;
+        }
+        row_group.close()?;
+        writer.close()?;
+        Ok(bytes)
     }
 }
 
-/// Arrow trouble while writing becomes an I/O error of the export.
-fn arrow_error(e: impl std::fmt::Display) -> ExportError {
+/// verl's columns as a Parquet schema: every field required, `prompt` a standard three-level
+/// LIST of `{role, content}` structs (pyarrow reads it as `list<struct<role, content>>`).
+const SCHEMA: &str = "
+message verl {
+    required binary data_source (STRING);
+    required group prompt (LIST) {
+        repeated group list {
+            required group element {
+                required binary role (STRING);
+                required binary content (STRING);
+            }
+        }
+    }
+    required binary ability (STRING);
+    required group reward_model {
+        required binary style (STRING);
+        required binary ground_truth (STRING);
+    }
+    required group extra_info {
+        required binary split (STRING);
+        required int64 index;
+        required boolean need_tools_kwargs;
+        required binary task_id (STRING);
+        required binary environment (STRING);
+        required binary tools (STRING);
+        required binary task (STRING);
+        required int64 rollouts;
+        required int64 successes;
+        required double mean_reward;
+    }
+}";
+
+/// One leaf column's values (and, for the prompt's, its definition and repetition levels).
+enum Column {
+    Text(Vec<ByteArray>, Option<(Vec<i16>, Vec<i16>)>),
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Bool(Vec<bool>),
+}
+
+/// The leaf columns while the rows are read.
+#[derive(Default)]
+struct Columns {
+    data_source: Vec<ByteArray>,
+    roles: Vec<ByteArray>,
+    contents: Vec<ByteArray>,
+    /// (definition, repetition) level of each prompt entry.
+    prompt_levels: Vec<(i16, i16)>,
+    ability: Vec<ByteArray>,
+    style: Vec<ByteArray>,
+    truth: Vec<ByteArray>,
+    split: Vec<ByteArray>,
+    index: Vec<i64>,
+    need_tools: Vec<bool>,
+    task_id: Vec<ByteArray>,
+    environment: Vec<ByteArray>,
+    tools: Vec<ByteArray>,
+    task: Vec<ByteArray>,
+    rollouts: Vec<i64>,
+    successes: Vec<i64>,
+    mean_reward: Vec<f64>,
+}
+
+/// Parquet trouble while writing becomes an I/O error of the export.
+fn parquet_error(e: impl std::fmt::Display) -> ExportError {
     ExportError::Io(std::io::Error::other(format!("writing Parquet: {e}")))
 }
 
@@ -244,15 +314,7 @@ impl Exporter for VerlExporter {
                 .counts
                 .add("prompts_without_ground_truth", before - groups.len());
         }
-        let batch = self.batch(&groups).map_err(arrow_error)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let mut bytes = Vec::new();
-        let mut writer =
-            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).map_err(arrow_error)?;
-        writer.write(&batch).map_err(arrow_error)?;
-        writer.close().map_err(arrow_error)?;
+        let bytes = self.parquet(&groups).map_err(parquet_error)?;
         out.write_all(&bytes)?;
         self.groups.counts.add("prompts", groups.len());
         Ok(groups.len())

@@ -638,6 +638,25 @@ impl DockerFactory {
         }
     }
 
+    /// The value of label `label` on `image`: `None` when the image or the label is missing.
+    pub async fn image_label(
+        &self,
+        image: &str,
+        label: &str,
+    ) -> Result<Option<String>, SandboxError> {
+        match tokio::time::timeout(self.api(), self.docker.inspect_image(image)).await {
+            Ok(Ok(i)) => Ok(i
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|mut l| l.remove(label))),
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => Ok(None),
+            Ok(Err(e)) => Err(infra("inspecting an image", e)),
+            Err(_) => Err(infra("inspecting an image", "no answer in time")),
+        }
+    }
+
     /// Creates and starts a container of `image` (its working folder `workdir`) for run `run_id`.
     pub async fn create(
         &self,
@@ -816,6 +835,19 @@ impl DockerFactory {
         workdir: &str,
     ) -> Result<(), SandboxError> {
         self.commit_labelled(&sandbox.id, repo, tag, workdir, HashMap::new())
+            .await
+    }
+
+    /// [`DockerFactory::commit`], with `labels` on the image.
+    pub async fn commit_with_labels(
+        &self,
+        sandbox: &DockerSandbox,
+        repo: &str,
+        tag: &str,
+        workdir: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), SandboxError> {
+        self.commit_labelled(&sandbox.id, repo, tag, workdir, labels)
             .await
     }
 

@@ -287,11 +287,7 @@ impl LocalSandboxFactory {
         // Namespace sandboxes share one user; the fallback needs one per sandbox.
         let own_user = self.inner.run_as.is_some() && self.inner.bwrap.is_none();
         let lease = match own_user {
-            true => Some(UidLease::take().ok_or_else(|| {
-                SandboxError::Infra(format!(
-                    "all {UID_COUNT} sandbox users are in use; lower the run's concurrency"
-                ))
-            })?),
+            true => Some(UidLease::take().map_err(SandboxError::Infra)?),
             false => None,
         };
         let dir = self
@@ -1143,36 +1139,74 @@ const UID_COUNT: u32 = 4096;
 /// The uid every namespace sandbox runs as (when trawl is root): past the range, no account's.
 const SHARED_UID: u32 = UID_BASE + UID_COUNT;
 
-/// One uid of the range, held by one sandbox until it is dropped.
+/// One uid of the range, held by one sandbox until it is dropped. Held across processes too:
+/// two trawl processes (two runs, or tests in processes of their own) on one machine never
+/// hand out the same uid, since closing a sandbox kills every process of its user.
 #[derive(Debug)]
-struct UidLease(u32);
+struct UidLease {
+    uid: u32,
+    /// An exclusive `flock` on the uid's file in [`uid_lock_dir`], released when dropped (or
+    /// when the process dies, however it dies).
+    _lock: std::fs::File,
+}
 
 fn uids_in_use() -> &'static Mutex<std::collections::BTreeSet<u32>> {
     static IN_USE: OnceLock<Mutex<std::collections::BTreeSet<u32>>> = OnceLock::new();
     IN_USE.get_or_init(Default::default)
 }
 
+/// Where the uid locks of every trawl process on this machine live: `/run/trawl/sandbox-uids`
+/// (leases exist only when trawl runs as root, who may write there).
+fn uid_lock_dir() -> std::io::Result<PathBuf> {
+    let dir = PathBuf::from("/run/trawl/sandbox-uids");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 impl UidLease {
     /// The next free uid after the last one handed out (round the range): a uid given back
     /// is reused as late as possible, so that what its last sandbox left dying (processes the
     /// kernel has yet to reap, which still count against the user's process limit) is gone.
-    fn take() -> Option<Self> {
+    /// A uid another process holds is passed over.
+    fn take() -> Result<Self, String> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = uid_lock_dir().map_err(|e| {
+            format!("cannot create /run/trawl/sandbox-uids for the sandbox users' locks: {e}")
+        })?;
         let mut in_use = uids_in_use().lock().unwrap_or_else(|p| p.into_inner());
         let start = NEXT.load(std::sync::atomic::Ordering::Relaxed);
-        let uid = (0..UID_COUNT)
-            .map(|i| UID_BASE + (start + i) % UID_COUNT)
-            .find(|u| !in_use.contains(u))?;
-        NEXT.store(
-            (uid - UID_BASE + 1) % UID_COUNT,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        in_use.insert(uid);
-        Some(UidLease(uid))
+        for uid in (0..UID_COUNT).map(|i| UID_BASE + (start + i) % UID_COUNT) {
+            if in_use.contains(&uid) {
+                continue;
+            }
+            let path = dir.join(uid.to_string());
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", path.display()))
+                }
+            }
+            NEXT.store(
+                (uid - UID_BASE + 1) % UID_COUNT,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            in_use.insert(uid);
+            return Ok(UidLease { uid, _lock: file });
+        }
+        Err(format!(
+            "all {UID_COUNT} sandbox users are in use on this machine; lower the run's concurrency"
+        ))
     }
 
     fn uid(&self) -> u32 {
-        self.0
+        self.uid
     }
 }
 
@@ -1181,7 +1215,7 @@ impl Drop for UidLease {
         uids_in_use()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.0);
+            .remove(&self.uid);
     }
 }
 

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,23 +24,33 @@ fn factory(isolation: IsolationMode) -> Option<LocalSandboxFactory> {
     .ok()
 }
 
-/// The namespace sandbox (when it works here) and the fallback.
+/// The namespace sandbox and the fallback. Where namespaces do not work, the namespace half
+/// is counted as skipped under `cargo xtask test` (and fails anywhere else).
 fn both() -> Vec<LocalSandboxFactory> {
-    let ns = factory(IsolationMode::Namespaces);
-    if std::env::var_os("TRAWL_REQUIRE_BWRAP").is_some() {
-        assert!(
-            ns.is_some(),
-            "TRAWL_REQUIRE_BWRAP is set but namespaces do not work: {:?}",
-            LocalSandboxFactory::new(LocalSandboxConfig {
-                isolation: IsolationMode::Namespaces,
-                ..LocalSandboxConfig::default()
-            })
-            .err()
-        );
-    }
+    let ns = namespaces("the namespace half");
     ns.into_iter()
         .chain(factory(IsolationMode::Process))
         .collect()
+}
+
+/// The namespace factory, or `None` (recorded as a skip of `what`) where namespaces do not
+/// work here. `TRAWL_REQUIRE_BWRAP` makes them required.
+fn namespaces(what: &str) -> Option<LocalSandboxFactory> {
+    let config = LocalSandboxConfig {
+        isolation: IsolationMode::Namespaces,
+        ..LocalSandboxConfig::default()
+    };
+    match LocalSandboxFactory::new(config) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            assert!(
+                std::env::var_os("TRAWL_REQUIRE_BWRAP").is_none(),
+                "TRAWL_REQUIRE_BWRAP is set but namespaces do not work: {e}"
+            );
+            trawl_test_needs::missing(trawl_test_needs::BWRAP, &format!("{what}: {e}"));
+            None
+        }
+    }
 }
 
 /// A string unique to this call, put on the command line of what a case starts, so that the
@@ -503,13 +514,63 @@ fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
+/// A sandbox user another process holds is never handed out here: closing a sandbox kills
+/// every process of its user, so two trawl processes sharing one would kill each other's
+/// commands. A `flock` held by another process on the next uid's lock file makes the next
+/// sandbox take a different one.
+#[tokio::test]
+async fn a_user_another_process_holds_is_passed_over() {
+    if !is_root() {
+        trawl_test_needs::missing(trawl_test_needs::ROOT, "users per sandbox");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let f = factory(IsolationMode::Process).unwrap();
+    async fn uid_of(s: &dyn Sandbox) -> u32 {
+        let r = s.exec("id -u", &limits(10.0)).await.unwrap();
+        r.stdout.trim().parse::<u32>().unwrap()
+    }
+    let first = f.create().unwrap();
+    let u1 = uid_of(&first).await;
+    drop(first);
+    // Another process holds the first uid past u1 that nobody else holds: the one this
+    // process would otherwise hand out next.
+    let (held, mut holder) = (u1 + 1..u1 + 64)
+        .find_map(|uid| {
+            let mut child = std::process::Command::new("flock")
+                .args([
+                    "--nonblock",
+                    &format!("/run/trawl/sandbox-uids/{uid}"),
+                    "sleep",
+                    "60",
+                ])
+                .process_group(0)
+                .spawn()
+                .expect("util-linux flock");
+            std::thread::sleep(Duration::from_millis(300));
+            match child.try_wait().unwrap() {
+                None => Some((uid, child)),
+                Some(_) => None,
+            }
+        })
+        .expect("a free uid to hold");
+    let second = f.create().unwrap();
+    let u2 = uid_of(&second).await;
+    // flock and the sleep it started (which holds the lock too).
+    let group = nix::unistd::Pid::from_raw(-(holder.id() as i32));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = holder.wait();
+    assert_ne!(u2, held, "a uid held by another process was handed out");
+    assert_ne!(u2, u1);
+}
+
 /// Without namespaces, concurrent sandboxes are kept apart by users of their own: one cannot
 /// write into another's folder or signal its processes, and closing a sandbox kills what it
 /// left running (a `setsid` daemon too) and removes its files from the shared /tmp.
 #[tokio::test]
 async fn fallback_sandboxes_are_kept_apart_and_leave_nothing() {
     if !is_root() {
-        eprintln!("skipped: users per sandbox need root");
+        trawl_test_needs::missing(trawl_test_needs::ROOT, "users per sandbox");
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -588,8 +649,7 @@ async fn fallback_sandboxes_are_kept_apart_and_leave_nothing() {
 /// With namespaces, the private /tmp has a size cap.
 #[tokio::test]
 async fn the_private_tmp_is_capped() {
-    let Some(f) = factory(IsolationMode::Namespaces) else {
-        eprintln!("skipped: namespaces do not work here");
+    let Some(f) = namespaces("the private /tmp") else {
         return;
     };
     let _serial = SERIAL.lock().await;

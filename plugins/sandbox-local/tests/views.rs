@@ -20,15 +20,23 @@ fn factory(isolation: IsolationMode, workdir_mb: u64) -> Option<LocalSandboxFact
     .ok()
 }
 
-/// The namespace factory (required where CI says bubblewrap works) and the fallback.
-fn both(workdir_mb: u64) -> Vec<LocalSandboxFactory> {
+/// The namespace factory, or `None` (recorded as a skip of `what`) where namespaces do not
+/// work here; `TRAWL_REQUIRE_BWRAP` makes them required.
+fn namespaces(workdir_mb: u64, what: &str) -> Option<LocalSandboxFactory> {
     let ns = factory(IsolationMode::Namespaces, workdir_mb);
-    if std::env::var_os("TRAWL_REQUIRE_BWRAP").is_some() {
+    if ns.is_none() {
         assert!(
-            ns.is_some(),
+            std::env::var_os("TRAWL_REQUIRE_BWRAP").is_none(),
             "TRAWL_REQUIRE_BWRAP is set but namespaces do not work"
         );
+        trawl_test_needs::missing(trawl_test_needs::BWRAP, what);
     }
+    ns
+}
+
+/// The namespace factory (see [`namespaces`]) and the fallback.
+fn both(workdir_mb: u64) -> Vec<LocalSandboxFactory> {
+    let ns = namespaces(workdir_mb, "the namespace half");
     ns.into_iter()
         .chain(factory(IsolationMode::Process, workdir_mb))
         .collect()
@@ -130,12 +138,11 @@ async fn views_start_from_the_snapshot_and_keep_their_changes_to_themselves() {
 /// through any path, and its disk cap counts what it changed, not the snapshot below it.
 #[tokio::test]
 async fn views_give_commands_no_capability_and_no_way_to_the_snapshot() {
-    let Some(f) = factory(IsolationMode::Namespaces, 64) else {
-        eprintln!("skipped: no namespaces here");
+    let Some(f) = namespaces(64, "views in namespaces") else {
         return;
     };
     if f.isolation().views != "overlay" {
-        eprintln!("skipped: views are copies here");
+        trawl_test_needs::missing(trawl_test_needs::OVERLAY, "views are copies here");
         return;
     }
     let spec = SandboxSpec::default();
