@@ -16,6 +16,9 @@ nothing is fetched again (an offline build works).
   provide.py clang ARGS...        answers bindgen's question about the C/C++ include paths
   provide.py fetch                fetches every tool this machine lacks (for an offline build)
   provide.py status               says which tool each stand-in uses
+
+TRAWL_TOOLCHAIN_ROOT (default "/") is where the system's libraries are looked for; the tests
+(xtask/tests/toolchain.rs) point it at a folder of their own.
 """
 
 import fcntl
@@ -260,8 +263,11 @@ def real_cmake():
 
 
 def system_libclang():
+    # TRAWL_TOOLCHAIN_ROOT: where the system's folders are (default "/"); tests point it at a
+    # folder of their own to play a machine with or without a libclang.
+    root = os.environ.get("TRAWL_TOOLCHAIN_ROOT", "/")
     for pattern in SYSTEM_LIBCLANG:
-        for path in sorted(glob.glob(pattern)):
+        for path in sorted(glob.glob(os.path.join(root, pattern.lstrip("/")))):
             if "libclang-cpp" not in os.path.basename(path):
                 return path
     return None
