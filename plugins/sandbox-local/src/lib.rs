@@ -681,25 +681,51 @@ impl LocalSandbox {
     /// escapes the process group; with them nothing outlives the pid namespace, and `/tmp` is
     /// private, so there is nothing to do.
     /// `swept`: the sandbox's runner has already done that as the user (see
-    /// [`LocalSandbox::sweep_through_runner`]), and only the user is given back.
+    /// [`LocalSandbox::sweep_through_runner`]); what is left is to see every process of the
+    /// user gone (killing any that is not) before the user is given back.
     fn teardown(&self, swept: bool) {
-        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(lease) = lease else {
-            return;
-        };
-        if self.shared.bwrap.is_none() && !swept {
-            teardown::kill_user(lease.uid());
-            teardown::remove_files_of(lease.uid(), &self.workdir);
+        if let Some(work) = self.teardown_work(swept) {
+            work();
         }
-        drop(lease);
+    }
+
+    /// [`LocalSandbox::teardown`] on a blocking thread: waiting for the processes of a loaded
+    /// machine to finish dying must not hold up the runtime.
+    async fn teardown_off_runtime(&self, swept: bool) {
+        if let Some(work) = self.teardown_work(swept) {
+            let _ = tokio::task::spawn_blocking(work).await;
+        }
+    }
+
+    /// What teardown has to do, taken out of the sandbox (the user's lease with it). After the
+    /// runner's sweep the user's processes have been sent SIGKILL, but a process leaves the
+    /// process table only when the kernel has finished its exit; the user is given back only
+    /// once none is left, so the next sandbox with that uid starts clean.
+    fn teardown_work(&self, swept: bool) -> Option<impl FnOnce() + Send + 'static> {
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let fallback = self.shared.bwrap.is_none();
+        let workdir = self.workdir.clone();
+        Some(move || {
+            if fallback {
+                teardown::kill_user(lease.uid());
+                if !swept {
+                    teardown::remove_files_of(lease.uid(), &workdir);
+                }
+            }
+            drop(lease);
+        })
     }
 
     /// In the fallback with a user of its own, the sandbox's last command, run by its runner
     /// as that user: `kill -9 -1` (which reaches exactly that user's processes, a `setsid`
     /// daemon included; repeated, for a fork bomb racing it), then what the user owns at the
-    /// top of the shared temporary folders removed. A sweep of `/proc` from trawl would cost
-    /// more the more processes the machine runs. True when it is done (or nothing ever ran);
-    /// false leaves it to [`LocalSandbox::teardown`].
+    /// top of the shared temporary folders removed, in one command of the sandbox's own
+    /// rather than trawl searching the shared folders. True when it is done (or nothing ever
+    /// ran); false leaves it to [`LocalSandbox::teardown`].
     async fn sweep_through_runner(&self) -> bool {
         let uid = self
             .lease
@@ -962,7 +988,7 @@ impl Sandbox for LocalSandbox {
         // Processes first: nothing of the sandbox's user may write while its files go.
         let swept = self.sweep_through_runner().await;
         self.stop_runners().await;
-        self.teardown(swept);
+        self.teardown_off_runtime(swept).await;
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(dir) = dir {
             let path = dir.path().to_path_buf();
@@ -985,7 +1011,7 @@ impl Sandbox for LocalSandbox {
         }
         let swept = self.sweep_through_runner().await;
         self.stop_runners().await;
-        self.teardown(swept);
+        self.teardown_off_runtime(swept).await;
         let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Err(SandboxError::Infra("the sandbox is closed".into()));
         };

@@ -39,21 +39,38 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// How long teardown keeps killing a sandbox user's processes before it gives up (and says so).
+/// A killed process leaves the process table only once the kernel has finished its exit, which
+/// on a loaded machine (a process in the middle of file I/O) can take far longer than a sweep.
+const KILL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Kills every process of `uid`, again and again while new ones appear (a fork bomb forks
-/// between two sweeps; its process limit bounds how many it can make).
+/// between two sweeps; its process limit bounds how many it can make) or old ones have yet to
+/// finish dying, until none is left or [`KILL_DEADLINE`] has passed.
 pub fn kill_user(uid: u32) {
-    for _ in 0..50 {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
         let pids = processes_of(uid);
         if pids.is_empty() {
+            return;
+        }
+        if start.elapsed() > KILL_DEADLINE {
+            tracing::warn!(
+                uid,
+                left = pids.len(),
+                "sandbox user still has processes after {} s of killing",
+                KILL_DEADLINE.as_secs()
+            );
             return;
         }
         for pid in pids {
             // ESRCH: it died in between, which is what we want.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
-    tracing::warn!(uid, "sandbox user still has processes after 50 sweeps");
 }
 
 /// Removes what `uid` owns at the top of the shared temporary folders, but `keep` (the
