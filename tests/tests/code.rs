@@ -332,6 +332,72 @@ async fn programs_that_forge_their_verdict_score_zero() {
     assert!(lines.is_empty(), "{lines:?}");
 }
 
+/// Correct programs that first run into a limit and catch it (issue 32): each is recorded with
+/// the limit it ran into (`limit_exceeded`, `outcome.limit`) and is no success; a config that
+/// tolerates that limit (`success_despite_limits = [...]`) counts it a success again.
+#[tokio::test]
+async fn a_correct_program_that_caught_a_limit_is_no_success_unless_tolerated() {
+    let programs: [(&str, &str, &str); 5] = [
+        (
+            "processes",
+            include_str!("../programs/caught/fork_bomb.py"),
+            "",
+        ),
+        ("memory", include_str!("../programs/caught/memory.py"), ""),
+        ("disk", include_str!("../programs/caught/fill.py"), "/tmp"),
+        ("disk", include_str!("../programs/caught/fill.py"), "/dev/shm"),
+        ("disk", include_str!("../programs/caught/many_files.py"), ""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasks.jsonl"),
+        r#"{"task_id": "inc", "text": "Write add_one(x) returning x + 1.", "code": "def add_one(x):\n    return x + 1", "test_list": ["assert add_one(1) == 2", "assert add_one(-1) == 0"]}"#,
+    )
+    .unwrap();
+    let answers: Vec<String> = programs
+        .iter()
+        .map(|(_, program, arg)| {
+            format!("import sys\nsys.argv = ['prog', '{arg}']\n{program}\ndef add_one(x):\n    return x + 1\n")
+        })
+        .collect();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = ScriptedServer::start(std::sync::Arc::new(move |_: &Value| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        trawl_tests::Reply::text(format!("```python\n{}```", answers[i % answers.len()]))
+    }))
+    .await
+    .unwrap();
+    for tolerated in ["false", r#"["processes", "disk"]"#] {
+        let run_dir = dir.path().join(format!("tolerating-{}", tolerated.len()));
+        std::fs::create_dir(&run_dir).unwrap();
+        std::fs::copy(dir.path().join("tasks.jsonl"), run_dir.join("tasks.jsonl")).unwrap();
+        let env = format!(
+            "files = [\"tasks.jsonl\"]\nper_test_timeout_secs = 20\nlimits = {{ wall_time_secs = 60, memory_mb = 512, processes = 32, file_size_mb = 1024 }}\nsandbox = {{ type = \"local\", workdir_mb = 128 }}\nsuccess_despite_limits = {tolerated}"
+        );
+        let text = config(&server.base_url(), &env, "type = \"chat\"")
+            .replace("samples = 1", "samples = 5")
+            .replace("concurrency = 8", "concurrency = 1");
+        run(&text, &run_dir).await.unwrap();
+        let records = trawl_tests::run_records(&run_dir);
+        assert_eq!(records.len(), programs.len());
+        for r in &records {
+            let program = r.outcome.submission.as_deref().unwrap_or_default();
+            let (limit, _, arg) = programs
+                .iter()
+                .find(|(_, p, a)| program.contains(p.trim_end()) && program.contains(&format!("'{a}'")))
+                .unwrap();
+            let eval = &r.evaluations[0];
+            let what = format!("{limit} ({arg}), tolerating {tolerated}");
+            assert_eq!(eval.components["limit_exceeded"], 1.0, "{what}: {:?}", eval.details);
+            assert_eq!(eval.details["outcome"]["limit"], *limit, "{what}");
+            // The memory case is killed (an OOM kill cannot be caught), its tests unreported.
+            let passed = *limit != "memory";
+            assert_eq!(eval.components["passed"] == 2.0, passed, "{what}: {:?}", eval.details);
+            assert_eq!(r.success, passed && tolerated.contains(limit), "{what}");
+        }
+    }
+}
+
 /// Time that runs out while the agent's own program runs is the agent's outcome
 /// (`TimeExceeded`, scored), unlike time that runs out waiting on the model server.
 #[tokio::test]

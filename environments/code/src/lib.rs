@@ -13,6 +13,7 @@
 
 pub mod extract;
 pub mod tasks;
+pub mod tolerance;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -53,10 +54,13 @@ pub struct RunSettings {
     #[serde(default = "default_per_test")]
     pub per_test_timeout_secs: f64,
     /// Count a program that passed every test as a success even when its test run ran into a
-    /// sandbox limit (memory, processes, output, CPU, file size, wall time). Off by default: such
-    /// a program is recorded with its limit and is not a success.
+    /// sandbox limit: `true` for any (memory, processes, output, CPU, file size, disk, wall
+    /// time), or a list of those it may (`["processes", "disk"]`). Off by default: such a
+    /// program is recorded with its limit (`outcome.limit` in the details) and is not a
+    /// success, also when it caught the failure and went on (see the sandbox's
+    /// `caught_limits_seen`).
     #[serde(default)]
-    pub success_despite_limits: bool,
+    pub success_despite_limits: tolerance::Tolerated,
 }
 
 fn default_python() -> String {
@@ -82,7 +86,7 @@ impl Default for RunSettings {
             sandbox: default_sandbox(),
             limits: ExecLimits::default(),
             per_test_timeout_secs: default_per_test(),
-            success_despite_limits: false,
+            success_despite_limits: tolerance::Tolerated::None,
         }
     }
 }
@@ -383,6 +387,10 @@ pub struct CodeEnvironmentConfig {
     pub limits: ExecLimits,
     #[serde(default = "default_per_test")]
     pub per_test_timeout_secs: f64,
+    /// Limits a program that passed every test may have run into and still succeed (see
+    /// [`RunSettings::success_despite_limits`]); none by default.
+    #[serde(default)]
+    pub success_despite_limits: tolerance::Tolerated,
 }
 
 fn default_tools() -> Vec<String> {
@@ -439,7 +447,7 @@ impl EnvironmentConfig for CodeEnvironmentConfig {
             sandbox: self.sandbox,
             limits: self.limits,
             per_test_timeout_secs: self.per_test_timeout_secs,
-            success_despite_limits: false,
+            success_despite_limits: self.success_despite_limits,
         };
         Ok(Arc::new(CodeEnvironment {
             tasks,
@@ -849,7 +857,11 @@ impl Evaluator for CodeTestsEvaluator {
             evaluator: "code_tests".into(),
             reward: report.fraction(),
             success: report.all_passed()
-                && (!tripped || self.runner.settings().success_despite_limits),
+                && self
+                    .runner
+                    .settings()
+                    .success_despite_limits
+                    .allows(&report.outcome),
             components,
             details,
         })

@@ -31,10 +31,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
-use trawl_core::sandbox::{
-    CappedOutput, ExecLimits, ExecOutcome, ExecResult, Limit, Sandbox, SandboxError, Snapshot,
-};
-use trawl_sandbox_runner_host::{Ending, Policy};
+use trawl_core::sandbox::{ExecLimits, ExecResult, Sandbox, SandboxError, Snapshot};
+use trawl_sandbox_runner_host::Policy;
 
 mod session;
 
@@ -90,6 +88,15 @@ pub struct DockerSandboxConfig {
     /// Processes and threads in the container.
     #[serde(default = "default_pids")]
     pub pids: u64,
+    /// A private `/tmp` of this many MiB (a tmpfs, counted in the container's memory): filling
+    /// it counts as the disk limit tripped. Unset, `/tmp` is the image's own folder.
+    #[serde(default)]
+    pub tmp_mb: Option<u64>,
+    /// The most the working folder may hold, in MiB: a command that fills it past the cap is
+    /// stopped, and one that comes within 1% of it has tripped the disk limit. Unset, it is
+    /// not measured (a large repository would be walked on every command).
+    #[serde(default)]
+    pub workdir_mb: Option<u64>,
     #[serde(default = "default_cpus")]
     pub cpus: f64,
     /// Network access; off unless a config opts in.
@@ -141,6 +148,8 @@ impl Default for DockerSandboxConfig {
             host: None,
             memory_mb: default_memory(),
             pids: default_pids(),
+            tmp_mb: None,
+            workdir_mb: None,
             cpus: default_cpus(),
             network: false,
             api_timeout_secs: default_api_timeout(),
@@ -756,6 +765,9 @@ impl DockerFactory {
                 soft: Some(0),
                 hard: Some(0),
             }]),
+            tmpfs: c
+                .tmp_mb
+                .map(|mb| HashMap::from([("/tmp".to_string(), format!("size={mb}m,mode=1777"))])),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -974,8 +986,6 @@ pub fn missing_image(image: &str) -> SandboxError {
 #[derive(Default)]
 struct State {
     closed: bool,
-    /// The container's OOM-kill count when last read, to tell a memory kill from other signals.
-    oom_kills: u64,
 }
 
 /// One container. Removed by `close`, or in the background when dropped without it.
@@ -1056,41 +1066,6 @@ impl DockerSandbox {
         }
     }
 
-    /// Runs `argv` in the container (no shell, no limits beyond the API deadline); for trawl's
-    /// own bookkeeping commands.
-    async fn run_plain(
-        &self,
-        argv: &[&str],
-        limit: Duration,
-    ) -> Result<(i64, String), SandboxError> {
-        let (exec_id, started) = self
-            .start_exec(ExecConfig {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
-                ..Default::default()
-            })
-            .await?;
-        let mut out = CappedOutput::new(1 << 16);
-        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-            let read = async {
-                while let Some(Ok(chunk)) = output.next().await {
-                    out.push(&chunk.into_bytes());
-                }
-            };
-            if tokio::time::timeout(limit, read).await.is_err() {
-                return Err(infra(&argv.join(" "), "timed out"));
-            }
-        }
-        let inspect = within(
-            self.factory.api(),
-            "inspecting an exec",
-            self.factory.client().inspect_exec(&exec_id),
-        )
-        .await?;
-        Ok((inspect.exit_code.unwrap_or(-1), out.into_string()))
-    }
-
     /// Creates an exec and starts it attached, each step under the API deadline.
     async fn start_exec(
         &self,
@@ -1111,24 +1086,6 @@ impl DockerSandbox {
         )
         .await?;
         Ok((exec.id, started))
-    }
-
-    /// The kernel's OOM-kill count for this container's memory cgroup (v1 or v2).
-    async fn oom_kill_count(&self) -> Option<u64> {
-        let (_, text) = self
-            .run_plain(
-                &[
-                    "sh",
-                    "-c",
-                    "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null",
-                ],
-                self.factory.api(),
-            )
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
     }
 
     /// Uploads a tar archive and unpacks it at `dest` (a folder that exists in the container).
@@ -1197,16 +1154,32 @@ impl Sandbox for DockerSandbox {
         }
         let c = &self.factory.config;
         // The runner puts the command in its own process group, stops it (SIGTERM, then
-        // SIGKILL after the grace) when it runs out of time or floods its output, and kills
-        // what it left running in the background once it ends, so nothing outlives the call
-        // or holds its output open. The container bounds memory and processes.
+        // SIGKILL after the grace) when it runs out of time, floods its output or fills the
+        // working folder, and kills what it left running in the background once it ends, so
+        // nothing outlives the call or holds its output open. The container bounds memory and
+        // processes; the runner reads the container's own cgroup counters (v2 at the top of
+        // /sys/fs/cgroup, v1 in a folder per controller) around each command, so an OOM kill
+        // or a refused fork is seen even when the command caught it.
         let policy = Policy {
             grace: trawl_core::config::secs(c.kill_grace_secs),
             drain: Duration::from_secs(2),
-            disk_cap: None,
+            disk_cap: c.workdir_mb.map(|mb| mb.saturating_mul(1 << 20)),
             kill_all: false,
             processes: false,
             memory: false,
+            watch_full: std::iter::once("/dev/shm")
+                .chain(c.tmp_mb.map(|_| "/tmp"))
+                .map(std::path::PathBuf::from)
+                .collect(),
+            shared_tmp: None,
+            cgroups: [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/memory",
+            ]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
         };
         let request = trawl_sandbox_runner_host::request(command, limits, &policy);
         let started = Instant::now();
@@ -1227,28 +1200,7 @@ impl Sandbox for DockerSandbox {
         call.done = true;
         drop(call);
         drop(slot);
-        // SIGKILL, seen directly or through a shell's exit code.
-        let killed = matches!(reply.ending, Ending::Signaled(9) | Ending::Exited(137));
-        let mut result = trawl_sandbox_runner_host::result(reply, started)?;
-        if killed {
-            // A SIGKILL nobody sent on purpose: the kernel's OOM killer, if the container's
-            // count of them went up.
-            let before = self
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .oom_kills;
-            if let Some(now) = self.oom_kill_count().await.filter(|n| *n > before) {
-                self.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .oom_kills = now;
-                result.outcome = ExecOutcome::LimitExceeded {
-                    limit: Limit::Memory,
-                };
-            }
-        }
-        Ok(result)
+        trawl_sandbox_runner_host::result(reply, started)
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {

@@ -407,3 +407,72 @@ async fn one_exec_session_carries_every_command_and_survives_its_commands() {
     assert_eq!(r.stdout, "again\n");
     s.close().await.expect("close");
 }
+
+/// The programs of `plugins/sandbox-local/tests/security.rs`'s `CAUGHT` in a container: each
+/// runs into a limit, catches the failure and exits 0, and each ends as the limit it ran into,
+/// read from the container's own cgroup counters and capped folders (issue 32).
+#[tokio::test]
+async fn limits_a_program_catches_are_still_seen_in_a_container() {
+    let config = DockerSandboxConfig {
+        memory_mb: 384,
+        pids: 48,
+        tmp_mb: Some(64),
+        workdir_mb: Some(128),
+        ..DockerSandboxConfig::default()
+    };
+    let Some(f) = factory_with(config).await else {
+        return;
+    };
+    let programs = [
+        (
+            "fork bomb",
+            include_str!("../../../tests/programs/caught/fork_bomb.py"),
+            "",
+            Limit::Processes,
+        ),
+        (
+            "memory",
+            include_str!("../../../tests/programs/caught/memory.py"),
+            "",
+            Limit::Memory,
+        ),
+        (
+            "/tmp",
+            include_str!("../../../tests/programs/caught/fill.py"),
+            "/tmp",
+            Limit::Disk,
+        ),
+        (
+            "/dev/shm",
+            include_str!("../../../tests/programs/caught/fill.py"),
+            "/dev/shm",
+            Limit::Disk,
+        ),
+        (
+            "many files",
+            include_str!("../../../tests/programs/caught/many_files.py"),
+            "",
+            Limit::Disk,
+        ),
+    ];
+    for (name, program, arg, limit) in programs {
+        let s = f
+            .create(IMAGE, "/srv", "test-caught-limits")
+            .await
+            .expect("container");
+        s.write_file("prog.py", program.as_bytes())
+            .await
+            .expect("write");
+        let limits = ExecLimits {
+            wall_time_secs: 60.0,
+            file_size_mb: 1024,
+            ..ExecLimits::default()
+        };
+        let r = s
+            .exec(&format!("python3 prog.py {arg}"), &limits)
+            .await
+            .expect("exec");
+        assert_eq!(r.outcome, ExecOutcome::LimitExceeded { limit }, "{name}: {r:?}");
+        s.close().await.expect("close");
+    }
+}

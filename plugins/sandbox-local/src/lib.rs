@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroup;
 mod runner;
 mod teardown;
 
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use trawl_core::async_trait;
 use trawl_core::sandbox::{ExecLimits, ExecResult, Sandbox, SandboxError, Snapshot};
-use trawl_sandbox_runner_host::{Policy, Request};
+use trawl_sandbox_runner_host::{Policy, Request, SharedTmp};
 
 /// How long, after a command's group is gone, its output pipes may stay open by default
 /// (`drain_secs`) where a writer can outlive the group (the bare fallback without a user of its
@@ -168,6 +169,16 @@ pub struct Isolation {
     pub pid_namespace: bool,
     /// Whether the process-count limit is enforced per sandbox.
     pub process_limit: bool,
+    /// The cgroup version whose pids and memory controllers bound each sandbox as a whole
+    /// (trawl as root), `None` where rlimits alone bound each command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups: Option<String>,
+    /// The limits seen tripped even when the program catches the failure and exits 0:
+    /// `processes` and `memory` with cgroups, `disk` (the working folder, the private `/tmp`
+    /// and `/dev/shm`, or in the fallback its user's share of the shared ones) everywhere
+    /// the sandbox has them.
+    #[serde(default)]
+    pub caught_limits_seen: Vec<String>,
     /// How a sandbox starts from a snapshot: `overlay` (a copy-on-write view mounted in its
     /// namespace, the same cost whatever the snapshot's size) or `copy` (its files copied).
     #[serde(default)]
@@ -208,6 +219,8 @@ struct Detected {
     /// util-linux's `setpriv`, through which trawl (as root) starts a sandbox as its user
     /// without forking itself.
     setpriv: Option<PathBuf>,
+    /// Where each sandbox gets cgroups of its own (trawl as root).
+    cgroups: Option<cgroup::CgroupRoot>,
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -294,7 +307,12 @@ impl LocalSandboxFactory {
             .inner
             .make_workdir_for(lease.as_ref().map(UidLease::uid).or(self.inner.run_as))
             .map_err(|e| SandboxError::Infra(format!("cannot create a working folder: {e}")))?;
+        let cgroup = match &self.inner.cgroups {
+            Some(root) => Some(Arc::new(root.make().map_err(SandboxError::Infra)?)),
+            None => None,
+        };
         Ok(LocalSandbox {
+            cgroup,
             shared: self.inner.clone(),
             snapshots: self.snapshots.clone(),
             view,
@@ -327,6 +345,14 @@ impl Detected {
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
         let runner = runner::install(&root)?;
+        let cgroups = match run_as {
+            Some(_) => cgroup::CgroupRoot::detect()
+                .inspect_err(|why| {
+                    tracing::info!("sandboxes are bounded by rlimits alone, without cgroups: {why}")
+                })
+                .ok(),
+            None => None,
+        };
         let setpriv = match run_as {
             Some(_) => Some(find_in_path("setpriv").ok_or(
                 "`setpriv` (util-linux) is not installed; trawl, running as root, starts each sandbox as a user of its own with it\n  hint: apt-get install -y util-linux",
@@ -349,6 +375,8 @@ impl Detected {
                 filesystem_isolated: false,
                 pid_namespace: false,
                 process_limit: run_as.is_some(),
+                cgroups: cgroups.as_ref().map(|c| c.version().to_string()),
+                caught_limits_seen: Vec::new(),
                 rlimits: Vec::new(),
             },
             prlimit,
@@ -357,6 +385,7 @@ impl Detected {
             root,
             runner,
             setpriv,
+            cgroups,
         };
         if config.isolation == IsolationMode::Process {
             factory.isolation.fallback_reason =
@@ -395,9 +424,19 @@ impl Detected {
                 }
             }
         }
-        factory.isolation.rlimits = ["cpu", "as", "fsize", "nofile", "core"]
+        let cgroups = factory.cgroups.is_some();
+        factory.isolation.rlimits = ["cpu", "fsize", "nofile", "core"]
             .into_iter()
-            .chain(factory.isolation.process_limit.then_some("nproc"))
+            .chain((!cgroups).then_some("as"))
+            .chain((factory.isolation.process_limit && !cgroups).then_some("nproc"))
+            .map(str::to_string)
+            .collect();
+        // Disk: the working folder's cap everywhere; the private /tmp and /dev/shm in
+        // namespaces; the user's share of the shared ones in the fallback with a user of its own.
+        factory.isolation.caught_limits_seen = ["processes", "memory"]
+            .into_iter()
+            .filter(|_| cgroups)
+            .chain(["disk"])
             .map(str::to_string)
             .collect();
         Ok(factory)
@@ -528,6 +567,11 @@ fn bwrap_args(
         tmp_size.as_os_str(),
         "--tmpfs".as_ref(),
         "/tmp".as_ref(),
+        // /dev/shm gets the same cap as /tmp, rather than a folder on /dev's uncapped tmpfs.
+        "--size".as_ref(),
+        tmp_size.as_os_str(),
+        "--tmpfs".as_ref(),
+        "/dev/shm".as_ref(),
     ]);
     match view {
         // The runner mounts the view at the working folder's path, then drops the
@@ -630,6 +674,9 @@ pub struct LocalSandbox {
     runners: tokio::sync::Mutex<[Option<runner::Runner>; 2]>,
     /// Whether a runner was ever started (something may have run as the sandbox's user).
     ran: std::sync::atomic::AtomicBool,
+    /// Its pids and memory cgroups, where trawl may make them: its runners join them as they
+    /// start, so everything of the sandbox is counted there.
+    cgroup: Option<Arc<cgroup::SandboxCgroup>>,
 }
 
 impl LocalSandbox {
@@ -664,6 +711,22 @@ impl LocalSandbox {
             return Err(SandboxError::OutsidePath(path.into()));
         }
         Ok(self.workdir.join(rel))
+    }
+
+    /// The sandbox's own user, in the fallback as root.
+    fn own_user(&self) -> Option<u32> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(UidLease::uid)
+    }
+
+    /// Removes the sandbox's cgroups, once its processes are gone.
+    async fn release_cgroup(&self) {
+        if let Some(cg) = self.cgroup.clone() {
+            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        }
     }
 
     /// The uid commands run as: the sandbox's own, else the shared one (or none, as trawl).
@@ -797,6 +860,9 @@ impl LocalSandbox {
         if let (Some(uid), false) = (uid, self.namespaces()) {
             argv.extend(["--uid".into(), uid.to_string().into()]);
         }
+        if let Some(cg) = &self.cgroup {
+            argv = cgroup::joining(&cg.procs_files(), argv);
+        }
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).env_clear();
         if f.bwrap.is_none() {
@@ -821,13 +887,25 @@ impl LocalSandbox {
     /// The request for one command.
     fn request(&self, command: &str, limits: &ExecLimits) -> Request {
         let c = &self.shared.config;
+        let cgroups = self.cgroup.is_some();
+        let tmp_cap = c.tmp_mb.saturating_mul(1 << 20);
         let policy = Policy {
             grace: trawl_core::config::secs(c.kill_grace_secs.unwrap_or(1.0)),
             drain: trawl_core::config::secs(c.drain_secs.unwrap_or(DRAIN_SECS)),
             disk_cap: Some(c.workdir_mb.saturating_mul(1 << 20)),
             kill_all: self.namespaces(),
-            processes: self.shared.isolation.process_limit,
-            memory: true,
+            processes: self.shared.isolation.process_limit && !cgroups,
+            memory: !cgroups,
+            watch_full: match self.namespaces() {
+                true => vec!["/tmp".into(), "/dev/shm".into()],
+                false => Vec::new(),
+            },
+            shared_tmp: self
+                .own_user()
+                .filter(|_| !self.namespaces())
+                .map(|uid| SharedTmp { uid, cap: tmp_cap }),
+            // Read here, around the call (the runner in namespaces cannot see them).
+            cgroups: Vec::new(),
         };
         trawl_sandbox_runner_host::request(command, limits, &policy)
     }
@@ -957,7 +1035,18 @@ impl Sandbox for LocalSandbox {
     async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecResult, SandboxError> {
         let started = Instant::now();
         let request = self.request(command, limits);
-        let reply = self.call(&request, limits.network).await?;
+        let before = match &self.cgroup {
+            Some(cg) => {
+                cg.set_limits(limits.processes, limits.memory_mb.saturating_mul(1 << 20))
+                    .map_err(SandboxError::Infra)?;
+                Some(cg.counts())
+            }
+            None => None,
+        };
+        let mut reply = self.call(&request, limits.network).await?;
+        if let (Some(cg), Some(before)) = (&self.cgroup, before) {
+            reply.tripped = reply.tripped.or(cg.counts().tripped_since(before));
+        }
         trawl_sandbox_runner_host::result(reply, started)
     }
 
@@ -989,6 +1078,7 @@ impl Sandbox for LocalSandbox {
         let swept = self.sweep_through_runner().await;
         self.stop_runners().await;
         self.teardown_off_runtime(swept).await;
+        self.release_cgroup().await;
         let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(dir) = dir {
             let path = dir.path().to_path_buf();
@@ -1012,6 +1102,7 @@ impl Sandbox for LocalSandbox {
         let swept = self.sweep_through_runner().await;
         self.stop_runners().await;
         self.teardown_off_runtime(swept).await;
+        self.release_cgroup().await;
         let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Err(SandboxError::Infra("the sandbox is closed".into()));
         };

@@ -830,3 +830,94 @@ async fn a_dead_runner_is_a_sandbox_error_not_a_hang() {
         assert_nothing_left(&m).await;
     }
 }
+
+/// Programs that run into a limit, catch the failure and exit 0 (issue 32): a fork bomb that
+/// stops at its first refused fork, an allocation loop that catches `MemoryError`, a writer
+/// that fills `/tmp` or `/dev/shm` until `ENOSPC`, and 100 files of 32 MiB (each under the
+/// file-size limit) in a working folder capped at 128 MiB. Each must end as the limit it ran
+/// into: the kernel's pids and OOM counters of the sandbox's cgroups, and the fullness of its
+/// capped folders, tell it whatever the program did. Where the sandbox cannot see one
+/// (`caught_limits_seen` leaves it out: trawl not root, so no cgroups), the program's exit
+/// stands, and the test says so.
+const CAUGHT: [(&str, &str, &str, Limit); 5] = [
+    (
+        "fork bomb",
+        include_str!("../../../tests/programs/caught/fork_bomb.py"),
+        "",
+        Limit::Processes,
+    ),
+    (
+        "memory",
+        include_str!("../../../tests/programs/caught/memory.py"),
+        "",
+        Limit::Memory,
+    ),
+    (
+        "/tmp",
+        include_str!("../../../tests/programs/caught/fill.py"),
+        "/tmp",
+        Limit::Disk,
+    ),
+    (
+        "/dev/shm",
+        include_str!("../../../tests/programs/caught/fill.py"),
+        "/dev/shm",
+        Limit::Disk,
+    ),
+    (
+        "many files",
+        include_str!("../../../tests/programs/caught/many_files.py"),
+        "",
+        Limit::Disk,
+    ),
+];
+
+#[tokio::test]
+async fn limits_a_program_catches_are_still_seen() {
+    let _g = SERIAL.lock().await;
+    for f in both() {
+        let f = LocalSandboxFactory::new(LocalSandboxConfig {
+            isolation: if f.isolation().namespaces() {
+                IsolationMode::Namespaces
+            } else {
+                IsolationMode::Process
+            },
+            workdir_mb: 128,
+            ..LocalSandboxConfig::default()
+        })
+        .unwrap();
+        let iso = f.isolation().clone();
+        if nix::unistd::geteuid().is_root() {
+            // As root (CI) every sandbox has its cgroups, and so sees every caught limit.
+            assert_eq!(
+                iso.caught_limits_seen,
+                ["processes", "memory", "disk"],
+                "{iso:?}"
+            );
+        }
+        for (name, program, arg, limit) in CAUGHT {
+            let s = f.create().unwrap();
+            s.write_file("prog.py", program.as_bytes()).await.unwrap();
+            // A private /tmp's files are memory too: the memory case alone gets a small cap.
+            let limits = ExecLimits {
+                wall_time_secs: 60.0,
+                memory_mb: if limit == Limit::Memory { 256 } else { 1024 },
+                processes: 32,
+                file_size_mb: 1024,
+                ..ExecLimits::default()
+            };
+            let r = s
+                .exec(&format!("python3 prog.py {arg}"), &limits)
+                .await
+                .unwrap();
+            let expected = if iso.caught_limits_seen.iter().any(|l| l == limit.as_str()) {
+                ExecOutcome::LimitExceeded { limit }
+            } else {
+                eprintln!("{}: a caught {name} limit is not seen here", iso.mode);
+                ExecOutcome::Exited { code: 0 }
+            };
+            assert_eq!(r.outcome, expected, "{} {name}: {r:?}", iso.mode);
+            s.close().await.unwrap();
+        }
+    }
+}

@@ -41,7 +41,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use trawl_sandbox_runner::{
-    frame_len, size_over, write_frame, Ending, Output, Reply, Request, HELLO,
+    filesystem_full, frame_len, owned_size_over, reach_margin, size_over, write_frame, Ending,
+    LimitCounts, Output, Reply, Request, Tripped, HELLO,
 };
 
 /// How often the working folder is measured while a command runs.
@@ -108,6 +109,7 @@ fn main() -> ExitCode {
     // after each command: a user's dead processes count against its process limit until then.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     match serve(&Runner {
+        workdir,
         measured,
         prlimit,
         uid,
@@ -121,6 +123,8 @@ fn main() -> ExitCode {
 }
 
 struct Runner {
+    /// Where commands run.
+    workdir: PathBuf,
     /// What the disk cap measures.
     measured: Measured,
     /// util-linux's `prlimit`; the shell's `ulimit` without it.
@@ -311,6 +315,17 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
     if let Some(uid) = runner.uid {
         cmd.uid(uid).gid(uid);
     }
+    let cgroups: Vec<PathBuf> = req
+        .cgroups
+        .iter()
+        .map(|c| PathBuf::from(OsStr::from_bytes(c)))
+        .collect();
+    let counts = LimitCounts::read(&cgroups);
+    let mut disk = DiskWatch {
+        runner,
+        req,
+        full_seen: false,
+    };
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -380,14 +395,14 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
             stop = Some(Stop::Time);
             break;
         }
-        if let Some(cap) = req.disk_cap.filter(|_| now >= next_disk) {
-            if size_over(&runner.measured.path(), cap) {
+        if disk.watching() && now >= next_disk {
+            if disk.over() {
                 stop = Some(Stop::Disk);
                 break;
             }
             next_disk = Instant::now() + DISK_POLL;
         }
-        let until = if req.disk_cap.is_some() {
+        let until = if disk.watching() {
             deadline.min(next_disk)
         } else {
             deadline
@@ -441,6 +456,14 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
         w.step(control, Some(left))?;
     }
     reap_orphans(req.kill_all, reaper.group);
+    // The limits the command ran into, read where they are recorded once it is all gone: the
+    // kernel's counters, and how full its capped folders came to be.
+    let tripped = LimitCounts::read(&cgroups)
+        .tripped_since(counts)
+        .or(Tripped {
+            disk: matches!(stop, Some(Stop::Disk)) || disk.reached(),
+            ..Tripped::default()
+        });
     let status = status.lock().unwrap_or_else(|p| p.into_inner()).take();
     let [stdout, stderr] = streams;
     let flooded = stdout.flooded || stderr.flooded;
@@ -461,7 +484,61 @@ fn run(runner: &Runner, req: &Request, control: &mut Control) -> Result<Reply, C
         ending,
         stdout: stdout.out,
         stderr: stderr.out,
+        tripped,
     })
+}
+
+/// The sandbox's capped folders, watched while a command runs and looked at when it ends.
+struct DiskWatch<'a> {
+    runner: &'a Runner,
+    req: &'a Request,
+    /// A capped filesystem was seen full while the command ran.
+    full_seen: bool,
+}
+
+impl DiskWatch<'_> {
+    fn watching(&self) -> bool {
+        self.req.disk_cap.is_some()
+            || self.req.shared_tmp.is_some()
+            || !self.req.watch_full.is_empty()
+    }
+
+    /// Whether the command is past a cap it must be stopped at (the working folder, its share
+    /// of the machine's temporary folders); notes a capped filesystem it has filled.
+    fn over(&mut self) -> bool {
+        if self.full() {
+            self.full_seen = true;
+        }
+        self.req
+            .disk_cap
+            .is_some_and(|cap| size_over(&self.runner.measured.path(), cap))
+            || self
+                .req
+                .shared_tmp
+                .is_some_and(|s| owned_size_over(s.uid, s.cap, &self.runner.workdir))
+    }
+
+    fn full(&self) -> bool {
+        self.req
+            .watch_full
+            .iter()
+            .any(|p| filesystem_full(std::path::Path::new(OsStr::from_bytes(p))))
+    }
+
+    /// Whether a cap was reached: a capped filesystem full now or while the command ran, or a
+    /// measured folder within [`reach_margin`] of its cap (a writer that met `ENOSPC` there and
+    /// went on).
+    fn reached(&self) -> bool {
+        self.full_seen
+            || self.full()
+            || self
+                .req
+                .disk_cap
+                .is_some_and(|cap| size_over(&self.runner.measured.path(), cap - reach_margin(cap)))
+            || self.req.shared_tmp.is_some_and(|s| {
+                owned_size_over(s.uid, s.cap - reach_margin(s.cap), &self.runner.workdir)
+            })
+    }
 }
 
 /// What one command's wait watches: its output, its exit, and the request pipe.

@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use trawl_core::sandbox::{
     classify_exit, ExecLimits, ExecOutcome, ExecResult, Limit, SandboxError, FLOOD_FACTOR,
 };
-pub use trawl_sandbox_runner::{Ending, Reply, Request, Rlimits, HELLO};
+pub use trawl_sandbox_runner::{
+    Ending, LimitCounts, Reply, Request, Rlimits, SharedTmp, Tripped, HELLO,
+};
 
 /// The runner executable (statically linked, stripped).
 pub const RUNNER: &[u8] = include_bytes!(env!("TRAWL_SANDBOX_RUNNER_BIN"));
@@ -173,11 +175,18 @@ pub struct Policy {
     pub disk_cap: Option<u64>,
     /// Whether the runner may kill everything it can signal after each command.
     pub kill_all: bool,
-    /// Whether the process limit is set (where the kernel counts per sandbox); one more than
-    /// the command's, for the runner itself.
+    /// Whether the process rlimit is set (where the kernel counts per sandbox and no pids
+    /// cgroup bounds the sandbox); one more than the command's, for the runner itself.
     pub processes: bool,
-    /// Whether the address-space limit is set (elsewhere the container bounds memory).
+    /// Whether the address-space rlimit is set (elsewhere a memory cgroup, the container's or
+    /// the sandbox's own, bounds memory).
     pub memory: bool,
+    /// Capped filesystems whose filling counts as the disk limit (see [`Request::watch_full`]).
+    pub watch_full: Vec<std::path::PathBuf>,
+    /// The fallback's cap on what the sandbox's user keeps in the shared temporary folders.
+    pub shared_tmp: Option<SharedTmp>,
+    /// Cgroup folders, as the runner sees them, whose counters it reads around each command.
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 /// The request for `command` under `limits`.
@@ -188,11 +197,9 @@ pub fn request(command: &str, limits: &ExecLimits, policy: &Policy) -> Request {
         stdin: Vec::new(),
         rlimits: Rlimits {
             cpu_secs: limits.cpu_secs,
-            memory_bytes: if policy.memory {
-                limits.memory_mb.saturating_mul(1 << 20)
-            } else {
-                u64::MAX
-            },
+            memory_bytes: policy
+                .memory
+                .then(|| limits.memory_mb.saturating_mul(1 << 20)),
             file_size_bytes: limits.file_size_mb.saturating_mul(1 << 20),
             open_files: limits.open_files,
             processes: policy.processes.then(|| limits.processes.saturating_add(1)),
@@ -207,7 +214,18 @@ pub fn request(command: &str, limits: &ExecLimits, policy: &Policy) -> Request {
             .max(16 << 20) as u64,
         disk_cap: policy.disk_cap,
         kill_all: policy.kill_all,
+        watch_full: bytes_of(&policy.watch_full),
+        shared_tmp: policy.shared_tmp,
+        cgroups: bytes_of(&policy.cgroups),
     }
+}
+
+fn bytes_of(paths: &[std::path::PathBuf]) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    paths
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect()
 }
 
 /// The result trawl reports for a runner's reply; a runner that could not run the command is a
@@ -231,6 +249,7 @@ pub fn result(reply: Reply, started: Instant) -> Result<ExecResult, SandboxError
         Ending::DiskFull => ExecOutcome::LimitExceeded { limit: Limit::Disk },
         Ending::Failed(why) => return Err(SandboxError::Infra(why)),
     };
+    let outcome = with_tripped(outcome, reply.tripped);
     Ok(ExecResult {
         outcome,
         stdout,
@@ -239,4 +258,27 @@ pub fn result(reply: Reply, started: Instant) -> Result<ExecResult, SandboxError
         stderr_truncated,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// `outcome`, unless the command ran into a limit the kernel or the runner recorded: then that
+/// limit, even when the command caught the failure and exited 0, or died of the OOM killer's
+/// signal. The one that explains the most comes first: memory (an OOM kill looks like any
+/// SIGKILL), then processes, then disk. An outcome that already names a limit, or a timeout,
+/// is kept.
+pub fn with_tripped(outcome: ExecOutcome, tripped: Tripped) -> ExecOutcome {
+    let limit = if tripped.memory {
+        Limit::Memory
+    } else if tripped.processes {
+        Limit::Processes
+    } else if tripped.disk {
+        Limit::Disk
+    } else {
+        return outcome;
+    };
+    match outcome {
+        ExecOutcome::Exited { .. } | ExecOutcome::Signaled { .. } => {
+            ExecOutcome::LimitExceeded { limit }
+        }
+        other => other,
+    }
 }
