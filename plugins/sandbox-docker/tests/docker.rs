@@ -472,7 +472,11 @@ async fn limits_a_program_catches_are_still_seen_in_a_container() {
             .exec(&format!("python3 prog.py {arg}"), &limits)
             .await
             .expect("exec");
-        assert_eq!(r.outcome, ExecOutcome::LimitExceeded { limit }, "{name}: {r:?}");
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::LimitExceeded { limit },
+            "{name}: {r:?}"
+        );
         s.close().await.expect("close");
     }
 }
