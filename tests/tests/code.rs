@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 use trawl_core::engine::{RunError, RunSummary, StopSignal};
 
+use trawl_core::sandbox::Limit;
 use trawl_core::{ExitStatus, TrajectoryRecord};
 use trawl_tests::{coder_policy, ScriptedServer};
 
@@ -332,26 +333,14 @@ async fn programs_that_forge_their_verdict_score_zero() {
     assert!(lines.is_empty(), "{lines:?}");
 }
 
+include!("../programs/caught/list.rs");
+
 /// Correct programs that first run into a limit and catch it (issue 32): each is recorded with
 /// the limit it ran into (`limit_exceeded`, `outcome.limit`) and is no success; a config that
 /// tolerates that limit (`success_despite_limits = [...]`) counts it a success again.
 #[tokio::test]
 async fn a_correct_program_that_caught_a_limit_is_no_success_unless_tolerated() {
-    let programs: [(&str, &str, &str); 5] = [
-        (
-            "processes",
-            include_str!("../programs/caught/fork_bomb.py"),
-            "",
-        ),
-        ("memory", include_str!("../programs/caught/memory.py"), ""),
-        ("disk", include_str!("../programs/caught/fill.py"), "/tmp"),
-        (
-            "disk",
-            include_str!("../programs/caught/fill.py"),
-            "/dev/shm",
-        ),
-        ("disk", include_str!("../programs/caught/many_files.py"), ""),
-    ];
+    let programs = CAUGHT.map(|(_, program, arg, limit)| (limit.as_str(), program, arg));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tasks.jsonl"),

@@ -408,7 +408,9 @@ async fn one_exec_session_carries_every_command_and_survives_its_commands() {
     s.close().await.expect("close");
 }
 
-/// The programs of `plugins/sandbox-local/tests/security.rs`'s `CAUGHT` in a container: each
+include!("../../../tests/programs/caught/list.rs");
+
+/// The programs of `CAUGHT` (`tests/programs/caught`) in a container: each
 /// runs into a limit, catches the failure and exits 0, and each ends as the limit it ran into,
 /// read from the container's own cgroup counters and capped folders (issue 32).
 #[tokio::test]
@@ -423,39 +425,7 @@ async fn limits_a_program_catches_are_still_seen_in_a_container() {
     let Some(f) = factory_with(config).await else {
         return;
     };
-    let programs = [
-        (
-            "fork bomb",
-            include_str!("../../../tests/programs/caught/fork_bomb.py"),
-            "",
-            Limit::Processes,
-        ),
-        (
-            "memory",
-            include_str!("../../../tests/programs/caught/memory.py"),
-            "",
-            Limit::Memory,
-        ),
-        (
-            "/tmp",
-            include_str!("../../../tests/programs/caught/fill.py"),
-            "/tmp",
-            Limit::Disk,
-        ),
-        (
-            "/dev/shm",
-            include_str!("../../../tests/programs/caught/fill.py"),
-            "/dev/shm",
-            Limit::Disk,
-        ),
-        (
-            "many files",
-            include_str!("../../../tests/programs/caught/many_files.py"),
-            "",
-            Limit::Disk,
-        ),
-    ];
-    for (name, program, arg, limit) in programs {
+    for (name, program, arg, limit) in CAUGHT {
         let s = f
             .create(IMAGE, "/srv", "test-caught-limits")
             .await

@@ -109,6 +109,20 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
+/// A factory of `f`'s isolation whose working folders are capped at `mb`.
+fn with_workdir_mb(f: &LocalSandboxFactory, mb: u64) -> LocalSandboxFactory {
+    LocalSandboxFactory::new(LocalSandboxConfig {
+        isolation: if f.isolation().namespaces() {
+            IsolationMode::Namespaces
+        } else {
+            IsolationMode::Process
+        },
+        workdir_mb: mb,
+        ..LocalSandboxConfig::default()
+    })
+    .unwrap()
+}
+
 fn limits(wall: f64) -> ExecLimits {
     ExecLimits {
         wall_time_secs: wall,
@@ -684,16 +698,7 @@ async fn the_private_tmp_is_capped() {
 async fn filling_the_working_folder_is_stopped_at_its_cap() {
     let _serial = SERIAL.lock().await;
     for f in both() {
-        let f = LocalSandboxFactory::new(LocalSandboxConfig {
-            isolation: if f.isolation().namespaces() {
-                IsolationMode::Namespaces
-            } else {
-                IsolationMode::Process
-            },
-            workdir_mb: 128,
-            ..LocalSandboxConfig::default()
-        })
-        .unwrap();
+        let f = with_workdir_mb(&f, 128);
         let s = f.create().unwrap();
         let limits = ExecLimits {
             wall_time_secs: 60.0,
@@ -831,61 +836,18 @@ async fn a_dead_runner_is_a_sandbox_error_not_a_hang() {
     }
 }
 
-/// Programs that run into a limit, catch the failure and exit 0 (issue 32): a fork bomb that
-/// stops at its first refused fork, an allocation loop that catches `MemoryError`, a writer
-/// that fills `/tmp` or `/dev/shm` until `ENOSPC`, and 100 files of 32 MiB (each under the
-/// file-size limit) in a working folder capped at 128 MiB. Each must end as the limit it ran
-/// into: the kernel's pids and OOM counters of the sandbox's cgroups, and the fullness of its
-/// capped folders, tell it whatever the program did. Where the sandbox cannot see one
-/// (`caught_limits_seen` leaves it out: trawl not root, so no cgroups), the program's exit
-/// stands, and the test says so.
-const CAUGHT: [(&str, &str, &str, Limit); 5] = [
-    (
-        "fork bomb",
-        include_str!("../../../tests/programs/caught/fork_bomb.py"),
-        "",
-        Limit::Processes,
-    ),
-    (
-        "memory",
-        include_str!("../../../tests/programs/caught/memory.py"),
-        "",
-        Limit::Memory,
-    ),
-    (
-        "/tmp",
-        include_str!("../../../tests/programs/caught/fill.py"),
-        "/tmp",
-        Limit::Disk,
-    ),
-    (
-        "/dev/shm",
-        include_str!("../../../tests/programs/caught/fill.py"),
-        "/dev/shm",
-        Limit::Disk,
-    ),
-    (
-        "many files",
-        include_str!("../../../tests/programs/caught/many_files.py"),
-        "",
-        Limit::Disk,
-    ),
-];
+// The programs: see the file.
+include!("../../../tests/programs/caught/list.rs");
 
+/// Each program of `CAUGHT` must end as the limit it ran into: the kernel's pids and OOM
+/// counters of the sandbox's cgroups, and the fullness of its capped folders, tell it whatever
+/// the program did. Where the sandbox cannot see one (`caught_limits_seen` leaves it out:
+/// trawl not root, so no cgroups), the program's exit stands, and the test says so.
 #[tokio::test]
 async fn limits_a_program_catches_are_still_seen() {
     let _g = SERIAL.lock().await;
     for f in both() {
-        let f = LocalSandboxFactory::new(LocalSandboxConfig {
-            isolation: if f.isolation().namespaces() {
-                IsolationMode::Namespaces
-            } else {
-                IsolationMode::Process
-            },
-            workdir_mb: 128,
-            ..LocalSandboxConfig::default()
-        })
-        .unwrap();
+        let f = with_workdir_mb(&f, 128);
         let iso = f.isolation().clone();
         if nix::unistd::geteuid().is_root() {
             // As root (CI) every sandbox has its cgroups, and so sees every caught limit.
