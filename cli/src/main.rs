@@ -1311,6 +1311,20 @@ fn describe_isolation(sandbox: &serde_json::Value) -> String {
     if let Some(mb) = sandbox["tmp_mb"].as_u64() {
         parts.push(format!("/tmp capped at {mb} MiB"));
     }
+    if let Some(version) = sandbox["cgroups"].as_str() {
+        parts.push(format!("cgroups {version}"));
+    }
+    if let Some(seen) = sandbox["caught_limits_seen"].as_array() {
+        let seen: Vec<&str> = seen.iter().filter_map(|l| l.as_str()).collect();
+        parts.push(format!(
+            "caught limits seen: {}",
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ));
+    }
     parts.join(", ")
 }
 

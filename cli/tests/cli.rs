@@ -607,7 +607,13 @@ fn the_humaneval_example_runs_on_the_embedded_model() {
         &std::fs::read_to_string(dir.path().join("run/manifest.json")).unwrap(),
     )
     .unwrap();
-    assert!(manifest["environments"]["code"]["sandbox"]["mode"].is_string());
+    let sandbox = &manifest["environments"]["code"]["sandbox"];
+    assert!(sandbox["mode"].is_string());
+    // The run says which limits its sandboxes see even when a program catches them.
+    let seen = sandbox["caught_limits_seen"].as_array().unwrap();
+    assert!(seen.iter().any(|l| l == "disk"), "{sandbox}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("caught limits seen: "), "{err}");
     let out = trawl(
         &[
             "export",
