@@ -226,10 +226,12 @@ impl RecordFilter {
         }
     }
 
+    /// The filter as the user wrote it.
     pub fn source(&self) -> &str {
         &self.source
     }
 
+    /// The bounds it runs under on each record.
     pub fn limits(&self) -> FilterLimits {
         self.limits
     }
