@@ -190,6 +190,29 @@ struct ReportArgs {
     skip_bad_lines: bool,
 }
 
+/// The bounds of a `--where` filter on each record (`export`, `show`).
+#[derive(Args)]
+struct WhereLimitArgs {
+    /// Seconds a --where filter may run on one record before the command fails.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    where_timeout: f64,
+    /// MiB by which a --where filter may grow trawl's memory on one record (deep recursion
+    /// included) before the command fails.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    where_memory: u64,
+}
+
+impl WhereLimitArgs {
+    /// `filter` compiled under these bounds; a bad filter or bound is bad input (exit 2).
+    fn compile(&self, filter: &str) -> anyhow::Result<trawl_core::filter::RecordFilter> {
+        let limits = trawl_core::filter::FilterLimits::new(self.where_timeout, self.where_memory)
+            .map_err(|e| input(format!("--where-timeout/--where-memory: {e}")))?;
+        Ok(trawl_core::filter::RecordFilter::compile(filter)
+            .map_err(|e| input(format!("--where: {e}")))?
+            .with_limits(limits))
+    }
+}
+
 #[derive(Args)]
 struct ViewArgs {
     /// Runs (run directories or trajectories .jsonl files).
@@ -210,6 +233,8 @@ struct ShowArgs {
     /// Only rollouts this jq filter selects (as for `trawl export --where`).
     #[arg(long = "where", value_name = "FILTER")]
     where_filter: Option<String>,
+    #[command(flatten)]
+    where_limits: WhereLimitArgs,
     /// Only successful rollouts.
     #[arg(long, conflicts_with = "failed")]
     success: bool,
@@ -293,6 +318,8 @@ struct ExportArgs {
     /// `.success and (.messages | length) <= 9`.
     #[arg(long = "where", value_name = "FILTER")]
     where_filter: Option<String>,
+    #[command(flatten)]
+    where_limits: WhereLimitArgs,
     /// Keep only rollouts the named evaluator scored a success (repeatable).
     #[arg(long, value_name = "EVALUATOR")]
     evaluator_success: Vec<String>,
@@ -696,10 +723,7 @@ async fn view(args: &ViewArgs) -> anyhow::Result<ExitCode> {
 fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let records = load_run_with(&args.run, args.skip_bad_lines)?;
     let filter = match &args.where_filter {
-        Some(f) => Some(
-            trawl_core::filter::RecordFilter::compile(f)
-                .map_err(|e| input(format!("--where: {e}")))?,
-        ),
+        Some(f) => Some(args.where_limits.compile(f)?),
         None => None,
     };
     let fold = show::Fold {
@@ -1436,10 +1460,7 @@ fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let where_filter = match &args.where_filter {
-        Some(f) => Some(
-            trawl_core::filter::RecordFilter::compile(f)
-                .map_err(|e| input(format!("--where: {e}")))?,
-        ),
+        Some(f) => Some(args.where_limits.compile(f)?),
         None => None,
     };
     let labels = match args.labels.as_deref() {
