@@ -51,12 +51,17 @@ fn headless(args: &[&str], page: &Path) -> std::process::Output {
 /// A folder holding `runs/NAME`: `count` generated math problems (levels 1 to 3), `samples`
 /// each, answered by a scripted server on 127.0.0.1 that adds the first two numbers it sees.
 async fn math_run(name: &str, count: usize, samples: usize) -> tempfile::TempDir {
+    math_run_of(name, "mock", count, samples).await
+}
+
+/// [`math_run`] with the model named `model` (a TOML basic string's content).
+async fn math_run_of(name: &str, model: &str, count: usize, samples: usize) -> tempfile::TempDir {
     let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("exp.toml"),
         format!(
-            "name = \"{name}\"\nsamples = {samples}\n\n[[environments]]\ntype = \"math\"\ngenerator = {{ count = {count}, levels = [1, 2, 3] }}\n\n[[scaffolds]]\ntype = \"chat\"\n\n[[models]]\ntype = \"openai\"\nname = \"mock\"\nbase_url = \"{}\"\nmodel = \"mock\"\n",
+            "name = \"{name}\"\nsamples = {samples}\n\n[[environments]]\ntype = \"math\"\ngenerator = {{ count = {count}, levels = [1, 2, 3] }}\n\n[[scaffolds]]\ntype = \"chat\"\n\n[[models]]\ntype = \"openai\"\nname = \"{model}\"\nbase_url = \"{}\"\nmodel = \"mock\"\n",
             server.base_url()
         ),
     )
@@ -109,6 +114,60 @@ async fn the_report_renders_in_chromium_with_charts_and_the_stats_numbers() {
             g["rollouts"], g["tasks"]
         )),
         "rollouts and tasks of the group"
+    );
+}
+
+/// A model named `m<!--<script>` (the name rules allow it) would put the HTML tokenizer into
+/// the script-data-escaped state inside the embedded stats, which then swallow the rest of the
+/// page and the report's own script. In Chromium the page keeps its two scripts, the stats read
+/// back with the name, the group row shows it as text, and a click on a header sorts (the
+/// report's script ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_model_name_leaves_the_reports_page_and_script_whole_in_chromium() {
+    const MODEL: &str = "m<!--<script>";
+    let dir = math_run_of("h", MODEL, 4, 2).await;
+    let d = dir.path();
+    trawl_ok(&["report", "runs/h", "-o", "report.html"], d);
+    let profile = tempfile::tempdir().unwrap();
+    let browser = headless_chrome::Browser::new(
+        headless_chrome::LaunchOptions::default_builder()
+            .path(Some(which_chromium()))
+            .sandbox(false)
+            .headless(true)
+            .user_data_dir(Some(profile.path().to_path_buf()))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let tab = browser.new_tab().unwrap();
+    tab.set_default_timeout(std::time::Duration::from_secs(20));
+    tab.navigate_to(&format!("file://{}", d.join("report.html").display()))
+        .unwrap();
+    tab.wait_until_navigated().unwrap();
+    let eval = |js: &str| {
+        tab.evaluate(js, false)
+            .unwrap()
+            .value
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(eval("document.scripts.length"), Value::from(2));
+    assert_eq!(
+        eval("JSON.parse(document.getElementById('trawl-stats').textContent)[0].groups[0].group.model"),
+        Value::from(MODEL)
+    );
+    let row = eval("document.querySelector('table.groups tbody td').textContent");
+    assert!(
+        row.as_str().unwrap().contains(&format!("model={MODEL}")),
+        "{row}"
+    );
+    tab.wait_for_element("table.groups th")
+        .unwrap()
+        .click()
+        .unwrap();
+    assert_eq!(
+        eval("document.querySelector('table.groups th').dataset.asc"),
+        Value::from("1"),
+        "the report's script sorts on a click"
     );
 }
 

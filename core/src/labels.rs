@@ -3,7 +3,6 @@
 //! for a rollout is its label. `trawl view` writes it; `trawl export --labels` reads it.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -137,19 +136,16 @@ pub fn append(dir: &Path, label: &Label) -> Result<PathBuf, StoreError> {
     };
     let mut line = serde_json::to_vec(label).map_err(|e| io(std::io::Error::other(e)))?;
     line.push(b'\n');
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io)?;
-    // A line torn by an earlier crash would swallow this one: start on a fresh line.
+    // Never through a link planted in the run directory: it would append outside the run.
+    let mut file = crate::store::open_append(&path)?;
+    // A line torn by an earlier crash would swallow this one: start on a fresh line. (Read
+    // through the same handle; in append mode the write still goes to the end.)
     let len = file.metadata().map_err(io)?.len();
     if len > 0 {
         use std::io::{Read, Seek, SeekFrom};
-        let mut reader = std::fs::File::open(&path).map_err(io)?;
-        reader.seek(SeekFrom::Start(len - 1)).map_err(io)?;
+        file.seek(SeekFrom::Start(len - 1)).map_err(io)?;
         let mut last = [0u8];
-        reader.read_exact(&mut last).map_err(io)?;
+        file.read_exact(&mut last).map_err(io)?;
         if last[0] != b'\n' {
             line.insert(0, b'\n');
         }
@@ -226,6 +222,7 @@ impl LabelFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn key(task: &str) -> RolloutKey {
         RolloutKey {
@@ -293,6 +290,31 @@ mod tests {
         assert_eq!(labels.get(&key("b")).unwrap().verdict, Verdict::Reject);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_link_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "precious\n").unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&outside, run.join(LABELS)).unwrap();
+        let err = append(&run, &label("a", Verdict::Accept)).unwrap_err();
+        assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("labels.jsonl") && message.contains("symbolic link"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious\n");
+        // A dangling link creates nothing at its target either.
+        let nowhere = dir.path().join("nowhere.jsonl");
+        std::fs::remove_file(run.join(LABELS)).unwrap();
+        std::os::unix::fs::symlink(&nowhere, run.join(LABELS)).unwrap();
+        assert!(append(&run, &label("a", Verdict::Accept)).is_err());
+        assert!(!nowhere.exists());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! trawl-core: the data model, the plugin roles (environments, scaffolds, evaluators, exporters,
 //! model backends, sandboxes), the registry, the experiment config, the rollout engine, the run
 //! store, selection, export and metrics. It knows nothing of HTTP, Docker or llama.cpp: those
-//! live in plugin crates that register themselves here.
+//! live in plugin crates that register themselves here. (The one exception, behind the `http`
+//! feature, is [`http::read_capped`]: the capped body reader every HTTP client shares.)
 
 pub mod actions;
 pub mod compare;
@@ -12,6 +13,8 @@ pub mod evaluator;
 pub mod export;
 pub mod fetch;
 pub mod filter;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod hygiene;
 pub mod labels;
 pub mod matrix;

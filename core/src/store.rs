@@ -118,6 +118,55 @@ pub fn check_output(path: &Path, force: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens a run file for appending (created when missing, readable too), never through a
+/// symbolic link: a link planted in a run directory (`labels.jsonl -> ~/.bashrc`) would carry
+/// the append to a file outside the run. A link is refused with [`StoreError::Refused`]; the
+/// file it points to is not touched.
+pub fn open_append(path: &Path) -> Result<File, StoreError> {
+    open_run_file(
+        OpenOptions::new().create(true).read(true).append(true),
+        path,
+    )
+}
+
+/// Opens `path` with `options` but without following a symbolic link in its last component
+/// (`O_NOFOLLOW`, so no check can be raced): a link is refused, naming the file.
+fn open_run_file(options: &mut OpenOptions, path: &Path) -> Result<File, StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let is_link = || fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    // Without O_NOFOLLOW (not unix) the check before opening is the best there is.
+    if !cfg!(unix) && is_link() {
+        return Err(link_refused(path));
+    }
+    options.open(path).map_err(|source| {
+        if is_link() {
+            link_refused(path)
+        } else {
+            StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+fn link_refused(path: &Path) -> StoreError {
+    let target = fs::read_link(path)
+        .map(|t| format!(" (to {})", t.display()))
+        .unwrap_or_default();
+    StoreError::Refused {
+        path: path.to_path_buf(),
+        reason: format!(
+            "it is a symbolic link{target}; trawl writes a run's files only as plain files inside the run directory, never through a link"
+        ),
+        hint: "remove the link; to keep a run elsewhere, link the run directory itself".into(),
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
@@ -312,12 +361,10 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(path).map_err(io_err(path))?;
         let lock_path = path.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock = open_run_file(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &lock_path,
+        )?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -389,11 +436,7 @@ impl RunDir {
         // Keep what is moved aside first, then replace the data file: a crash in between leaves
         // a copy in both places, never in neither.
         let attempts = self.file(ATTEMPTS);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&attempts)
-            .map_err(io_err(&attempts))?;
+        let mut f = open_append(&attempts)?;
         let mut text = aside.join("\n");
         text.push('\n');
         f.write_all(text.as_bytes()).map_err(io_err(&attempts))?;
@@ -414,11 +457,7 @@ impl RunDir {
     /// Opens `trajectories.jsonl` for appending.
     pub fn appender(&self) -> Result<RecordWriter, StoreError> {
         let path = self.file(TRAJECTORIES);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = open_append(&path)?;
         Ok(RecordWriter {
             file,
             path,
@@ -435,7 +474,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    // A new file, never an existing one or a link planted at the temporary name (`create_new`
+    // follows no link): a leftover of a crash is removed first (the link, not its target).
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     drop(f);

@@ -39,6 +39,10 @@ pub enum Reply {
     /// chunks and never held whole; with `declare_length` the size is in Content-Length, else
     /// it is sent chunked.
     Flood { bytes: u64, declare_length: bool },
+    /// A 200 whose chunked body never ends: `{"status": "healthy", "padding": "` and then a
+    /// kibibyte of filler every `every`, for as long as the client reads (a stuck or hostile
+    /// server: the body stays small for a while and is never whole).
+    Trickle { every: Duration },
 }
 
 impl Reply {
@@ -285,6 +289,25 @@ async fn serve_connection(
                     stream.write_all(b"0\r\n\r\n").await?;
                 }
                 continue;
+            }
+            Reply::Trickle { every } => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                stream.write_all(head.as_bytes()).await?;
+                let start = br#"{"status": "healthy", "padding": ""#;
+                let filler = vec![b'a'; 1 << 10];
+                let mut first = true;
+                loop {
+                    let piece: &[u8] = if first { start } else { &filler };
+                    first = false;
+                    let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                    framed.extend_from_slice(piece);
+                    framed.extend_from_slice(b"\r\n");
+                    if stream.write_all(&framed).await.is_err() {
+                        // The client gave up: what a deadline on the whole answer does.
+                        return Ok(());
+                    }
+                    tokio::time::sleep(every).await;
+                }
             }
             Reply::CutBody => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"choices\": [";

@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trawl_core::labels::{self, Label, Verdict};
+use trawl_core::store::StoreError;
 
 pub use index::RunIndex;
 use query::{Filter, ListCache};
@@ -36,7 +37,8 @@ pub struct Viewer {
     addr: Arc<Mutex<Option<SocketAddr>>>,
 }
 
-/// An answer that is the request's fault (400) or the server's (500), as JSON `{"error": …}`.
+/// An answer that is the request's fault (400), the run directory's (409) or the server's (500),
+/// as JSON `{"error": …}`.
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -173,13 +175,21 @@ async fn guard(
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|h| h.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
+            .is_some_and(is_json);
         if !json {
             return bad_request("send the label as JSON (Content-Type: application/json)")
                 .into_response();
         }
     }
     next.run(req).await
+}
+
+/// Whether a Content-Type is JSON's media type: exactly `application/json` (any case), with or
+/// without parameters (`; charset=utf-8`). Not a longer type that starts the same
+/// (`application/jsonp`), which a cross-site form or script could send.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 async fn page() -> impl IntoResponse {
@@ -342,7 +352,11 @@ async fn label(
         note: body.note.trim().to_string(),
         at: trawl_core::engine::now_rfc3339(),
     };
-    let file = labels::append(&run.dir, &label).map_err(internal)?;
+    let file = labels::append(&run.dir, &label).map_err(|e| match e {
+        // A planted link or the like: the run directory's state, not a fault of the server.
+        StoreError::Refused { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+        e => internal(e),
+    })?;
     run.reload_labels();
     if let Some(e) = &run.labels_error {
         return Err(internal(e));

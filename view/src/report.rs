@@ -19,6 +19,26 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// `value` as JSON that is safe inside an HTML `<script>` element: `<`, `>` and `&` become
+/// `\u003c`, `\u003e` and `\u0026` (and U+2028/U+2029 their escapes), so no text in it (a
+/// model named `m<!--<script>`, a `</script>` in a task id) can end the element or put the HTML
+/// tokenizer into a state that swallows the rest of the page. The JSON means the same.
+pub fn script_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 const W: f64 = 360.0;
 const H: f64 = 200.0;
 const PAD: f64 = 32.0;
@@ -350,9 +370,7 @@ pub fn render(runs: &[(String, Vec<TrajectoryRecord>, RunStats)]) -> String {
         );
     }
     let stats_json: Vec<&RunStats> = runs.iter().map(|(_, _, s)| s).collect();
-    let json = serde_json::to_string(&stats_json)
-        .unwrap_or_default()
-        .replace("</", "<\\/");
+    let json = script_json(&stats_json);
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>trawl report</title><style>{STYLE}</style></head>\
          <body><h1>trawl report</h1>{body}<script id=\"trawl-stats\" type=\"application/json\">{json}</script><script>{SCRIPT}</script></body></html>"

@@ -344,6 +344,56 @@ async fn labels_land_in_the_run_directory_and_foreign_requests_are_refused() {
     assert_eq!(text.lines().count(), 3, "{text}");
 }
 
+/// A label is JSON's own media type or nothing: `application/jsonp` (which only starts the same)
+/// is refused; parameters and any case are fine. A `labels.jsonl` planted as a symbolic link is
+/// refused with a message naming it, and the file it points to outside the run is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_need_json_and_never_follow_a_planted_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let records: Vec<_> = (0..8).map(record).collect();
+    write_run(&run, &records);
+    let s = Served::start(&[&run]).await;
+    let send = |content_type: &str| {
+        s.client
+            .post(format!("{}/api/rollouts/0/1/label", s.base))
+            .header("content-type", content_type)
+            .body(r#"{"verdict": "accept"}"#)
+            .send()
+    };
+    let jsonp = send("application/jsonp").await.unwrap();
+    assert_eq!(jsonp.status(), 400);
+    assert!(jsonp.text().await.unwrap().contains("application/json"));
+    assert!(!run.join("labels.jsonl").exists(), "nothing written");
+    for accepted in ["application/json; charset=utf-8", "Application/JSON"] {
+        let res = send(accepted).await.unwrap();
+        assert_eq!(res.status(), 200, "{accepted}");
+    }
+    let text = std::fs::read_to_string(run.join("labels.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    // The link replaces the labels file; the viewer must not write through it.
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, "not the run's\n").unwrap();
+    std::fs::remove_file(run.join("labels.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&outside, run.join("labels.jsonl")).unwrap();
+    let res = send("application/json").await.unwrap();
+    assert_eq!(res.status(), 409);
+    let error = res.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("labels.jsonl") && error.contains("symbolic link"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside).unwrap(),
+        "not the run's\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_growing_or_rewritten_run_is_followed() {
     let dir = tempfile::tempdir().unwrap();

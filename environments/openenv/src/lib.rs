@@ -33,8 +33,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
+use trawl_core::http::{error_chain, read_capped, BodyError};
 use trawl_core::registry::{BuildContext, ComponentError, EnvironmentConfig, EvaluatorConfig};
 use trawl_core::sandbox::{Sandbox, SandboxBackend, SandboxSpec};
 use trawl_core::{
@@ -390,20 +392,27 @@ impl Environment for OpenEnv {
         };
         let url = ws_url(&server).map_err(&failed)?;
         let timeout = self.timeout();
-        let stream =
-            match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(&url)).await {
-                Ok(Ok((stream, _))) => stream,
-                Ok(Err(e)) => {
-                    return Err(failed(format!(
-                        "OpenEnv server {server}: cannot open a session at {url}: {e}"
-                    )))
-                }
-                Err(_) => {
-                    return Err(failed(format!(
-                        "OpenEnv server {server}: no session at {url} within {timeout:?}"
-                    )))
-                }
-            };
+        let limits = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let stream = match tokio::time::timeout(
+            timeout,
+            connect_async_with_config(&url, Some(limits), false),
+        )
+        .await
+        {
+            Ok(Ok((stream, _))) => stream,
+            Ok(Err(e)) => {
+                return Err(failed(format!(
+                    "OpenEnv server {server}: cannot open a session at {url}: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(failed(format!(
+                    "OpenEnv server {server}: no session at {url} within {timeout:?}"
+                )))
+            }
+        };
         let mut session = Session {
             stream,
             server,
@@ -508,31 +517,61 @@ impl OpenEnv {
     }
 }
 
-/// Checks that `server` answers `GET /health` with `{"status": "healthy"}`.
+/// The largest `/health` answer read (openenv-core's is `{"status": "healthy"}`): a longer one
+/// is refused as soon as it passes this, never read whole.
+const MAX_HEALTH_BYTES: u64 = 1 << 20;
+
+/// The largest WebSocket message read from a server (an observation): a longer one breaks the
+/// session as an infrastructure error. The `openai` model's default cap on a reply.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Checks that `server` answers `GET /health` with `{"status": "healthy"}` within `timeout`
+/// (its body included, read up to [`MAX_HEALTH_BYTES`]). A server that takes longer, even one
+/// that never stops sending, has timed out and is told so.
 async fn health(client: &reqwest::Client, server: &str, timeout: Duration) -> Result<(), String> {
     let url = format!("{}/health", server.trim_end_matches('/'));
-    let answer = match client.get(&url).timeout(timeout).send().await {
-        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+    let timed_out = || {
+        format!(
+            "OpenEnv server {server}: GET /health timed out after {} s\n  hint: is the server overloaded or stuck? raise timeout_secs if it is only slow",
+            timeout.as_secs_f64()
+        )
+    };
+    let body = match client.get(&url).timeout(timeout).send().await {
+        Ok(r) if r.status().is_success() => match read_capped(r, MAX_HEALTH_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TimedOut) => return Err(timed_out()),
+            Err(e) => return Err(format!("OpenEnv server {server}: GET /health {e}")),
+        },
         Ok(r) => {
             return Err(format!(
                 "OpenEnv server {server}: GET /health answered HTTP {}\n  hint: is it an OpenEnv server (openenv-core's create_app)?",
                 r.status()
             ))
         }
+        Err(e) if e.is_timeout() => return Err(timed_out()),
         Err(e) => {
             return Err(format!(
-                "OpenEnv server {server} does not answer GET /health: {e}\n  hint: start the server, or remove it from `servers`"
+                "OpenEnv server {server} does not answer GET /health: {}\n  hint: start the server, or remove it from `servers`",
+                error_chain(&e)
             ))
         }
     };
+    let answer = serde_json::from_slice::<Value>(&body).ok();
     let status = answer
         .as_ref()
         .and_then(|v| v["status"].as_str())
         .unwrap_or_default();
     if status != "healthy" {
+        let shown = match &answer {
+            Some(v) => v.to_string().chars().take(200).collect(),
+            None => format!(
+                "no JSON ({} bytes: {:?})",
+                body.len(),
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ),
+        };
         return Err(format!(
-            "OpenEnv server {server} is not healthy: /health answered {}",
-            answer.map_or("no JSON".to_string(), |v| v.to_string())
+            "OpenEnv server {server} is not healthy: /health answered {shown}"
         ));
     }
     Ok(())

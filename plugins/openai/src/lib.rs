@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use trawl_core::config::{check_secs, secs};
+use trawl_core::http::{error_chain, read_capped, BodyError};
 use trawl_core::model::{Retry, RetryPolicy, TokenDetail};
 use trawl_core::registry::{BuildContext, ComponentError, ModelConfig};
 use trawl_core::{
@@ -361,42 +362,20 @@ pub fn parse_completion(body: &str) -> Result<Completion, ModelError> {
 }
 
 impl OpenAiModel {
-    /// Reads the body up to `max_response_bytes`, chunk by chunk: a larger one is refused as
-    /// soon as it is known to be larger, never read whole.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, ModelError> {
-        let cap = self.max_response_bytes;
-        let too_large = |what: String| {
-            ModelError::Backend(format!(
-                "the response from {} is {what}, over max_response_bytes ({cap}); raise it in the model table if such replies are expected",
+    /// Reads the body up to `max_response_bytes` ([`read_capped`]: chunk by chunk, refused as
+    /// soon as it is known to be larger, never read whole).
+    async fn read_body(&self, response: reqwest::Response) -> Result<String, ModelError> {
+        match read_capped(response, self.max_response_bytes).await {
+            Ok(body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            Err(e @ BodyError::TooLarge { .. }) => Err(ModelError::Backend(format!(
+                "the server at {} {e}, over max_response_bytes; raise it in the model table if such replies are expected",
                 self.endpoint
-            ))
-        };
-        if let Some(len) = response.content_length().filter(|l| *l > cap) {
-            return Err(too_large(format!("{len} bytes")));
+            ))),
+            Err(e) => Err(ModelError::Transient {
+                message: format!("the server at {} {e}", self.endpoint),
+                retry_after: None,
+            }),
         }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() as u64 + chunk.len() as u64 > cap {
-                        return Err(too_large("longer".into()));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(ModelError::Transient {
-                        message: format!(
-                            "response body from {} was cut off: {}",
-                            self.endpoint,
-                            error_chain(&e)
-                        ),
-                        retry_after: None,
-                    })
-                }
-            }
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }
 
@@ -476,18 +455,6 @@ impl LanguageModel for OpenAiModel {
             })?;
         Ok(Some(ids))
     }
-}
-
-/// An error with its causes, which is where reqwest keeps the useful part.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
