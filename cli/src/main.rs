@@ -636,6 +636,9 @@ fn load_run_with(run: &Path, skip_bad: bool) -> anyhow::Result<Vec<TrajectoryRec
     if report.torn_tail.is_some() {
         eprintln!("warning: {}: the last line was cut off mid-write and is ignored; `trawl run` resumes it", path.display());
     }
+    for note in &report.repaired {
+        eprintln!("warning: {note}");
+    }
     Ok(records)
 }
 
@@ -1033,6 +1036,9 @@ async fn run(
             },
             summary.dir.join(store::ATTEMPTS).display()
         );
+    }
+    for note in &summary.resume.repaired {
+        eprintln!("resume: {note}");
     }
     let scored = summary.written - summary.infra_errors - summary.interrupted;
     eprintln!(

@@ -1443,3 +1443,93 @@ async fn export_labels_keep_what_reviewers_accepted_and_drop_what_they_rejected(
     assert!(err.contains("labels.jsonl:7: field `verdict`"), "{err}");
     assert!(!d.join("z.jsonl").exists());
 }
+
+/// A record an older trawl wrote with `"reward": null` (its sum overflowed to infinity) is read
+/// as an infrastructure error, named by file and line: `stats`, `export`, `show` and `report`
+/// leave it out and say so, and a resume moves it aside and runs the rollout again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_reward_on_disk_is_read_as_an_infrastructure_error_and_re_run() {
+    let server = ScriptedServer::start(Arc::new(adder_policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(
+        d,
+        &server.base_url(),
+        &MATH_CHAT.replace("count = 60", "count = 5"),
+    );
+    let config = config.to_str().unwrap();
+    trawl_ok(&["run", config, "--out", "run", "--quiet"], d);
+    let data = d.join("run/trajectories.jsonl");
+    let mut records = jsonl(&data);
+    assert_eq!(records.len(), 10);
+    let exported = |d: &Path| {
+        trawl_ok(&["export", "run", "-o", "x.jsonl", "--force"], d);
+        std::fs::read_to_string(d.join("x.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let before = exported(d);
+    // Line 3 in the legacy shape: the record's reward and its evaluation's are null.
+    let planted = records
+        .iter()
+        .position(|r| r["success"] == true)
+        .expect("a successful rollout");
+    let line = planted + 1;
+    let key = records[planted]["key"].clone();
+    records[planted]["reward"] = Value::Null;
+    records[planted]["evaluations"][0]["reward"] = Value::Null;
+    let text: String = records
+        .iter()
+        .map(|r| format!("{}\n", serde_json::to_string(r).unwrap()))
+        .collect();
+    assert!(text.contains("\"reward\":null"));
+    std::fs::write(&data, &text).unwrap();
+    let at = format!("trajectories.jsonl:{line}: rollout ");
+
+    let out = trawl_ok(&["stats", "run", "--json"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&at)
+            && err.contains("`reward` is not a finite number (NaN, or `null` on disk)")
+            && err.contains("read as an infrastructure error"),
+        "{err}"
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["finished"], 9, "{stats}");
+    assert_eq!(stats["infra_errors"], 1, "{stats}");
+    assert_eq!(
+        exported(d),
+        before - 1,
+        "the planted success is not exported"
+    );
+    for args in [
+        vec!["show", "run", "-n", "20"],
+        vec!["report", "run", "-o", "r.html"],
+        vec!["stats", "run"],
+    ] {
+        let out = trawl_ok(&args, d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&at), "{args:?}: {err}");
+    }
+
+    // A resume moves the line aside, says why, and runs the rollout again.
+    let out = trawl_ok(&["run", config, "--out", "run", "--quiet"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("re-ran 1 interrupted or failed rollout(s)")
+            && err.contains("resume: ")
+            && err.contains(&at),
+        "{err}"
+    );
+    let after = jsonl(&data);
+    assert_eq!(after.len(), 10);
+    let again = after.iter().find(|r| r["key"] == key).unwrap();
+    assert_eq!(again["outcome"]["exit_status"], "Submitted", "{again}");
+    assert!(again["reward"].is_f64(), "{again}");
+    let attempts = std::fs::read_to_string(d.join("run/attempts.jsonl")).unwrap();
+    assert!(attempts.contains("\"reward\":null"), "{attempts}");
+    let out = trawl_ok(&["stats", "run", "--json"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("read as an infrastructure error"), "{err}");
+}

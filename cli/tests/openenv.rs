@@ -386,3 +386,108 @@ max_turns = 3
         "{out}"
     );
 }
+
+/// A hostile server whose rewards are absurd (1e308 a step) or whose sum overflows trawl's
+/// bound (6e8 a step, three steps): with `reward = "sum"` and `"last"` alike the rollout is an
+/// infrastructure error that names the evaluator or environment and the value, never a record
+/// that `stats`, `export` or a resume cannot read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_absurd_rewards_makes_infrastructure_errors_and_readable_runs() {
+    let env = OpenEnvServer::start(4);
+    let llm = ScriptedServer::start(Arc::new(halving)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Targets: seed 3 is 5 (found at once), seed 1 is 1 (three guesses: 5, 2, 1).
+    let config = |mode: &str| {
+        format!(
+            r#"name = "{mode}"
+
+[[environments]]
+type = "openenv"
+servers = ["{}"]
+sessions_per_server = 4
+action_field = "guess"
+observation_field = "prompt"
+reward = "{mode}"
+tasks = [
+  {{ id = "fine", reset = {{ seed = 3 }} }},
+  {{ id = "huge", reset = {{ seed = 3, reward = 1e308 }} }},
+  {{ id = "big", reset = {{ seed = 1, reward = 6e8 }} }},
+]
+
+[[scaffolds]]
+type = "chat"
+max_turns = 3
+
+{}"#,
+            env.base_url(),
+            model(&llm.base_url())
+        )
+    };
+    for mode in ["sum", "last"] {
+        let (records, out) = run(dir.path(), mode, &config(mode));
+        let by_task = |id: &str| records.iter().find(|r| r["key"]["task"] == id).unwrap();
+        assert_eq!(by_task("fine")["success"], true, "{mode}");
+        assert_eq!(by_task("fine")["reward"], 1.0, "{mode}");
+        // 1e308 a step: the environment's step reward is refused before any evaluator sees it.
+        let huge = by_task("huge");
+        assert_eq!(
+            huge["outcome"]["exit_status"], "InfraError",
+            "{mode}: {huge}"
+        );
+        assert_eq!(huge["outcome"]["error"]["kind"], "environment", "{huge}");
+        let message = huge["outcome"]["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("environment `openenv` gave step 0 a reward that is 1e308")
+                && message.contains("beyond ±1e9"),
+            "{mode}: {message}"
+        );
+        assert!(huge["evaluations"].as_array().unwrap().is_empty(), "{huge}");
+        let big = by_task("big");
+        assert_eq!(big["steps"].as_array().unwrap().len(), 3, "{mode}: {big}");
+        if mode == "sum" {
+            // 3 × 6e8 is past the bound: the evaluator's checked sum refuses it.
+            assert_eq!(big["outcome"]["exit_status"], "InfraError", "{big}");
+            assert_eq!(big["outcome"]["error"]["kind"], "evaluator", "{big}");
+            let message = big["outcome"]["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(
+                    "evaluator `openenv_reward` failed: the sum of the server's 3 step rewards overflows"
+                ),
+                "{message}"
+            );
+            assert!(out.contains("2 infrastructure errors"), "{out}");
+        } else {
+            // The last step's 6e8 is within the bound: a reward like any other.
+            assert_eq!(big["outcome"]["exit_status"], "Submitted", "{big}");
+            assert_eq!(big["reward"], 6e8, "{big}");
+            assert!(out.contains("1 infrastructure errors"), "{out}");
+        }
+
+        // What was written reads back: stats, export and a resume work and print no infinity.
+        let run_dir = format!("runs/{mode}");
+        let o = trawl(&["stats", &run_dir], dir.path());
+        let stats = text(&o);
+        assert!(o.status.success(), "{stats}");
+        assert!(
+            !stats
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w == "inf" || w == "NaN"),
+            "{stats}"
+        );
+        let o = trawl(&["export", &run_dir, "--format", "openai"], dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        // The resume re-runs only the infrastructure errors; the server answers as before, so
+        // every rollout of this session fails on infrastructure and the run says so (exit 3).
+        let o = trawl(&["run", &format!("{mode}.toml"), "--quiet"], dir.path());
+        let resumed = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{resumed}");
+        let moved = if mode == "sum" { 2 } else { 1 };
+        assert!(
+            resumed.contains(&format!("re-ran {moved} interrupted or failed rollout(s)")),
+            "{resumed}"
+        );
+        let lines =
+            std::fs::read_to_string(dir.path().join(&run_dir).join("trajectories.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 3, "{lines}");
+    }
+}

@@ -420,6 +420,10 @@ pub struct ResumeSummary {
     pub moved_aside: usize,
     pub dropped_torn_tail: bool,
     pub duplicates_removed: usize,
+    /// Records whose rewards trawl cannot use (`"reward": null`), among those moved aside and
+    /// re-run: one note each, naming file, line and fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 /// `manifest.json`: what ran, with which versions, when.
@@ -1146,6 +1150,7 @@ pub async fn run(
             moved_aside: resume.moved_aside,
             dropped_torn_tail: resume.dropped_torn_tail,
             duplicates_removed: resume.duplicates_removed,
+            repaired: resume.repaired,
         },
         environments: manifest.environments,
         skipped_combinations: manifest.skipped_combinations,
@@ -1437,6 +1442,23 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
                 b.outcome.submission = artifacts.submission;
             }
             b.outcome.artifacts = artifacts.extra;
+            // A step reward trawl cannot record (NaN, infinite, absurd) is the environment's
+            // fault, not the model's.
+            if let Some((i, why)) = artifacts
+                .step_rewards
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| crate::reward::unsound(*r).map(|why| (i, why)))
+            {
+                b.outcome = infra(
+                    "environment",
+                    format!(
+                        "environment `{}` gave step {i} a reward that is {why}",
+                        slot.env.name
+                    ),
+                );
+                return b.into_record(transcript);
+            }
             // Step rewards are kept only when there is one for every step: a partial list
             // could not say which step earned what.
             if artifacts.step_rewards.len() == transcript.steps.len() {
@@ -1473,9 +1495,11 @@ async fn rollout(shared: Arc<Shared>, plan: Plan, hard: CancellationToken) -> Tr
 
 /// Runs every evaluator that applies on a finished rollout and sets its reward and success as
 /// `[scoring]` says. An evaluator that finds the task outside what it can score (`Unscorable`)
-/// is not applicable and records nothing; one that fails or hangs, or a rollout that no
-/// evaluator `[scoring]` reads could score, is an infrastructure error: no label is better than
-/// a wrong one.
+/// is not applicable and records nothing; one that fails or hangs, one whose verdict breaks
+/// [`crate::reward`]'s rule (NaN, infinite, beyond ±1e9: see [`crate::evaluator::Evaluation::check`]), a combined
+/// reward that breaks it, or a rollout that no evaluator `[scoring]` reads could score, is an
+/// infrastructure error: no label is better than a wrong one, and every verdict passes through
+/// here (built-in, plugin and judge evaluators alike) before it is recorded.
 async fn score(
     scoring: &crate::scoring::Scoring,
     evaluators: &[ScoringEvaluator],
@@ -1491,7 +1515,7 @@ async fn score(
             .unwrap_or_else(|| evaluator.live.name().to_string());
         let timed_out = format!("evaluator `{name}` timed out");
         let result = match tokio::time::timeout(grace, evaluator.live.evaluate(record)).await {
-            Ok(r) => r,
+            Ok(r) => r.and_then(|eval| eval.check(&name).map(|()| eval)),
             Err(_) => Err(EvaluatorError::Failed {
                 evaluator: name.clone(),
                 message: timed_out,
@@ -1522,10 +1546,24 @@ async fn score(
         .map(|(source, evaluation)| crate::scoring::Verdict { source, evaluation })
         .collect();
     match scoring.decide(&verdicts) {
-        Some(d) => {
-            record.reward = d.reward;
-            record.success = d.success;
-        }
+        Some(d) => match crate::reward::unsound(d.reward) {
+            None => {
+                record.reward = d.reward;
+                record.success = d.success;
+            }
+            Some(why) => {
+                record.outcome = Outcome {
+                    artifacts: record.outcome.artifacts.clone(),
+                    ..infra(
+                        "evaluator",
+                        format!(
+                            "the reward scoring combines ({}) is {why}",
+                            scoring.describe()
+                        ),
+                    )
+                };
+            }
+        },
         None => {
             let why = if not_applicable.is_empty() {
                 String::new()
@@ -1549,4 +1587,151 @@ async fn score(
 /// The run directory a config writes to by default: `runs/<name>`.
 pub fn default_run_dir(config: &ExperimentConfig) -> PathBuf {
     Path::new("runs").join(&config.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluator::Evaluation;
+    use crate::scoring::{Combine, Scoring, ENVIRONMENT};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// An evaluator that says whatever it is told: any verdict a built-in evaluator, a plugin
+    /// across the ABI or a judge could give.
+    struct Says(Evaluation);
+
+    #[async_trait::async_trait]
+    impl Evaluator for Says {
+        fn name(&self) -> &str {
+            "says"
+        }
+
+        async fn evaluate(&self, _: &TrajectoryRecord) -> Result<Evaluation, EvaluatorError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// Any f64: NaN, infinities, subnormals, huge, and ordinary rewards.
+    fn any_reward() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            -10.0f64..10.0,
+            proptest::sample::select(vec![
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1e308,
+                f64::MAX,
+                -crate::reward::MAX_REWARD,
+                crate::reward::MAX_REWARD,
+                crate::reward::MAX_REWARD * (1.0 + f64::EPSILON),
+                f64::MIN_POSITIVE / 4.0,
+                -0.0,
+            ]),
+        ]
+    }
+
+    /// Any details, some nested far deeper than a record can hold.
+    fn any_details() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            crate::strategies::json_value(),
+            (crate::strategies::json_value(), 0usize..200)
+                .prop_map(|(v, n)| (0..n).fold(v, |v, _| json!([v]))),
+        ]
+    }
+
+    fn evaluation() -> impl Strategy<Value = Evaluation> {
+        (
+            any_reward(),
+            any::<bool>(),
+            proptest::collection::btree_map("[a-z_]{1,8}", any_reward(), 0..3),
+            any_details(),
+        )
+            .prop_map(|(reward, success, components, details)| Evaluation {
+                evaluator: "says".into(),
+                reward,
+                success,
+                components,
+                details,
+            })
+    }
+
+    fn weight() -> impl Strategy<Value = f64> {
+        prop_oneof![0.0f64..10.0, Just(1e300), Just(f64::MAX)]
+    }
+
+    fn scoring() -> impl Strategy<Value = Scoring> {
+        let both = || vec![ENVIRONMENT.to_string(), "judge".to_string()];
+        prop_oneof![
+            Just(Scoring::default_for(&["judge".to_string()])),
+            proptest::sample::select(vec![Combine::Product, Combine::Min, Combine::All]).prop_map(
+                move |combine| Scoring::Combine {
+                    combine,
+                    evaluators: both(),
+                    weights: BTreeMap::new(),
+                    success_threshold: None,
+                }
+            ),
+            // Any weight the config accepts (finite, at least 0).
+            (weight(), weight()).prop_map(move |(a, b)| Scoring::Combine {
+                combine: Combine::WeightedSum,
+                evaluators: both(),
+                weights: BTreeMap::from([(ENVIRONMENT.to_string(), a), ("judge".to_string(), b)]),
+                success_threshold: Some(0.5),
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever evaluators say, the record `score` leaves reads back with the store's reader
+        /// as it is (nothing to repair); a verdict that breaks the reward rule makes it an
+        /// infrastructure error that names the evaluator, never a label.
+        #[test]
+        fn no_evaluator_output_makes_a_record_that_fails_to_load(
+            own in evaluation(),
+            judge in evaluation(),
+            scoring in scoring(),
+        ) {
+            let evaluators = [(ENVIRONMENT, &own), ("judge", &judge)]
+                .map(|(source, e)| ScoringEvaluator {
+                    source: source.into(),
+                    recorded_as: Some(source.into()),
+                    live: Arc::new(Says(e.clone())),
+                });
+            let mut record = crate::strategies::example_record();
+            record.evaluations.clear();
+            record.outcome.exit_status = ExitStatus::Submitted;
+            record.outcome.error = None;
+            record.reward = 0.0;
+            record.success = false;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(score(&scoring, &evaluators, &mut record, Duration::from_secs(5)));
+
+            let line = serde_json::to_string(&record).unwrap();
+            let (back, note) =
+                store::parse_record_noting(Path::new("t.jsonl"), 1, &line).unwrap();
+            prop_assert_eq!(note, None);
+            prop_assert_eq!(&back, &record);
+            let first_bad = [(ENVIRONMENT, &own), ("judge", &judge)]
+                .into_iter()
+                .find_map(|(name, e)| e.check(name).err());
+            if let Some(e) = first_bad {
+                prop_assert_eq!(record.outcome.exit_status, ExitStatus::InfraError);
+                let error = record.outcome.error.clone().unwrap();
+                prop_assert_eq!(error.kind.as_str(), "evaluator");
+                prop_assert_eq!(error.message, e.to_string());
+            } else if record.is_final() {
+                prop_assert!(crate::reward::unsound(record.reward).is_none());
+            } else {
+                // Sound verdicts that scoring combines past the bound (a product or a heavy
+                // weight): refused too, as the evaluator's infrastructure error.
+                let error = record.outcome.error.clone().unwrap();
+                prop_assert!(error.message.starts_with("the reward scoring combines"), "{}", error.message);
+            }
+        }
+    }
 }

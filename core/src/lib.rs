@@ -21,6 +21,7 @@ pub mod matrix;
 pub mod message;
 pub mod model;
 pub mod registry;
+pub mod reward;
 pub mod sandbox;
 pub mod scaffold;
 pub mod scoring;

@@ -181,14 +181,29 @@ pub struct ReadReport {
     pub torn_tail: Option<String>,
     /// Lines left out under [`read_records_skipping`]: each error names its file and line.
     pub skipped: Vec<StoreError>,
+    /// Records whose rewards break [`crate::reward`]'s rule (a `"reward": null` an older trawl
+    /// wrote for an overflow), read as infrastructure errors: each note names file and line.
+    pub repaired: Vec<String>,
 }
 
-/// Parses one line of `trajectories.jsonl`, naming the field that is wrong.
+/// Parses one line of `trajectories.jsonl`, naming the field that is wrong. A record whose
+/// rewards break [`crate::reward`]'s rule is read as an infrastructure error (see
+/// [`parse_record_noting`] for the note that says so).
 pub fn parse_record(
     path: &Path,
     line_no: usize,
     line: &str,
 ) -> Result<TrajectoryRecord, StoreError> {
+    parse_record_noting(path, line_no, line).map(|(r, _)| r)
+}
+
+/// [`parse_record`], with a note naming file, line and fields when the record's rewards broke
+/// the rule and it was read as an infrastructure error: never a line that kills the reader.
+pub fn parse_record_noting(
+    path: &Path,
+    line_no: usize,
+    line: &str,
+) -> Result<(TrajectoryRecord, Option<String>), StoreError> {
     let de = &mut serde_json::Deserializer::from_str(line);
     let rec: TrajectoryRecord = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
@@ -223,7 +238,9 @@ pub fn parse_record(
             ),
         });
     }
-    Ok(rec)
+    let mut rec = rec;
+    let note = crate::reward::repair(&mut rec, path, line_no);
+    Ok((rec, note))
 }
 
 /// Reads every record of a trajectories file. A last line cut off by a crash is reported in the
@@ -249,8 +266,8 @@ fn read_all(path: &Path, skip: bool) -> Result<(Vec<TrajectoryRecord>, ReadRepor
     for_each_line(path, |line_no, line, is_last_unterminated| {
         let raw = line.raw();
         let parsed = line
-            .and_then(|l| parse_record(path, line_no, l))
-            .and_then(|r| match seen.get(&r.key) {
+            .and_then(|l| parse_record_noting(path, line_no, l))
+            .and_then(|(r, note)| match seen.get(&r.key) {
                 Some(first) => Err(StoreError::BadRecord {
                     path: path.to_path_buf(),
                     line: line_no,
@@ -260,11 +277,14 @@ fn read_all(path: &Path, skip: bool) -> Result<(Vec<TrajectoryRecord>, ReadRepor
                 }),
                 None => {
                     seen.insert(r.key.clone(), line_no);
-                    Ok(r)
+                    Ok((r, note))
                 }
             });
         match parsed {
-            Ok(r) => records.push(r),
+            Ok((r, note)) => {
+                report.repaired.extend(note);
+                records.push(r)
+            }
             Err(_) if is_last_unterminated => {
                 report.torn_tail = Some(String::from_utf8_lossy(raw).into_owned())
             }
@@ -354,6 +374,9 @@ pub struct ResumeState {
     /// Tokens (prompt and completion) every record read used, those moved aside included: what
     /// the run has spent of its budget.
     pub tokens_used: u64,
+    /// Records whose rewards broke [`crate::reward`]'s rule, moved aside to be re-run like any
+    /// infrastructure error: one note each, naming file, line and fields.
+    pub repaired: Vec<String>,
 }
 
 impl RunDir {
@@ -402,7 +425,12 @@ impl RunDir {
         let mut aside: Vec<String> = Vec::new();
         for_each_line(&path, |line_no, line, unterminated| {
             let raw = String::from_utf8_lossy(line.raw()).into_owned();
-            let parsed = line.and_then(|l| parse_record(&path, line_no, l));
+            let parsed = line
+                .and_then(|l| parse_record_noting(&path, line_no, l))
+                .map(|(rec, note)| {
+                    state.repaired.extend(note);
+                    rec
+                });
             if let Ok(rec) = &parsed {
                 state.tokens_used += rec.usage.total_tokens();
             }

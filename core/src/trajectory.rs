@@ -188,7 +188,9 @@ pub struct TrajectoryRecord {
     pub steps: Vec<Step>,
     pub outcome: Outcome,
     pub evaluations: Vec<Evaluation>,
-    /// The primary (first) evaluation's reward; 0 when there is none.
+    /// The primary (first) evaluation's reward; 0 when there is none. `null` on disk (what an
+    /// older trawl wrote for an overflow) reads as NaN, for the store to report and repair.
+    #[serde(deserialize_with = "crate::reward::null_as_nan")]
     pub reward: f64,
     /// The primary evaluation's verdict; false when there is none.
     pub success: bool,

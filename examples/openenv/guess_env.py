@@ -10,7 +10,8 @@ and gets reward 1 for a right guess, else 0.
 
 For tests, a reset may ask for a fault on the first step: `fault = "die"` (the server process
 exits), `"hang"` (the step never answers), `"raise"` (the step raises) or `"garbage"` (the
-server answers the step with bytes that are not JSON).
+server answers the step with bytes that are not JSON). A reset with `reward = x` makes a hostile
+server: every step answers with reward x (say 1e308) in place of the game's.
 
 With --port 0 it picks a free port; either way it prints `PORT <n>` on its first line.
 """
@@ -48,12 +49,15 @@ class GuessEnvironment(Environment):
         self.target = 1
         self.left = 3
         self.fault: Optional[str] = None
+        self.reward: Optional[float] = None
 
     def reset(self, seed: Optional[int] = None, episode_id: Optional[str] = None,
-              fault: Optional[str] = None, **kwargs: Any) -> GuessObservation:
+              fault: Optional[str] = None, reward: Optional[float] = None,
+              **kwargs: Any) -> GuessObservation:
         self.target = ((seed or 0) * 7 + 3) % 10 + 1
         self.left = 3
         self.fault = fault
+        self.reward = reward
         self._state = State(episode_id=episode_id, step_count=0)
         return GuessObservation(
             prompt="I am thinking of a whole number from 1 to 10. You have 3 guesses. "
@@ -62,6 +66,12 @@ class GuessEnvironment(Environment):
 
     def step(self, action: GuessAction, timeout_s: Optional[float] = None,
              **kwargs: Any) -> GuessObservation:
+        observation = self.play(action)
+        if self.reward is not None:
+            observation.reward = self.reward
+        return observation
+
+    def play(self, action: GuessAction) -> GuessObservation:
         if self.fault == "die":
             os._exit(3)
         if self.fault == "hang":

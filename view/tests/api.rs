@@ -450,3 +450,36 @@ async fn a_growing_or_rewritten_run_is_followed() {
     let damaged = runs["runs"][0]["damaged"][0].as_str().unwrap();
     assert!(damaged.contains("trajectories.jsonl:4"), "{damaged}");
 }
+
+/// A line an older trawl wrote with `"reward": null` (an overflowed sum) is listed and opens as
+/// an infrastructure error that says why, instead of being left out or breaking the viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_reward_line_opens_as_an_infrastructure_error() {
+    let a = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..3).map(record).collect();
+    write_run(a.path(), &records);
+    let data = a.path().join("trajectories.jsonl");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[1]["reward"] = Value::Null;
+    lines[1]["evaluations"][0]["reward"] = Value::Null;
+    let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&data, text).unwrap();
+
+    let s = Served::start(&[a.path()]).await;
+    assert_eq!(s.ok("/api/rollouts").await["total"], 3);
+    let d = s.ok("/api/rollouts/0/1").await;
+    assert_eq!(
+        d["record"]["key"],
+        serde_json::to_value(&records[1].key).unwrap()
+    );
+    assert_eq!(d["record"]["outcome"]["exit_status"], "InfraError", "{d}");
+    let message = d["record"]["outcome"]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`reward` is not a finite number"),
+        "{message}"
+    );
+}

@@ -948,7 +948,17 @@ impl Evaluator for OpenEnvReward {
             .collect();
         let reward = match self.config.reward {
             RewardMode::Last => rewards.last().copied().unwrap_or(0.0),
-            RewardMode::Sum => rewards.iter().sum(),
+            // A sum that overflows is the server's fault, never an infinity in the record.
+            RewardMode::Sum => trawl_core::reward::checked_sum(&rewards).ok_or_else(|| {
+                EvaluatorError::Failed {
+                    evaluator: "openenv_reward".into(),
+                    message: format!(
+                        "the sum of the server's {} step rewards overflows: it is not finite, or beyond ±{:e}, the largest reward trawl records",
+                        rewards.len(),
+                        trawl_core::reward::MAX_REWARD
+                    ),
+                }
+            })?,
         };
         let done = artifacts["done"].as_bool().unwrap_or(false);
         Ok(Evaluation {
