@@ -1160,7 +1160,8 @@ pub async fn run(
 /// the same experiment.
 fn without_budget(toml_text: &str) -> String {
     let mut top = true;
-    toml_text
+    // `--set` arguments are recorded as comments; the values they set are compared, not how.
+    ExperimentConfig::without_override_comments(toml_text)
         .lines()
         .filter(|l| {
             top &= !l.trim_start().starts_with('[');

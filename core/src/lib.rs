@@ -17,6 +17,7 @@ pub mod labels;
 pub mod matrix;
 pub mod message;
 pub mod model;
+pub mod overrides;
 pub mod registry;
 pub mod sandbox;
 pub mod scaffold;
