@@ -26,11 +26,11 @@ pub const DEFAULT_MODEL_KIND: &str = "llama";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
+    pub line: u32,
+    pub column: u32,
     /// The command line's `--set KEY=VALUE` argument the field comes from, when it does: the
     /// file's line would point at a value that is no longer there.
-    pub set_arg: Option<String>,
+    pub set_arg: Option<Box<str>>,
 }
 
 impl fmt::Display for Location {
@@ -264,7 +264,7 @@ impl SourceMap {
                 file: self.file.clone(),
                 line: 0,
                 column: 0,
-                set_arg: Some(arg.clone()),
+                set_arg: Some(arg.as_str().into()),
             });
         }
         (0..=path.len())
@@ -275,8 +275,10 @@ impl SourceMap {
 
     fn location_of(&self, offset: usize) -> Location {
         let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        // A config is far shorter than 4 billion lines; u32 keeps errors small to pass around.
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let line = count(before.matches('\n').count() + 1);
+        let column = count(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1);
         Location {
             file: self.file.clone(),
             line,
@@ -417,7 +419,7 @@ fn apply_overrides(
                 file: map.file.clone(),
                 line: 0,
                 column: 0,
-                set_arg: Some(arg.clone()),
+                set_arg: Some(arg.as_str().into()),
             }),
             field: dotted(path),
             message,

@@ -23,9 +23,7 @@ impl Override {
     /// missing `=`, an empty key or an empty part of the key (`models..x`).
     pub fn parse(arg: &str) -> Result<Override, String> {
         let Some((key, raw)) = arg.split_once('=') else {
-            return Err(format!(
-                "expected KEY=VALUE\n  hint: for example --set models.0.sampling.temperature=0.7 or --set environments.0.files='[\"data/a.jsonl\"]'"
-            ));
+            return Err("expected KEY=VALUE\n  hint: for example --set models.0.sampling.temperature=0.7 or --set environments.0.files='[\"data/a.jsonl\"]'".to_string());
         };
         let key = key.trim();
         let path: Vec<String> = key.split('.').map(|p| p.trim().to_string()).collect();
