@@ -350,6 +350,11 @@ impl Exporter for ShareGptExporter {
                 self.counts.add("conversations_unrepresentable", 1);
                 continue;
             };
+            // The row ends at the model's last turn (`sharegpt_turns` drops trailing input).
+            self.counts.add(
+                "trailing_messages_dropped",
+                messages.len() - through_last_assistant(&messages).len(),
+            );
             // A `function_call` turn holds the calls only: the text a reply wrote beside its
             // calls, and reasoning, have no place in the format. Counted, never silently lost.
             let replies = || messages.iter().filter(|m| m.role == MessageRole::Assistant);
@@ -616,6 +621,17 @@ mod tests {
         assert_eq!(messages.len(), 6);
         assert_eq!(messages[5]["content"], "Submitted.");
         assert!(counts.is_empty(), "{counts:?}");
+
+        // ShareGPT ends on the model too, and counts the same.
+        let exporter = ShareGptExporterConfig::default()
+            .build(&BuildContext::default())
+            .expect("builds");
+        let mut out = Vec::new();
+        exporter.write(&r, &mut out).expect("writes");
+        let row: Value = serde_json::from_slice(&out).expect("one JSON line");
+        let turns = row["conversations"].as_array().expect("turns");
+        assert_eq!(turns.last().map(|t| &t["from"]), Some(&json!("gpt")));
+        assert_eq!(exporter.counts().get("trailing_messages_dropped"), Some(&1));
 
         // A rollout that already ends on the model loses nothing and counts nothing.
         let mut done = r.clone();
