@@ -1050,6 +1050,20 @@ mod tests {
     }
 
     #[test]
+    fn resumes_compare_the_values_not_the_set_comments() {
+        let from_set = "# --set name=a\n# --set seed=1\nname = \"a\"\nseed = 1\n";
+        let from_file = "name = \"a\"\nseed = 1\n";
+        assert_eq!(
+            ExperimentConfig::without_override_comments(from_set),
+            from_file
+        );
+        assert_eq!(
+            ExperimentConfig::without_override_comments(from_file),
+            from_file
+        );
+    }
+
+    #[test]
     fn dotted_paths_render_indexes() {
         let p: Vec<String> = ["models", "0", "sampling"]
             .iter()
