@@ -93,6 +93,12 @@ enum Command {
         /// Also ask each model server for its model list (`GET /models`).
         #[arg(long)]
         ping: bool,
+        /// Change one field of the config for this command: KEY is a dotted path, numbers
+        /// picking list entries (`models.0.sampling.temperature`, `environments.0.files`,
+        /// `name`); VALUE is a TOML value (`0.7`, `true`, `["a.jsonl"]`), or else a bare string
+        /// (`data/a.jsonl`). Repeatable; applied in order.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Also write every task the run would start to FILE, one JSON line each
         /// (`{"environment", "id", ...the task's data}`): to read them, or to split a generated set
         /// into training and held-out files. FILE must not exist yet.
@@ -163,6 +169,12 @@ struct RunArgs {
     /// Resume even if the run directory was started with a different config.
     #[arg(long)]
     force: bool,
+    /// Change one field of the config for this command: KEY is a dotted path, numbers
+    /// picking list entries (`models.0.sampling.temperature`, `environments.0.files`,
+    /// `name`); VALUE is a TOML value (`0.7`, `true`, `["a.jsonl"]`), or else a bare string
+    /// (`data/a.jsonl`). Repeatable; applied in order.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// After Ctrl-C, seconds in-flight episodes get to finish before they are cut short.
     #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     grace_secs: f64,
@@ -453,13 +465,16 @@ fn main() -> ExitCode {
 /// The built-in kinds plus every plugin: the folders of TRAWL_PLUGIN_PATH, then `--plugin`
 /// libraries, then the `plugins` list of `config`. A library that cannot be loaded stops here,
 /// before anything runs.
-fn load_registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Registry> {
+fn load_registry(
+    plugins: &[PathBuf],
+    config: Option<(&Path, &[String])>,
+) -> anyhow::Result<Registry> {
     let mut registry = Registry::builtin().map_err(input)?;
     let mut paths = trawl_plugin_loader::from_plugin_path();
     paths.extend(plugins.iter().cloned());
     trawl_plugin_loader::load_into(&mut registry, &paths).map_err(input)?;
-    if let Some(config) = config {
-        for r in trawl_core::config::plugin_refs(config).map_err(input)? {
+    if let Some((config, overrides)) = config {
+        for r in trawl_core::config::plugin_refs_with(config, overrides).map_err(input)? {
             let loaded = trawl_plugin_loader::load(&r.path).and_then(|p| {
                 trawl_plugin_loader::register(&mut registry, &p)?;
                 Ok(())
@@ -471,11 +486,12 @@ fn load_registry(plugins: &[PathBuf], config: Option<&Path>) -> anyhow::Result<R
 }
 
 async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let registry = |config: Option<&Path>| load_registry(plugins, config);
+    let registry = |config: Option<(&Path, &[String])>| load_registry(plugins, config);
     match command {
         Command::Run(args) => {
-            let registry = registry(Some(&args.config))?;
-            let (config, map) = ExperimentConfig::load(&args.config, &registry).map_err(input)?;
+            let registry = registry(Some((&args.config, &args.set)))?;
+            let (config, map) =
+                ExperimentConfig::load_with(&args.config, &registry, &args.set).map_err(input)?;
             let out = args
                 .out
                 .clone()
@@ -490,11 +506,13 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         Command::Check {
             config,
             ping,
+            set,
             tasks_out,
         } => {
             check(
-                &registry(Some(&config))?,
+                &registry(Some((&config, &set)))?,
                 &config,
+                &set,
                 ping,
                 tasks_out.as_deref(),
             )
@@ -543,7 +561,10 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         Command::Swe(command) => swe::dispatch(command).await,
         Command::Import(args) => swe::import(args).await,
         Command::Plugins { config } => {
-            print!("{}", plugins_listing(&registry(config.as_deref())?));
+            print!(
+                "{}",
+                plugins_listing(&registry(config.as_deref().map(|c| (c, &[][..])))?)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -931,6 +952,7 @@ async fn quickstart(registry: Registry, out: PathBuf) -> anyhow::Result<ExitCode
         config: PathBuf::from("examples/quickstart.toml"),
         out: None,
         force: false,
+        set: Vec::new(),
         grace_secs: 30.0,
         quiet: false,
         progress_secs: 30.0,
@@ -1163,10 +1185,11 @@ fn write_tasks(
 async fn check(
     registry: &Registry,
     path: &Path,
+    overrides: &[String],
     ping: bool,
     tasks_out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let (cfg, map) = ExperimentConfig::load(path, registry).map_err(input)?;
+    let (cfg, map) = ExperimentConfig::load_with(path, registry, overrides).map_err(input)?;
     let report = engine::check(&cfg, &map, registry, ping)
         .await
         .map_err(|e| match e {

@@ -771,6 +771,69 @@ async fn check_pings_model_servers() {
     ok(&["check", "gone.toml"], d);
 }
 
+/// `check --ping` asks the servers of components' own models too: a simulated user's model
+/// on a second server is pinged, and an unreachable one fails the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_pings_a_simulated_user_s_model_too() {
+    let server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
+    let user_server = ScriptedServer::start(Arc::new(policy)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_user = |user_url: &str| {
+        format!(
+            r#"name = "ask"
+
+[[environments]]
+type = "usersim"
+limit = 1
+{user}
+
+[[scaffolds]]
+type = "chat"
+
+[[models]]
+type = "openai"
+name = "mock"
+base_url = "{base}"
+model = "mock"
+"#,
+            user = trawl_tests::llm_user_table(user_url),
+            base = server.base_url(),
+        )
+    };
+    std::fs::write(d.join("ask.toml"), with_user(&user_server.base_url())).unwrap();
+    let out = ok(&["check", "ask.toml", "--ping"], d);
+    assert!(
+        out.contains("model mock: the server answers and serves 2 model(s), `mock` among them"),
+        "{out}"
+    );
+    assert!(
+        out.contains("model environment usersim (its own model): the server answers and serves 2 model(s); `user` is NOT among them"),
+        "{out}"
+    );
+    assert!(
+        user_server.requests().is_empty(),
+        "no completion was asked for"
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    std::fs::write(
+        d.join("gone.toml"),
+        with_user(&format!("http://{closed}/v1")),
+    )
+    .unwrap();
+    let o = trawl(&["check", "gone.toml", "--ping"], d);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("model environment usersim (its own model): UNREACHABLE"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn check_passes_every_example_config() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -22,17 +22,23 @@ use crate::scoring::Scoring;
 /// default model, so that trawl works with no server and no API key.
 pub const DEFAULT_MODEL_KIND: &str = "llama";
 
-/// A place in a config file.
+/// A place in a config file, or the `--set` argument that gave the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
+    pub line: u32,
+    pub column: u32,
+    /// The command line's `--set KEY=VALUE` argument the field comes from, when it does: the
+    /// file's line would point at a value that is no longer there.
+    pub set_arg: Option<Box<str>>,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        match &self.set_arg {
+            Some(arg) => write!(f, "--set {arg}"),
+            None => write!(f, "{}:{}:{}", self.file.display(), self.line, self.column),
+        }
     }
 }
 
@@ -147,6 +153,10 @@ pub struct ExperimentConfig {
     /// The folder relative paths are read from.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The `--set KEY=VALUE` arguments applied to the file, as given: the resolved config
+    /// records them in its first lines (its values already hold them).
+    #[serde(skip)]
+    pub overrides: Vec<String>,
 }
 
 /// How many rollouts each (environment, scaffold, model, task) gets.
@@ -235,11 +245,28 @@ pub struct SourceMap {
     file: PathBuf,
     text: String,
     spans: HashMap<Vec<String>, Range<usize>>,
+    /// The `--set` overrides applied, as (field path, argument): a field under one of them is
+    /// located at its argument.
+    overrides: Vec<(Vec<String>, String)>,
 }
 
 impl SourceMap {
-    /// The location of `path`, or of its nearest parent that the file spells out.
+    /// The location of `path`, or of its nearest parent that the file spells out; for a field a
+    /// `--set` gave (or one inside it), that argument.
     pub fn locate(&self, path: &[String]) -> Option<Location> {
+        if let Some((_, arg)) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(at, _)| path.starts_with(at))
+        {
+            return Some(Location {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                set_arg: Some(arg.as_str().into()),
+            });
+        }
         (0..=path.len())
             .rev()
             .find_map(|n| self.spans.get(&path[..n]))
@@ -248,12 +275,15 @@ impl SourceMap {
 
     fn location_of(&self, offset: usize) -> Location {
         let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        // A config is far shorter than 4 billion lines; u32 keeps errors small to pass around.
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let line = count(before.matches('\n').count() + 1);
+        let column = count(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1);
         Location {
             file: self.file.clone(),
             line,
             column,
+            set_arg: None,
         }
     }
 
@@ -289,7 +319,7 @@ pub fn dotted(path: &[String]) -> String {
     out
 }
 
-fn to_json(
+pub(crate) fn to_json(
     value: &Spanned<DeValue<'_>>,
     path: &mut Vec<String>,
     spans: &mut HashMap<Vec<String>, Range<usize>>,
@@ -354,6 +384,7 @@ pub fn parse_toml(file: &Path, text: &str) -> Result<(Value, SourceMap), ConfigE
             file: file.to_path_buf(),
             text: text.to_string(),
             spans: HashMap::new(),
+            overrides: Vec::new(),
         };
         ConfigError {
             location: e.span().map(|s| map.location_of(s.start)),
@@ -370,8 +401,35 @@ pub fn parse_toml(file: &Path, text: &str) -> Result<(Value, SourceMap), ConfigE
             file: file.to_path_buf(),
             text: text.to_string(),
             spans,
+            overrides: Vec::new(),
         },
     ))
+}
+
+/// Parses `--set` arguments and applies them, in order, to the parsed config; the source map
+/// then locates the fields they set at their arguments. Errors name the argument and the field.
+fn apply_overrides(
+    json: &mut Value,
+    map: &mut SourceMap,
+    overrides: &[String],
+) -> Result<(), ConfigError> {
+    for arg in overrides {
+        let at_arg = |path: &[String], message: String| ConfigError {
+            location: Some(Location {
+                file: map.file.clone(),
+                line: 0,
+                column: 0,
+                set_arg: Some(arg.as_str().into()),
+            }),
+            field: dotted(path),
+            message,
+            hint: None,
+        };
+        let o = crate::overrides::Override::parse(arg).map_err(|m| at_arg(&[], m))?;
+        o.apply(json).map_err(|m| at_arg(&o.path, m))?;
+        map.overrides.push((o.path, o.arg));
+    }
+    Ok(())
 }
 
 /// One entry of a config's `plugins` list: the library's path (relative entries resolved against
@@ -407,8 +465,14 @@ fn read_config(path: &Path) -> Result<String, ConfigError> {
 /// The `plugins` list of the config at `path`, read before the registry exists: the libraries
 /// must be loaded before the kinds they offer can be checked.
 pub fn plugin_refs(path: &Path) -> Result<Vec<PluginRef>, ConfigError> {
+    plugin_refs_with(path, &[])
+}
+
+/// [`plugin_refs`] of the config with `--set` arguments applied.
+pub fn plugin_refs_with(path: &Path, overrides: &[String]) -> Result<Vec<PluginRef>, ConfigError> {
     let text = read_config(path)?;
-    let (json, map) = parse_toml(path, &text)?;
+    let (mut json, mut map) = parse_toml(path, &text)?;
+    apply_overrides(&mut json, &mut map, overrides)?;
     let base = path.parent().unwrap_or(Path::new(""));
     let Some(list) = json.get("plugins") else {
         return Ok(Vec::new());
@@ -438,13 +502,23 @@ pub fn plugin_refs(path: &Path) -> Result<Vec<PluginRef>, ConfigError> {
 impl ExperimentConfig {
     /// Reads and checks the config at `path` against the registry.
     pub fn load(path: &Path, registry: &Registry) -> Result<(Self, SourceMap), ConfigError> {
+        Self::load_with(path, registry, &[])
+    }
+
+    /// [`load`](Self::load) with `--set KEY=VALUE` arguments applied to the file before it is
+    /// checked (see [`crate::overrides`]); an error in a field they set names the argument.
+    pub fn load_with(
+        path: &Path,
+        registry: &Registry,
+        overrides: &[String],
+    ) -> Result<(Self, SourceMap), ConfigError> {
         let text = read_config(path)?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".into());
-        let (cfg, map) = Self::parse(path, &text, registry, &stem)?;
+        let (cfg, map) = Self::parse_with(path, &text, registry, &stem, overrides)?;
         Ok((ExperimentConfig { base_dir, ..cfg }, map))
     }
 
@@ -455,7 +529,36 @@ impl ExperimentConfig {
         registry: &Registry,
         default_name: &str,
     ) -> Result<(Self, SourceMap), ConfigError> {
-        let (json, map) = parse_toml(file, text)?;
+        Self::parse_with(file, text, registry, default_name, &[])
+    }
+
+    /// [`parse`](Self::parse) with `--set KEY=VALUE` arguments applied first.
+    pub fn parse_with(
+        file: &Path,
+        text: &str,
+        registry: &Registry,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<(Self, SourceMap), ConfigError> {
+        let (mut json, mut map) = parse_toml(file, text)?;
+        apply_overrides(&mut json, &mut map, overrides)?;
+        let (config, map) = Self::from_json(json, map, registry, default_name)?;
+        Ok((
+            ExperimentConfig {
+                overrides: overrides.to_vec(),
+                ..config
+            },
+            map,
+        ))
+    }
+
+    /// Checks the parsed (and overridden) config against the registry.
+    fn from_json(
+        json: Value,
+        map: SourceMap,
+        registry: &Registry,
+        default_name: &str,
+    ) -> Result<(Self, SourceMap), ConfigError> {
         let top: TopLevel = crate::registry::parse_settings(&json).map_err(|e| {
             let hint = e.message.starts_with("unknown field").then(|| {
                 "top-level keys are name, seed, samples, max_total_tokens, concurrency, episode_timeout_secs, max_infra_error_rate, \
@@ -757,6 +860,7 @@ impl ExperimentConfig {
             scoring_given,
             plugins: top.plugins,
             base_dir: PathBuf::new(),
+            overrides: Vec::new(),
         };
         Ok((config, map))
     }
@@ -769,8 +873,27 @@ impl ExperimentConfig {
                 m.remove("scoring");
             }
         }
-        toml::to_string_pretty(&json)
-            .unwrap_or_else(|e| format!("# could not render the resolved config: {e}\n"))
+        let body = toml::to_string_pretty(&json)
+            .unwrap_or_else(|e| format!("# could not render the resolved config: {e}\n"));
+        // The overrides, as comments: their values are in the body already; these say where
+        // they came from. A resumed run compares the body alone.
+        let mut out = String::new();
+        for arg in &self.overrides {
+            let one_line = arg.replace('\n', "\\n");
+            out.push_str(&format!("{OVERRIDE_COMMENT}{one_line}\n"));
+        }
+        out.push_str(&body);
+        out
+    }
+
+    /// The resolved config text without the leading `--set` comments [`to_toml`](Self::to_toml)
+    /// writes: what a resumed run compares.
+    pub fn without_override_comments(resolved: &str) -> &str {
+        let mut rest = resolved;
+        while rest.starts_with(OVERRIDE_COMMENT) {
+            rest = rest.split_once('\n').map_or("", |(_, r)| r);
+        }
+        rest
     }
 
     /// The error to show when a component fails to build from its settings.
@@ -855,6 +978,9 @@ fn components(
     Ok(out)
 }
 
+/// How the resolved config's first lines record each `--set` argument.
+const OVERRIDE_COMMENT: &str = "# --set ";
+
 /// The most episodes (or requests to one model) in flight at once.
 pub const MAX_CONCURRENCY: usize = 1 << 20;
 
@@ -921,6 +1047,20 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(map.locate(&missing).is_some());
+    }
+
+    #[test]
+    fn resumes_compare_the_values_not_the_set_comments() {
+        let from_set = "# --set name=a\n# --set seed=1\nname = \"a\"\nseed = 1\n";
+        let from_file = "name = \"a\"\nseed = 1\n";
+        assert_eq!(
+            ExperimentConfig::without_override_comments(from_set),
+            from_file
+        );
+        assert_eq!(
+            ExperimentConfig::without_override_comments(from_file),
+            from_file
+        );
     }
 
     #[test]

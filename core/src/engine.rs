@@ -94,6 +94,9 @@ struct Shared {
     scoring: crate::scoring::Scoring,
     /// Combinations the run leaves out because they cannot work, when the config says to skip.
     skipped: Vec<Skipped>,
+    /// The models components built for themselves (a simulated user's, a judge's), each with
+    /// the component that owns it (`environment usersim`), for `check --ping`.
+    own_models: Vec<(String, Arc<dyn LanguageModel>)>,
 }
 
 impl Shared {
@@ -553,13 +556,22 @@ async fn build(
 
     // Components with a model of their own (a simulated user) may name one of these, to share
     // it rather than build another.
+    let inline: Arc<std::sync::Mutex<Vec<Arc<dyn LanguageModel>>>> = Arc::default();
+    let mut own_models = Vec::new();
+    // The models built since the last call, owned by the component `owner` names.
+    let mut take_own = |owner: String| {
+        let mut new = inline.lock().unwrap_or_else(|p| p.into_inner());
+        own_models.extend(new.drain(..).map(|m| (owner.clone(), m)));
+    };
     cx.models = Some(
-        crate::registry::ModelBuilder::from_registry(registry).with_named(
-            models
-                .iter()
-                .map(|m| (m.model.name.clone(), m.model.live.clone()))
-                .collect(),
-        ),
+        crate::registry::ModelBuilder::from_registry(registry)
+            .recording(inline.clone())
+            .with_named(
+                models
+                    .iter()
+                    .map(|m| (m.model.name.clone(), m.model.live.clone()))
+                    .collect(),
+            ),
     );
 
     let mut extra_evaluators: Vec<(&crate::config::EvaluatorSpec, Arc<dyn Evaluator>)> = Vec::new();
@@ -571,6 +583,7 @@ async fn build(
         let live = f(&as_value(&c.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
         extra_evaluators.push((spec, live));
+        take_own(format!("evaluator {}", c.name));
         versions.insert(
             format!("evaluator/{}", c.name),
             entry_version(registry, Role::Evaluator, &c.kind),
@@ -585,6 +598,7 @@ async fn build(
         let live = f(&as_value(&spec.settings), &cx)
             .map_err(|e| ExperimentConfig::component_error(map, spec, e))?;
         scaffolds.push(built(registry, &mut versions, Role::Scaffold, spec, live));
+        take_own(format!("scaffold {}", spec.name));
     }
 
     let mut environments = Vec::new();
@@ -747,6 +761,7 @@ async fn build(
             tasks,
             pairs,
         });
+        take_own(format!("environment {}", spec.name));
     }
     if environments.iter().all(|e| e.pairs.is_empty()) {
         let why = if skipped.is_empty() {
@@ -772,6 +787,7 @@ async fn build(
         run_id: String::new(),
         scoring: config.scoring.clone(),
         skipped,
+        own_models,
     };
     Ok((shared, versions))
 }
@@ -853,6 +869,14 @@ pub async fn check(
             report.ping.push(PingResult {
                 model: m.model.name.clone(),
                 model_id: m.model.live.describe().model_id,
+                served,
+            });
+        }
+        for (owner, model) in &shared.own_models {
+            let served = model.list_models().await.map_err(|e| e.to_string());
+            report.ping.push(PingResult {
+                model: format!("{} (its own model)", owner),
+                model_id: model.describe().model_id,
                 served,
             });
         }
@@ -1165,7 +1189,8 @@ pub async fn run(
 /// the same experiment.
 fn without_budget(toml_text: &str) -> String {
     let mut top = true;
-    toml_text
+    // `--set` arguments are recorded as comments; the values they set are compared, not how.
+    ExperimentConfig::without_override_comments(toml_text)
         .lines()
         .filter(|l| {
             top &= !l.trim_start().starts_with('[');

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod matrix;
 pub mod message;
 pub mod model;
+pub mod overrides;
 pub mod registry;
 pub mod reward;
 pub mod sandbox;

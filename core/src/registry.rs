@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -102,6 +102,21 @@ impl ModelBuilder {
                 ))
             }),
             other => inner(other),
+        }))
+    }
+
+    /// Like `self`, but every model it builds is also added to `built`, so that `trawl check
+    /// --ping` can ask the servers of components' own models (a simulated user's, a judge's)
+    /// too, not only those of `[[models]]`.
+    pub fn recording(self, built: Arc<Mutex<Vec<Arc<dyn LanguageModel>>>>) -> Self {
+        let inner = self.0;
+        ModelBuilder(Arc::new(move |table: &Value| {
+            let model = inner(table)?;
+            built
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(model.clone());
+            Ok(model)
         }))
     }
 

@@ -365,10 +365,15 @@ pub struct CodeEnvironmentConfig {
     /// A bundled dataset; `builtin` when no `files` are given.
     #[serde(default)]
     pub dataset: Option<Dataset>,
-    /// JSONL task files (HumanEval or MBPP shape, `.jsonl` or `.jsonl.gz`), relative to the
-    /// config file.
+    /// Task files (HumanEval or MBPP shape; JSONL, `.jsonl.gz`, a JSON array or Parquet),
+    /// relative to the config file.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Another project's field names, for files in its shape: trawl's field → the file's
+    /// (a dotted path, numbers for list entries), e.g. `{ question = "problem", answer =
+    /// "reward_model.ground_truth" }`.
+    #[serde(default)]
+    pub fields: trawl_core::task::FieldMap,
     /// Use at most this many tasks (the first ones).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -426,9 +431,11 @@ impl EnvironmentConfig for CodeEnvironmentConfig {
         }
         for (i, file) in self.files.iter().enumerate() {
             tasks.extend(
-                tasks::load_file(&cx.resolve(file)).map_err(|e| ComponentError {
-                    path: vec!["files".into(), i.to_string()],
-                    message: e,
+                tasks::load_file_with(&cx.resolve(file), &self.fields).map_err(|e| {
+                    ComponentError {
+                        path: vec!["files".into(), i.to_string()],
+                        message: e,
+                    }
                 })?,
             );
         }

@@ -46,6 +46,15 @@ pub fn reference_solutions(tasks: &[Task]) -> std::collections::HashMap<String, 
 
 /// Reads a task file (`.jsonl` or `.jsonl.gz`). Errors name the file, line and field.
 pub fn load_file(path: &Path) -> Result<Vec<Task>, String> {
+    load_file_with(path, &Default::default())
+}
+
+/// Reads a task file (`.jsonl`, `.jsonl.gz`, a JSON array or Parquet), once `fields` has
+/// renamed another shape's fields. Errors name the file, line (or row) and field.
+pub fn load_file_with(
+    path: &Path,
+    fields: &trawl_core::task::FieldMap,
+) -> Result<Vec<Task>, String> {
     let origin = path.display().to_string();
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot read task file {origin}: {e}"))?;
@@ -54,10 +63,11 @@ pub fn load_file(path: &Path) -> Result<Vec<Task>, String> {
     file.seek(std::io::SeekFrom::Start(0))
         .map_err(|e| format!("cannot read task file {origin}: {e}"))?;
     let text = if gzipped {
-        trawl_core::task::read_task_text(flate2::read::GzDecoder::new(file), &origin)
+        let text = trawl_core::task::read_task_text(flate2::read::GzDecoder::new(file), &origin)?;
+        trawl_core::task::map_jsonl(&text, &origin, fields)?
     } else {
-        trawl_core::task::read_task_text(file, &origin)
-    }?;
+        trawl_core::task::read_task_rows(path, fields)?
+    };
     parse(&text, &origin)
 }
 

@@ -28,9 +28,15 @@ use trawl_core::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MathEnvironmentConfig {
-    /// JSONL task files (GSM8K or MATH shape), relative to the config file.
+    /// Task files (GSM8K or MATH shape; JSONL, a JSON array or Parquet), relative to the
+    /// config file.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Another project's field names, for files in its shape: trawl's field → the file's
+    /// (a dotted path, numbers for list entries), e.g. `{ question = "problem", answer =
+    /// "reward_model.ground_truth" }`.
+    #[serde(default)]
+    pub fields: trawl_core::task::FieldMap,
     /// The built-in generator; used when no files are given, or in addition to them.
     #[serde(default)]
     pub generator: Option<GeneratorConfig>,
@@ -74,10 +80,12 @@ impl EnvironmentConfig for MathEnvironmentConfig {
         let mut tasks = Vec::new();
         for (i, file) in self.files.iter().enumerate() {
             let path = cx.resolve(file);
-            tasks.extend(load_tasks(&path).map_err(|e| ComponentError {
-                path: vec!["files".into(), i.to_string()],
-                message: e,
-            })?);
+            tasks.extend(
+                load_tasks_with(&path, &self.fields).map_err(|e| ComponentError {
+                    path: vec!["files".into(), i.to_string()],
+                    message: e,
+                })?,
+            );
         }
         let generator = match (&self.generator, self.files.is_empty()) {
             (Some(g), _) => Some(g.clone()),
@@ -140,7 +148,16 @@ trawl_core::register!(
 
 /// Reads a JSONL file of GSM8K- or MATH-shaped tasks. Errors name the file, line and field.
 pub fn load_tasks(path: &Path) -> Result<Vec<Task>, String> {
-    let text = trawl_core::task::read_task_file(path)?;
+    load_tasks_with(path, &Default::default())
+}
+
+/// Reads a task file (JSONL, a JSON array or Parquet) of GSM8K- or MATH-shaped tasks, once
+/// `fields` has renamed another shape's fields. Errors name the file, line (or row) and field.
+pub fn load_tasks_with(
+    path: &Path,
+    fields: &trawl_core::task::FieldMap,
+) -> Result<Vec<Task>, String> {
+    let text = trawl_core::task::read_task_rows(path, fields)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -510,6 +527,7 @@ mod tests {
     async fn feedback_episode_and_calculator() {
         let env = MathEnvironmentConfig {
             files: vec![],
+            fields: Default::default(),
             generator: None,
             calculator: true,
             feedback: true,

@@ -175,8 +175,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SweInstance>, String> {
     Ok(out)
 }
 
+/// Reads an instance file (JSONL, a JSON array or Parquet). Errors name the file, line (or row)
+/// and field.
 pub fn load_file(path: &Path) -> Result<Vec<SweInstance>, String> {
-    let text = trawl_core::task::read_task_file(path)?;
+    load_file_with(path, &Default::default())
+}
+
+/// [`load_file`] once `fields` has renamed another shape's fields.
+pub fn load_file_with(
+    path: &Path,
+    fields: &trawl_core::task::FieldMap,
+) -> Result<Vec<SweInstance>, String> {
+    let text = trawl_core::task::read_task_rows(path, fields)?;
     parse(&text, &path.display().to_string())
 }
 

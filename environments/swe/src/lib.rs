@@ -448,9 +448,15 @@ pub struct SweConfig {
     /// `builtin` (the six bundled instances) or `none` (only `files`).
     #[serde(default = "builtin")]
     pub dataset: String,
-    /// Instance files (JSON array or JSONL) in the SWE-smith / SWE-bench shape.
+    /// Instance files (JSONL, a JSON array or Parquet) in the SWE-smith / SWE-bench shape.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Another project's field names, for files in its shape: trawl's field → the file's
+    /// (a dotted path, numbers for list entries), e.g. `{ question = "problem", answer =
+    /// "reward_model.ground_truth" }`.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: trawl_core::task::FieldMap,
     /// Only these instance ids.
     #[serde(default)]
     pub instance_ids: Vec<String>,
@@ -521,7 +527,7 @@ impl EnvironmentConfig for SweConfig {
             }
         };
         for (i, f) in self.files.iter().enumerate() {
-            let loaded = instance::load_file(&cx.resolve(f))
+            let loaded = instance::load_file_with(&cx.resolve(f), &self.fields)
                 .map_err(|e| ComponentError::at(&format!("files.{i}"), e))?;
             instances.extend(loaded);
         }

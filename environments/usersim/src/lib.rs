@@ -113,9 +113,14 @@ pub fn parse_tasks(file: &str, text: &str) -> Result<Vec<IntentionTask>, String>
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersimConfig {
-    /// JSONL task files; the built-in set when empty.
+    /// Task files (JSONL, a JSON array or Parquet); the built-in set when empty.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Another project's field names, for files in its shape: trawl's field → the file's
+    /// (a dotted path, numbers for list entries), e.g. `{ question = "problem", answer =
+    /// "reward_model.ground_truth" }`.
+    #[serde(default)]
+    pub fields: trawl_core::task::FieldMap,
     /// Only the first `limit` tasks.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -153,7 +158,7 @@ impl EnvironmentConfig for UsersimConfig {
         }
         for (i, f) in self.files.iter().enumerate() {
             let path = cx.resolve(f);
-            let text = trawl_core::task::read_task_file(&path)
+            let text = trawl_core::task::read_task_rows(&path, &self.fields)
                 .map_err(|e| ComponentError::at(&format!("files.{i}"), e))?;
             tasks.extend(
                 parse_tasks(&path.display().to_string(), &text)

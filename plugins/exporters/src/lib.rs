@@ -145,6 +145,11 @@ pub struct OpenAiExporterConfig {
     /// `objects` (default) or `json`: the tool schemas as one JSON string.
     #[serde(default)]
     pub tools: ToolsStyle,
+    /// Keep the messages after the model's last turn (the environment's closing observation,
+    /// such as a bash scaffold's "Submitted."). Off by default: an SFT row ends where the model
+    /// stopped, as ShareGPT's does.
+    #[serde(default)]
+    pub keep_trailing: bool,
 }
 
 impl ExporterConfig for OpenAiExporterConfig {
@@ -152,6 +157,8 @@ impl ExporterConfig for OpenAiExporterConfig {
         Ok(Arc::new(OpenAiExporter {
             agent: self.agent,
             tools: self.tools,
+            keep_trailing: self.keep_trailing,
+            counts: Counts::default(),
         }))
     }
 }
@@ -167,20 +174,48 @@ trawl_core::register!(
 pub struct OpenAiExporter {
     pub agent: Option<String>,
     pub tools: ToolsStyle,
+    /// Keep messages after the last assistant turn (see [`OpenAiExporterConfig::keep_trailing`]).
+    pub keep_trailing: bool,
+    counts: Counts,
+}
+
+/// The conversation up to and including its last assistant message: what follows it (a tool
+/// result or observation the model never answered) is no training target and teaches nothing.
+/// A conversation with no assistant message is returned whole.
+pub fn through_last_assistant(messages: &[Message]) -> &[Message] {
+    match messages
+        .iter()
+        .rposition(|m| m.role == MessageRole::Assistant)
+    {
+        Some(last) => &messages[..=last],
+        None => messages,
+    }
 }
 
 impl Exporter for OpenAiExporter {
     fn write(&self, r: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError> {
         let mut written = 0;
         for (agent, messages) in conversations(r, self.agent.as_deref()) {
+            let messages: &[Message] = if self.keep_trailing {
+                &messages
+            } else {
+                let kept = through_last_assistant(&messages);
+                self.counts
+                    .add("trailing_messages_dropped", messages.len() - kept.len());
+                kept
+            };
             let mut line = serde_json::Map::new();
-            line.insert("messages".into(), trawl_core::wire_messages(&messages));
+            line.insert("messages".into(), trawl_core::wire_messages(messages));
             line.insert("tools".into(), self.tools.value(r));
             line.extend(agent_metadata(r, agent.as_deref()));
             write_line(out, &Value::Object(line))?;
             written += 1;
         }
         Ok(written)
+    }
+
+    fn counts(&self) -> BTreeMap<String, usize> {
+        self.counts.snapshot()
     }
 }
 
@@ -315,6 +350,11 @@ impl Exporter for ShareGptExporter {
                 self.counts.add("conversations_unrepresentable", 1);
                 continue;
             };
+            // The row ends at the model's last turn (`sharegpt_turns` drops trailing input).
+            self.counts.add(
+                "trailing_messages_dropped",
+                messages.len() - through_last_assistant(&messages).len(),
+            );
             // A `function_call` turn holds the calls only: the text a reply wrote beside its
             // calls, and reasoning, have no place in the format. Counted, never silently lost.
             let replies = || messages.iter().filter(|m| m.role == MessageRole::Assistant);
@@ -526,6 +566,79 @@ mod tests {
             Message::assistant("4"),
             Message::user("thanks"),
         ]
+    }
+
+    /// A bash scaffold's rollout: its last command submits, and the environment's "Submitted."
+    /// comes back as a user message after the model's last turn.
+    fn bash_rollout() -> TrajectoryRecord {
+        let task = trawl_core::Task::new("t1", json!({"question": "count the files"}));
+        trawl_core::testing::record(
+            "code",
+            &task,
+            vec![
+                Message::system("You run one bash command per reply."),
+                Message::user("Count the files."),
+                Message::assistant("```bash\nls | wc -l\n```"),
+                Message::user("<returncode>0</returncode>\n<output>3</output>"),
+                Message::assistant("```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"),
+                Message::user("Submitted."),
+            ],
+            Some("3"),
+        )
+    }
+
+    fn export_openai(
+        settings: Value,
+        r: &TrajectoryRecord,
+    ) -> (Vec<Value>, BTreeMap<String, usize>) {
+        let config: OpenAiExporterConfig = serde_json::from_value(settings).expect("settings");
+        let exporter = config.build(&BuildContext::default()).expect("builds");
+        let mut out = Vec::new();
+        exporter.write(r, &mut out).expect("writes");
+        let rows = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        (rows, exporter.counts())
+    }
+
+    #[test]
+    fn openai_rows_end_at_the_model_s_last_turn_unless_asked() {
+        let r = bash_rollout();
+        let (rows, counts) = export_openai(json!({}), &r);
+        let roles: Vec<&str> = rows[0]["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["role"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
+        assert_eq!(counts.get("trailing_messages_dropped"), Some(&1));
+
+        let (rows, counts) = export_openai(json!({"keep_trailing": true}), &r);
+        let messages = rows[0]["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 6);
+        assert_eq!(messages[5]["content"], "Submitted.");
+        assert!(counts.is_empty(), "{counts:?}");
+
+        // ShareGPT ends on the model too, and counts the same.
+        let exporter = ShareGptExporterConfig::default()
+            .build(&BuildContext::default())
+            .expect("builds");
+        let mut out = Vec::new();
+        exporter.write(&r, &mut out).expect("writes");
+        let row: Value = serde_json::from_slice(&out).expect("one JSON line");
+        let turns = row["conversations"].as_array().expect("turns");
+        assert_eq!(turns.last().map(|t| &t["from"]), Some(&json!("gpt")));
+        assert_eq!(exporter.counts().get("trailing_messages_dropped"), Some(&1));
+
+        // A rollout that already ends on the model loses nothing and counts nothing.
+        let mut done = r.clone();
+        done.messages.pop();
+        let (rows, counts) = export_openai(json!({}), &done);
+        assert_eq!(rows[0]["messages"].as_array().map(Vec::len), Some(5));
+        assert!(counts.is_empty(), "{counts:?}");
     }
 
     #[test]
