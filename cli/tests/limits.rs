@@ -233,6 +233,24 @@ async fn outputs_that_are_not_regular_files_are_never_replaced() {
         .file_type()
         .is_char_device());
 
+    // `--set` reads its value as TOML: `nan` would reach the format as `null` (its default).
+    for value in ["nan", "-inf", "[1.0, inf]"] {
+        let set = format!("epsilon={value}");
+        let out = trawl(
+            &[
+                "export", "run", "--format", "grpo", "-o", "g.jsonl", "--set", &set,
+            ],
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{set}: {err}");
+        assert!(
+            err.contains("`epsilon` must be a finite number"),
+            "{set}: {err}"
+        );
+    }
+    assert!(!dir.path().join("g.jsonl").exists());
+
     // A folder that does not exist yet is made, with the stats and card beside the export.
     let out = trawl(&["export", "run", "-o", "new/deeper/sft.jsonl"], dir.path());
     assert!(
