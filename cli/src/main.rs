@@ -1577,10 +1577,28 @@ fn format_setting(item: &str) -> Result<(String, serde_json::Value), String> {
     };
     let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
-        .and_then(|mut t| t.remove("v"))
+        .and_then(|mut t| t.remove("v"));
+    // JSON has no NaN or infinity: they would arrive as `null`, the setting's default.
+    if parsed.as_ref().is_some_and(has_non_finite) {
+        return Err(format!(
+            "--set `{item}`: `{}` must be a finite number",
+            key.trim()
+        ));
+    }
+    let parsed = parsed
         .and_then(|v| serde_json::to_value(v).ok())
         .unwrap_or_else(|| serde_json::json!(value));
     Ok((key.trim().to_string(), parsed))
+}
+
+/// Whether a TOML value holds `nan` or `inf` anywhere.
+fn has_non_finite(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Float(f) => !f.is_finite(),
+        toml::Value::Array(items) => items.iter().any(has_non_finite),
+        toml::Value::Table(t) => t.values().any(has_non_finite),
+        _ => false,
+    }
 }
 
 /// Where an export goes.
@@ -1738,6 +1756,9 @@ fn export_run(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // `-o some/new/folder/x.jsonl` makes the folder, as `--out` does for a run.
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the folder {}", dir.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{stem}."))
         .suffix(".partial")

@@ -14,7 +14,9 @@ pub enum SweCommand {
     /// repository. Nothing is pulled; images already there are kept unless --rebuild.
     BuildImages(BuildImagesArgs),
     /// Write every scored rollout's report.json where the SWE-smith / SWE-bench harness puts
-    /// them: OUT/logs/run_evaluation/<run>__<scaffold>__s<sample>/<model>/<instance_id>/report.json.
+    /// them: OUT/logs/run_evaluation/<run>__<scaffold>__s<sample>/<model>/<instance_id>/report.json
+    /// (a `/` in the model's name becomes `__`, as the harness writes it; an id that is not one
+    /// folder name is refused).
     Reports {
         /// The run directory.
         run: PathBuf,
@@ -132,10 +134,31 @@ fn reports(
         else {
             continue;
         };
-        let dir = root
-            .join(format!("{name}__{}__s{}", r.key.scaffold, r.key.sample))
-            .join(&r.key.model)
-            .join(&r.key.task);
+        // Each name is one folder: a model's `/` becomes `__` as the harness writes it
+        // (`org/model` → `org__model`); an id or name that would still reach outside the
+        // folder (`..`, `/`, NUL: a hand-edited or imported record) stops the command before
+        // anything is written.
+        let run_part = format!(
+            "{name}__{}__s{}",
+            r.key.scaffold.replace('/', "__"),
+            r.key.sample
+        );
+        let model = r.key.model.replace('/', "__");
+        for (field, part) in [
+            ("scaffold", &run_part),
+            ("model", &model),
+            ("task", &r.key.task),
+        ] {
+            trawl_core::store::check_path_part(part).map_err(|why| {
+                crate::input(format!(
+                    "{}: the rollout {}: `key.{field}` `{}` {why}; no report was written\n  hint: fix or drop that record (its task id comes from the task file)",
+                    run.join(trawl_core::store::TRAJECTORIES).display(),
+                    r.key,
+                    part.escape_debug()
+                ))
+            })?;
+        }
+        let dir = root.join(run_part).join(model).join(&r.key.task);
         files.push((dir, report));
     }
     // Every file is checked before any is written: a refusal leaves everything as it was.

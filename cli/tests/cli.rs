@@ -727,7 +727,8 @@ async fn exports_never_overwrite_a_run_and_refuse_existing_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A failed export (unwritable folder) leaves no half file and no temporary file behind.
+    // A failed export (its folder cannot be made: a file is in the way) leaves no half file and
+    // no temporary file behind.
     let names = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()
@@ -738,7 +739,7 @@ async fn exports_never_overwrite_a_run_and_refuse_existing_files() {
     };
     let listing = names(dir.path());
     let out = trawl(
-        &["export", "run", "-o", "no/such/folder/x.jsonl"],
+        &["export", "run", "-o", "sft.jsonl/folder/x.jsonl"],
         dir.path(),
     );
     assert!(!out.status.success());

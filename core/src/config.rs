@@ -319,10 +319,16 @@ pub fn dotted(path: &[String]) -> String {
     out
 }
 
+/// Where the file first writes a float that is not a finite number (`nan`, `inf`, `-inf`, or
+/// one too large to hold), and what it wrote. No setting means anything by those: JSON cannot
+/// carry them, and a check like `t <= 100` lets NaN through, so the whole file is refused.
+pub(crate) type NonFinite = Option<(Vec<String>, String)>;
+
 pub(crate) fn to_json(
     value: &Spanned<DeValue<'_>>,
     path: &mut Vec<String>,
     spans: &mut HashMap<Vec<String>, Range<usize>>,
+    non_finite: &mut NonFinite,
 ) -> Value {
     spans.entry(path.clone()).or_insert_with(|| value.span());
     match value.get_ref() {
@@ -332,14 +338,14 @@ pub(crate) fn to_json(
             .unwrap_or_else(|_| Value::String(i.as_str().to_string())),
         DeValue::Float(f) => {
             let s = f.as_str().replace('_', "");
-            match s.as_str() {
-                "inf" | "+inf" => Value::from(f64::MAX),
-                "-inf" => Value::from(f64::MIN),
-                _ => s
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(Value::Null, Value::Number),
+            match s.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                Some(n) => Value::Number(n),
+                None => {
+                    if non_finite.is_none() {
+                        *non_finite = Some((path.clone(), f.as_str().to_string()));
+                    }
+                    Value::Null
+                }
             }
         }
         DeValue::Boolean(b) => Value::Bool(*b),
@@ -350,13 +356,13 @@ pub(crate) fn to_json(
                 .enumerate()
                 .map(|(i, item)| {
                     path.push(i.to_string());
-                    let v = to_json(item, path, spans);
+                    let v = to_json(item, path, spans, non_finite);
                     path.pop();
                     v
                 })
                 .collect(),
         ),
-        DeValue::Table(t) => Value::Object(table_to_json(t, path, spans)),
+        DeValue::Table(t) => Value::Object(table_to_json(t, path, spans, non_finite)),
     }
 }
 
@@ -364,13 +370,14 @@ fn table_to_json(
     t: &DeTable<'_>,
     path: &mut Vec<String>,
     spans: &mut HashMap<Vec<String>, Range<usize>>,
+    non_finite: &mut NonFinite,
 ) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in t.iter() {
         path.push(k.get_ref().to_string());
         // Point at the key: that is where a person looks for a misspelt field.
         spans.insert(path.clone(), k.span());
-        let value = to_json(v, path, spans);
+        let value = to_json(v, path, spans, non_finite);
         path.pop();
         out.insert(k.get_ref().to_string(), value);
     }
@@ -394,16 +401,27 @@ pub fn parse_toml(file: &Path, text: &str) -> Result<(Value, SourceMap), ConfigE
         }
     })?;
     let mut spans = HashMap::new();
-    let json = Value::Object(table_to_json(doc.get_ref(), &mut Vec::new(), &mut spans));
-    Ok((
-        json,
-        SourceMap {
-            file: file.to_path_buf(),
-            text: text.to_string(),
-            spans,
-            overrides: Vec::new(),
-        },
-    ))
+    let mut non_finite = None;
+    let json = Value::Object(table_to_json(
+        doc.get_ref(),
+        &mut Vec::new(),
+        &mut spans,
+        &mut non_finite,
+    ));
+    let map = SourceMap {
+        file: file.to_path_buf(),
+        text: text.to_string(),
+        spans,
+        overrides: Vec::new(),
+    };
+    if let Some((path, written)) = non_finite {
+        return Err(map.error(
+            &path,
+            format!("must be a finite number; got `{written}`"),
+            Some("write an ordinary number, or leave the setting out for its default".into()),
+        ));
+    }
+    Ok((json, map))
 }
 
 /// Parses `--set` arguments and applies them, in order, to the parsed config; the source map
@@ -568,6 +586,17 @@ impl ExperimentConfig {
             map.error(&e.path, e.message, hint)
         })?;
         let root = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The run's folder is `runs/<name>`: a name that is not one folder name would put it
+        // elsewhere.
+        if let Some(name) = &top.name {
+            if let Err(why) = crate::store::check_path_part(name) {
+                return Err(map.error(
+                    &root(&["name"]),
+                    format!("`{}` {why}", name.escape_debug()),
+                    Some("the default run folder is runs/<name>: use letters, digits, `-`, `_` and `.`".into()),
+                ));
+            }
+        }
         let samples_hint = || {
             Some("write `samples = 4`, or `samples = { max = 16, until_successes = 2 }` to sample each task until enough rollouts succeed".to_string())
         };
@@ -949,11 +978,15 @@ fn components(
         }
         let name = match table.remove("name") {
             None => kind.clone(),
-            Some(Value::String(s)) if !s.is_empty() && !s.contains(['/', '#']) => s,
+            Some(Value::String(s))
+                if !s.contains('#') && crate::store::check_path_part(&s).is_ok() =>
+            {
+                s
+            }
             Some(_) => {
                 return Err(map.error(
                     &at("name"),
-                    "`name` must be a non-empty string without `/` or `#`",
+                    "`name` must be a non-empty string without `/`, `#` or NUL, and not `.` or `..` (names become parts of file paths)",
                     None,
                 ))
             }

@@ -142,11 +142,6 @@ impl Shared {
             model: cell.model,
         }
     }
-
-    /// Every rollout of the run, sample-major so that early results cover every task.
-    fn plans(&self, samples: u32) -> impl Iterator<Item = Plan> + '_ {
-        (0..samples).flat_map(move |sample| self.cells().map(move |c| self.plan(c, sample)))
-    }
 }
 
 /// One (environment, task, scaffold, model): the unit samples are drawn for.
@@ -745,6 +740,20 @@ async fn build(
             .into_iter()
             .map(Arc::new)
             .collect::<Vec<_>>();
+        // Ids become parts of file paths (`trawl swe reports`, exports by task): one that could
+        // reach outside a folder is refused here, whichever environment or plugin made it.
+        if let Some((task, why)) = tasks
+            .iter()
+            .find_map(|t| store::check_relative_path(&t.id).err().map(|e| (t, e)))
+        {
+            return Err(RunError::Tasks {
+                environment: spec.name.clone(),
+                source: EnvironmentError::Tasks(format!(
+                    "task id `{}` {why}\n  hint: give the task another id in its task file",
+                    task.id.escape_debug()
+                )),
+            });
+        }
         if tasks.is_empty() {
             return Err(ExperimentConfig::component_error(
                 map,
@@ -831,7 +840,7 @@ pub async fn check(
 ) -> Result<CheckReport, RunError> {
     let (shared, _) = build(config, map, registry).await?;
     let mut report = CheckReport {
-        rollouts: u64::from(config.samples.max()) * shared.matrix_size(),
+        rollouts: u64::from(config.samples.max()).saturating_mul(shared.matrix_size()),
         tasks: BTreeMap::new(),
         combinations: Vec::new(),
         skipped_combinations: shared.skipped.clone(),
@@ -979,10 +988,16 @@ pub async fn run(
     let completed = Arc::new(resume.completed);
     let (mut adaptive, source, total, skipped) = match config.samples {
         Samples::Fixed(n) => {
-            let total = u64::from(n) * shared.matrix_size();
-            let skipped = shared
-                .plans(n)
-                .filter(|p| completed.contains(&p.key))
+            let total = u64::from(n).saturating_mul(shared.matrix_size());
+            // Counted from what is done, never by walking the plan: `samples = 4000000000`
+            // must start at once, not spin through every rollout it will ever run.
+            let cells: std::collections::HashSet<_> = shared
+                .cells()
+                .map(|c| cell_key(&shared.plan(c, 0).key))
+                .collect();
+            let skipped = completed
+                .iter()
+                .filter(|k| k.sample < n && cells.contains(&cell_key(k)))
                 .count() as u64;
             let plans: Box<dyn Iterator<Item = Plan> + Send> = if budget_spent_at_start {
                 Box::new(std::iter::empty())
@@ -1013,7 +1028,7 @@ pub async fn run(
                 &resume.successes,
                 budget_spent_at_start,
             );
-            let total = u64::from(max) * shared.matrix_size();
+            let total = u64::from(max).saturating_mul(shared.matrix_size());
             (
                 Some(a),
                 PlanSource::Adaptive(rx),

@@ -104,7 +104,14 @@ fn toml_value(raw: &str) -> Option<Value> {
     }
     let (_, value) = table.iter().next()?;
     let mut spans = std::collections::HashMap::new();
-    Some(crate::config::to_json(value, &mut Vec::new(), &mut spans))
+    let mut non_finite = None;
+    let json = crate::config::to_json(value, &mut Vec::new(), &mut spans, &mut non_finite);
+    // `nan` and `inf` stay the words they are: no setting takes them as a number, so the
+    // field's own type refuses them, naming the argument.
+    match non_finite {
+        Some(_) => Some(Value::String(raw.to_string())),
+        None => Some(json),
+    }
 }
 
 #[cfg(test)]

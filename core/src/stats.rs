@@ -2,11 +2,11 @@
 //! pass^k, by environment × scaffold × model. Interrupted and infrastructure-error rollouts are
 //! counted apart and left out of every rate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::trajectory::TrajectoryRecord;
+use crate::trajectory::{RolloutKey, TrajectoryRecord};
 
 /// `n choose k` as a float, exact enough for the ratios below.
 fn ratio_of_binomials(top_n: u64, n: u64, k: u64) -> f64 {
@@ -294,6 +294,14 @@ pub struct GroupStats {
     /// differ from task to task under `samples = { max, until_successes }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_task: Option<Spread>,
+    /// Samples whose only records are infrastructure errors or interruptions (a later `trawl
+    /// run` retries them): they leave tasks with fewer finished samples under a fixed `samples`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples_not_finished: u64,
+    /// Whether tasks took different numbers of samples even counting those: sampling stopped
+    /// at enough successes (`samples = { max, until_successes }`), or a run stopped part way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub samples_stopped_early: bool,
     pub completion_tokens: Option<Spread>,
     /// `pass@k` for k = 1..=max samples per task, averaged over tasks with at least k samples.
     pub pass_at_k: BTreeMap<u64, f64>,
@@ -456,6 +464,25 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
                 .or_insert(0) += 1;
         }
         let [pass_at_k, pass_hat_k] = pass_curves(&per_task);
+        // Samples whose only records are infrastructure errors or interruptions (not retried
+        // yet): with a fixed `samples`, these are why tasks took different numbers of finished
+        // samples. Per (environment, task, scaffold, model): (finished, not finished).
+        let final_keys: HashSet<&RolloutKey> = finished.iter().map(|r| &r.key).collect();
+        let not_finished: HashSet<&RolloutKey> = cell
+            .iter()
+            .filter(|r| !r.is_final() && !final_keys.contains(&r.key))
+            .map(|r| &r.key)
+            .collect();
+        let mut per_cell: HashMap<(&str, &str, &str, &str), (f64, f64)> = HashMap::new();
+        fn cell_of(k: &RolloutKey) -> (&str, &str, &str, &str) {
+            (&k.environment, &k.task, &k.scaffold, &k.model)
+        }
+        for r in &finished {
+            per_cell.entry(cell_of(&r.key)).or_default().0 += 1.0;
+        }
+        for k in &not_finished {
+            per_cell.entry(cell_of(k)).or_default().1 += 1.0;
+        }
         let turns: Vec<f64> = finished
             .iter()
             .map(|r| r.assistant_turns() as f64)
@@ -481,20 +508,13 @@ pub fn compute_by(records: &[TrajectoryRecord], by: &[GroupKey]) -> RunStats {
             reward: Mean::of(&rewards),
             reward_spread: Spread::of(&rewards),
             turns: Spread::of(&turns),
-            samples_per_task: {
-                let mut per: HashMap<(&str, &str, &str, &str), f64> = HashMap::new();
-                for r in &finished {
-                    *per.entry((
-                        r.key.environment.as_str(),
-                        r.key.task.as_str(),
-                        r.key.scaffold.as_str(),
-                        r.key.model.as_str(),
-                    ))
-                    .or_insert(0.0) += 1.0;
-                }
-                let counts: Vec<f64> = per.into_values().collect();
+            samples_per_task: Spread::of(&per_cell.values().map(|c| c.0).collect::<Vec<_>>())
                 // Worth a line only when tasks took different numbers of samples.
-                Spread::of(&counts).filter(|s| s.min != s.max)
+                .filter(|s| s.min != s.max),
+            samples_not_finished: not_finished.len() as u64,
+            samples_stopped_early: {
+                let all: Vec<f64> = per_cell.values().map(|c| c.0 + c.1).collect();
+                Spread::of(&all).is_some_and(|s| s.min != s.max)
             },
             completion_tokens: Spread::of(&tokens),
             pass_at_k,
@@ -828,7 +848,16 @@ impl RunStats {
             }
             if let Some(s) = &g.samples_per_task {
                 out.push_str(&format!("  samples/task    {}\n", spread_text(s, 2)));
-                out.push_str("  note            tasks took different numbers of samples: when sampling stopped at enough successes, the rates and pass@k above describe the samples drawn, not the model's pass rate (when to stop depended on outcomes); compare models on fixed samples\n");
+                // Say what happened: samples lost to errors are not sampling that stopped.
+                if g.samples_not_finished > 0 {
+                    out.push_str(&format!(
+                        "  note            tasks took different numbers of finished samples because {} sample(s) ended only in an infrastructure error or an interruption: they are left out of the rates and pass@k above (the model was not scored on them); `trawl run` again retries them\n",
+                        g.samples_not_finished
+                    ));
+                }
+                if g.samples_stopped_early {
+                    out.push_str("  note            tasks took different numbers of samples: when sampling stopped at enough successes, the rates and pass@k above describe the samples drawn, not the model's pass rate (when to stop depended on outcomes); compare models on fixed samples. A run stopped part way also leaves tasks with fewer samples: run it again to finish\n");
+                }
             }
             if let Some(s) = &g.completion_tokens {
                 out.push_str(&format!("  tokens          {}\n", spread_text(s, 1)));
@@ -928,6 +957,66 @@ mod tests {
                 .contains("sub-rewards  communicate 0.750, db 0.667"),
             "{}",
             stats.render()
+        );
+    }
+
+    /// Under a fixed `samples`, tasks with fewer finished samples lost them to infrastructure
+    /// errors: the note says so, and says nothing of sampling that stopped at enough successes;
+    /// that note is kept for samples that were never drawn.
+    #[test]
+    fn the_samples_note_says_what_happened() {
+        use crate::trajectory::ExitStatus;
+        let base = crate::strategies::example_record();
+        let with = |task: &str, sample: u32, status: ExitStatus| {
+            let mut r = base.clone();
+            r.key.task = task.into();
+            r.key.sample = sample;
+            r.outcome.exit_status = status;
+            r
+        };
+        // `samples = 4`: task b's last two samples timed out on the model server.
+        let mut records: Vec<TrajectoryRecord> = (0..4)
+            .map(|s| with("a", s, ExitStatus::Submitted))
+            .collect();
+        records.extend((0..2).map(|s| with("b", s, ExitStatus::Submitted)));
+        records.push(with("b", 2, ExitStatus::InfraError));
+        records.push(with("b", 3, ExitStatus::InfraError));
+        let stats = compute(&records);
+        let g = &stats.groups[0];
+        assert_eq!(
+            (g.samples_not_finished, g.samples_stopped_early),
+            (2, false)
+        );
+        let text = stats.render();
+        assert!(
+            text.contains(
+                "because 2 sample(s) ended only in an infrastructure error or an interruption"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("enough successes"), "{text}");
+
+        // Sample 2 retried on resume and finished: nothing is missing any more.
+        records.push(with("b", 2, ExitStatus::Submitted));
+        let stats = compute(&records);
+        assert_eq!(stats.groups[0].samples_not_finished, 1);
+
+        // Sampling until enough succeed: b stopped after two samples, with no error.
+        let early: Vec<TrajectoryRecord> = (0..4)
+            .map(|s| with("a", s, ExitStatus::Submitted))
+            .chain((0..2).map(|s| with("b", s, ExitStatus::Submitted)))
+            .collect();
+        let stats = compute(&early);
+        let g = &stats.groups[0];
+        assert_eq!((g.samples_not_finished, g.samples_stopped_early), (0, true));
+        let text = stats.render();
+        assert!(
+            text.contains("sampling stopped at enough successes"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("infrastructure error or an interruption"),
+            "{text}"
         );
     }
 

@@ -1,6 +1,7 @@
 //! No value of any number in a config makes trawl panic: `inf`, `nan`, negatives, zero and
-//! huge values are either accepted or refused with an error naming the field, and a config that
-//! loads builds every component (models, environments with their sandboxes and tasks).
+//! huge values are either accepted or refused with an error naming the field (`inf` and `nan`
+//! always refused, at the field that holds them), and a config that loads builds every
+//! component (models, environments with their sandboxes and tasks).
 
 #![allow(clippy::unwrap_used)]
 
@@ -113,6 +114,23 @@ proptest! {
         let mut seen = std::collections::HashSet::new();
         let values: Vec<_> = values.into_iter().filter(|(i, _)| seen.insert(*i)).collect();
         let text = config(&values);
+        // NaN and infinities are refused as the file is read, whichever field holds them,
+        // naming that field.
+        let non_finite: Vec<&str> = values
+            .iter()
+            .filter(|(_, v)| ["inf", "-inf", "nan"].contains(&v.as_str()))
+            .map(|(i, _)| FIELDS[*i].0.rsplit('.').next().unwrap())
+            .collect();
+        if !non_finite.is_empty() {
+            let registry = Registry::builtin().unwrap();
+            let err = ExperimentConfig::parse(std::path::Path::new("p.toml"), &text, &registry, "p")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            prop_assert!(err.starts_with("p.toml:") && err.contains("must be a finite number"), "{err}\n{text}");
+            prop_assert!(non_finite.iter().any(|name| err.contains(&format!("{name}`"))), "{err}\n{text}");
+            return Ok(());
+        }
         let registry = Registry::builtin().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         match ExperimentConfig::parse(std::path::Path::new("p.toml"), &text, &registry, "p") {

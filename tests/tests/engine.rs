@@ -626,6 +626,57 @@ async fn config_errors_name_file_line_and_field() {
     }
     let inf_temp = good.replace("temperature = 0.5", "temperature = inf");
     assert!(config_error(&inf_temp).contains("field `models[0].sampling.temperature`"));
+
+    // NaN and infinities are no setting's value, wherever they are written: the model's
+    // sampling, its retry table, an environment's own settings, an inline sub-model (a
+    // simulated user's), an array item, a float too large to hold. Each is refused at its line.
+    for (edit, needle, field) in [
+        (
+            ("temperature = 0.5", "temperature = nan"),
+            "temperature = nan",
+            "models[0].sampling.temperature",
+        ),
+        (
+            ("temperature = 0.5", "temperature = 0.5\ntop_p = -inf"),
+            "top_p",
+            "models[0].sampling.top_p",
+        ),
+        (
+            ("temperature = 0.5", "min_p = +nan"),
+            "min_p",
+            "models[0].sampling.min_p",
+        ),
+        (
+            ("initial_backoff_secs = 0.01", "initial_backoff_secs = nan"),
+            "retry =",
+            "models[0].retry.initial_backoff_secs",
+        ),
+        (
+            (
+                "type = \"math\"",
+                "type = \"math\"\nuser = { sampling = { top_p = nan } }",
+            ),
+            "user =",
+            "environments[0].user.sampling.top_p",
+        ),
+        (
+            ("type = \"math\"", "type = \"math\"\nweights = [0.5, 1e400]"),
+            "weights",
+            "environments[0].weights[1]",
+        ),
+    ] {
+        let text = good.replace(edit.0, edit.1);
+        assert_ne!(text, good, "{edit:?} changed nothing");
+        let err = config_error(&text);
+        assert!(
+            err.starts_with(&format!("exp.toml:{}:", line_of(&text, needle))),
+            "{edit:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("field `{field}`")) && err.contains("must be a finite number"),
+            "{edit:?}: {err}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let inf_deadline = good.replace(
         "max_backoff_secs = 0.02 }",
@@ -810,4 +861,103 @@ fn unused_observation_helpers_compile() {
     // Observation constructors are part of the public surface environments rely on.
     assert!(Observation::finished("x").done && !Observation::text("x").done);
     let _ = Artifacts::default();
+}
+
+// An environment (as a plugin might write one) whose task ids are whatever its config says.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsFromConfig {
+    ids: Vec<String>,
+}
+
+struct GivenIds(Vec<String>);
+
+#[async_trait]
+impl Environment for GivenIds {
+    fn action_space(&self) -> ActionSpace {
+        ActionSpace {
+            answer: true,
+            ..ActionSpace::default()
+        }
+    }
+    async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
+        Ok(self
+            .0
+            .iter()
+            .map(|id| Task::new(id.clone(), serde_json::json!({"answer": "1"})))
+            .collect())
+    }
+    async fn start(&self, _: &Task) -> Result<Box<dyn Episode>, EnvironmentError> {
+        Err(EnvironmentError::Runtime(
+            "never started in this test".into(),
+        ))
+    }
+}
+
+impl EnvironmentConfig for IdsFromConfig {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Environment>, ComponentError> {
+        Ok(Arc::new(GivenIds(self.ids)))
+    }
+}
+trawl_core::register!(
+    environment,
+    "test_given_ids",
+    "test: tasks with the ids its config gives",
+    IdsFromConfig
+);
+
+/// Task ids become parts of file paths (`trawl swe reports`, exports by task): an id that would
+/// reach outside a folder is refused before the run starts, whichever environment made it; ids
+/// like `HumanEval/0` are fine.
+#[tokio::test]
+async fn task_ids_that_would_escape_a_folder_are_refused_before_running() {
+    for (ids, refused) in [
+        (
+            r#"["../../escape"]"#,
+            Some("task id `../../escape` has a `..` part"),
+        ),
+        (
+            r#"["ok", "/etc/passwd"]"#,
+            Some("task id `/etc/passwd` is an absolute path"),
+        ),
+        (r#"["a/./b"]"#, Some("task id `a/./b` has a `.` part")),
+        (r#"["nul\u0000x"]"#, Some("contains a NUL character")),
+        (r#"[""]"#, Some("task id `` is empty")),
+        (r#"["HumanEval/0", "x..y"]"#, None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            format!(
+            "{}\n[[evaluators]]\ntype = \"math_answer\"\n\n[scoring]\nprimary = \"math_answer\"\n",
+            config_text("http://127.0.0.1:9/v1", "", "", "type = \"chat\"")
+                .replace("type = \"math\"", &format!("type = \"test_given_ids\"\nids = {ids}"))
+        );
+        let registry = Registry::builtin().unwrap();
+        let (config, map) =
+            ExperimentConfig::parse(Path::new("exp.toml"), &text, &registry, "x").unwrap();
+        let checked = trawl_core::engine::check(&config, &map, &registry, false).await;
+        match refused {
+            Some(needle) => {
+                let err = checked.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(
+                    err.contains("environment `test_given_ids`") && err.contains(needle),
+                    "{ids}: {err}"
+                );
+                let err = run_text(&text, dir.path(), StopSignal::default())
+                    .await
+                    .unwrap_err();
+                assert!(err.to_string().contains(needle), "{ids}: {err}");
+                assert!(
+                    !dir.path().join("run").exists(),
+                    "nothing is written for a refused run"
+                );
+            }
+            None => assert!(
+                checked.is_ok(),
+                "{ids}: {:?}",
+                checked.err().map(|e| e.to_string())
+            ),
+        }
+    }
 }

@@ -119,7 +119,11 @@ fn required<'a>(
 
 fn task_id(obj: &Map<String, Value>) -> Result<String, FieldError> {
     match obj.get("task_id") {
-        Some(Value::String(s)) => Ok(s.clone()),
+        // Ids such as `HumanEval/0` are fine; one that could reach outside a folder is not
+        // (ids become parts of file paths).
+        Some(Value::String(s)) => trawl_core::store::check_relative_path(s)
+            .map(|()| s.clone())
+            .map_err(|why| ("task_id", format!("`{}` {why}", s.escape_debug()))),
         Some(Value::Number(n)) => Ok(n.to_string()),
         _ => Err((
             "task_id",
@@ -252,5 +256,16 @@ mod tests {
         assert!(err.contains("not a coding task"), "{err}");
         let err = parse("{oops", "m.jsonl").expect_err("bad json");
         assert!(err.starts_with("m.jsonl:1:2: not valid JSON"), "{err}");
+        // Ids become parts of file paths: `HumanEval/0` is fine, `../x` is not.
+        let row = |id: &str| {
+            format!("{{\"task_id\": \"{id}\", \"text\": \"x\", \"code\": \"def f(): pass\", \"test_list\": [\"assert f() is None\"]}}")
+        };
+        assert!(parse(&row("HumanEval/0"), "t.jsonl").is_ok());
+        let err = parse(&format!("{}\n{}", row("a"), row("../../escape")), "t.jsonl")
+            .expect_err("escaping id");
+        assert!(
+            err.starts_with("t.jsonl:2: field `task_id`: `../../escape` has a `..` part"),
+            "{err}"
+        );
     }
 }

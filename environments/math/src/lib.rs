@@ -195,12 +195,18 @@ pub fn load_tasks_with(
                 )),
             }
         };
-        let id = match obj
-            .get("id")
-            .or_else(|| obj.get("task_id"))
-            .or_else(|| obj.get("unique_id"))
-        {
-            Some(Value::String(s)) => s.clone(),
+        let id_field = ["id", "task_id", "unique_id"]
+            .into_iter()
+            .find(|f| obj.contains_key(*f))
+            .unwrap_or("id");
+        let id = match obj.get(id_field) {
+            // Ids such as MATH's `test/algebra/1.json` are fine; one that could reach outside a
+            // folder is not (ids become parts of file paths).
+            Some(Value::String(s)) => {
+                trawl_core::store::check_relative_path(s)
+                    .map_err(|why| at(id_field, format!("`{}` {why}", s.escape_debug())))?;
+                s.clone()
+            }
             Some(Value::Number(n)) => n.to_string(),
             _ => format!("{stem}-{line_no}"),
         };

@@ -106,6 +106,18 @@ pub fn parse_instance(value: Value) -> Result<SweInstance, (String, String)> {
             Some(_) => return Err((field.into(), "expected a string".into())),
         }
     }
+    // The harness files an instance's logs and report under a folder named by its id.
+    if let Some(Value::String(id)) = obj.get("instance_id") {
+        trawl_core::store::check_path_part(id).map_err(|why| {
+            (
+                "instance_id".to_string(),
+                format!(
+                    "`{}` {why} (reports go to <model>/<instance_id>/report.json); give the instance another id",
+                    id.escape_debug()
+                ),
+            )
+        })?;
+    }
     for field in ["FAIL_TO_PASS", "PASS_TO_PASS"] {
         test_list(&mut obj, field).map_err(|m| (field.to_string(), m))?;
     }
@@ -222,6 +234,24 @@ mod tests {
             text.lines().next().unwrap_or("")
         );
         assert!(parse(&dup, "d").expect_err("dup").contains("appears twice"));
+    }
+
+    /// The harness files each instance under a folder named by its id: an id that is not one
+    /// folder name is refused at its line.
+    #[test]
+    fn ids_that_are_not_one_folder_name_are_refused_at_their_line() {
+        let line = |id: &str| {
+            format!("{{\"instance_id\":{},\"repo\":\"o/r\",\"base_commit\":\"c\",\"problem_statement\":\"p\",\"FAIL_TO_PASS\":[\"t\"]}}", serde_json::json!(id))
+        };
+        for bad in ["../../escape", "..", "/abs", "a/b", "nul\0"] {
+            let text = format!("{}\n{}\n", line("ok"), line(bad));
+            let err = parse(&text, "x.jsonl").expect_err(bad);
+            assert!(
+                err.starts_with("x.jsonl:2: field `instance_id`: `"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(parse(&line("django__django-11099"), "x.jsonl").is_ok());
     }
 
     #[test]

@@ -357,6 +357,9 @@ impl Domain {
             if !ids.insert(task.id.as_str()) {
                 return Err(at("two tasks have this id".into()));
             }
+            // Ids become parts of file paths: one that could reach outside a folder is refused.
+            trawl_core::store::check_relative_path(&task.id)
+                .map_err(|why| at(format!("field `id` {why}")))?;
             domain.check_task(task).map_err(at)?;
         }
         Ok(domain)
