@@ -17,22 +17,12 @@ mod common;
 use common::{json_file, jsonl, trawl, trawl_ok, TRAWL};
 
 fn write_config(dir: &Path, base_url: &str, body: &str) -> std::path::PathBuf {
+    let model = common::mock_model(base_url, "max_attempts = 3, initial_backoff_secs = 0.01");
     let text = format!(
         r#"name = "cli"
 seed = 11
 {body}
-
-[[models]]
-type = "openai"
-name = "mock"
-base_url = "{base_url}"
-model = "mock"
-retry = {{ max_attempts = 3, initial_backoff_secs = 0.01 }}
-
-[models.sampling]
-temperature = 0.7
-max_tokens = 64
-"#
+{model}"#
     );
     let path = dir.join("exp.toml");
     std::fs::write(&path, text).unwrap();

@@ -20,6 +20,7 @@ use common::{json_file, jsonl, trawl, trawl_ok, TRAWL};
 /// A config on the scripted server at `base_url`, math tasks and the chat scaffold; `top` goes
 /// at the top level, `env` into the environment's table.
 fn write_config(dir: &Path, base_url: &str, top: &str, env: &str) -> std::path::PathBuf {
+    let model = common::mock_model(base_url, "max_attempts = 1");
     let text = format!(
         r#"name = "limits"
 seed = 5
@@ -31,18 +32,7 @@ type = "math"
 
 [[scaffolds]]
 type = "chat"
-
-[[models]]
-type = "openai"
-name = "mock"
-base_url = "{base_url}"
-model = "mock"
-retry = {{ max_attempts = 1 }}
-
-[models.sampling]
-temperature = 0.7
-max_tokens = 64
-"#
+{model}"#
     );
     let path = dir.join("exp.toml");
     std::fs::write(&path, text).unwrap();

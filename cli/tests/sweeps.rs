@@ -43,6 +43,7 @@ fn refused(args: &[&str], cwd: &Path) -> String {
 
 /// One math environment over `a.jsonl`, the chat scaffold, the scripted server's model.
 fn config(base_url: &str) -> String {
+    let model = common::mock_model(base_url, "max_attempts = 1");
     format!(
         r#"name = "sweep"
 seed = 3
@@ -53,18 +54,7 @@ files = ["a.jsonl"]
 
 [[scaffolds]]
 type = "chat"
-
-[[models]]
-type = "openai"
-name = "mock"
-base_url = "{base_url}"
-model = "mock"
-retry = {{ max_attempts = 1 }}
-
-[models.sampling]
-temperature = 0.7
-max_tokens = 64
-"#
+{model}"#
     )
 }
 

@@ -47,3 +47,23 @@ pub fn jsonl(path: &Path) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The `[[models]]` entry of a scripted server at `base_url` (named `mock`), with its retry
+/// settings (`max_attempts = 1`) and the sampling the CLI tests use.
+#[allow(dead_code)] // not every test binary writes configs
+pub fn mock_model(base_url: &str, retry: &str) -> String {
+    format!(
+        r#"
+[[models]]
+type = "openai"
+name = "mock"
+base_url = "{base_url}"
+model = "mock"
+retry = {{ {retry} }}
+
+[models.sampling]
+temperature = 0.7
+max_tokens = 64
+"#
+    )
+}
