@@ -15,7 +15,7 @@
 //!
 //! Each episode's sandbox is started once, on its first command: bubblewrap (or, in the
 //! fallback, nothing) around a small runner process (`trawl-sandbox-runner`, built from
-//! `plugins/sandbox-runner` and carried inside this library), and every command of the episode
+//! `sandboxes/runner` and carried inside this library), and every command of the episode
 //! is a framed request to that runner over its pipes. The runner starts the command in its own
 //! process group under the command's limits, reads its output, stops it when a limit trips, and
 //! kills what it left once it ends. A command costs a fork and two execs inside the sandbox, not
