@@ -203,7 +203,7 @@ pub struct ModelDescription {
     pub model_id: String,
 }
 
-/// How the retry decorator behaves. Defaults follow RELIABILITY.md item 9–10.
+/// How the retry decorator behaves. Defaults keep the README's reliability promises 9 and 10 (capped backoff, deadlines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {

@@ -65,14 +65,20 @@ pub async fn play(
 /// A model that answers with scripted replies, in order, and keeps every request it was sent.
 /// Past the end of its script it fails with a backend error.
 pub struct ScriptedModel {
-    replies: std::sync::Mutex<std::collections::VecDeque<String>>,
+    replies: std::sync::Mutex<std::collections::VecDeque<Message>>,
     seen: std::sync::Mutex<Vec<CompletionRequest>>,
 }
 
 impl ScriptedModel {
+    /// Replies that are plain text.
     pub fn new<S: Into<String>>(replies: impl IntoIterator<Item = S>) -> Self {
+        Self::replying(replies.into_iter().map(Message::assistant))
+    }
+
+    /// Replies that are whole assistant messages (tool calls included).
+    pub fn replying(replies: impl IntoIterator<Item = Message>) -> Self {
         ScriptedModel {
-            replies: std::sync::Mutex::new(replies.into_iter().map(Into::into).collect()),
+            replies: std::sync::Mutex::new(replies.into_iter().collect()),
             seen: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -97,10 +103,10 @@ impl LanguageModel for ScriptedModel {
             seen.push(request.clone());
         }
         let next = self.replies.lock().ok().and_then(|mut r| r.pop_front());
-        let text =
+        let message =
             next.ok_or_else(|| ModelError::Backend("the script has no more replies".into()))?;
         Ok(Completion {
-            message: Message::assistant(text),
+            message,
             finish_reason: FinishReason::Stop,
             usage: Usage {
                 prompt_tokens: 0,
@@ -202,71 +208,89 @@ pub fn record(
     }
 }
 
+/// A small environment for testing scaffolds and exporters: guess the task's number (its one
+/// task, `n7`, hides 7). Every guess, as an answer or as a call of its `guess` tool
+/// (`{"n": 7}`), is told "higher", "lower" or, ending the episode, "right"; the last answer is
+/// the submission.
+pub struct GuessNumber;
+
+struct GuessEpisode {
+    target: i64,
+    last: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Environment for GuessNumber {
+    fn action_space(&self) -> crate::environment::ActionSpace {
+        crate::environment::ActionSpace {
+            answer: true,
+            tool_calls: true,
+            ..Default::default()
+        }
+    }
+    async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
+        Ok(vec![Task::new("n7", serde_json::json!({"target": 7}))])
+    }
+    async fn start(
+        &self,
+        task: &Task,
+    ) -> Result<Box<dyn crate::environment::Episode>, EnvironmentError> {
+        Ok(Box::new(GuessEpisode {
+            target: task.data["target"].as_i64().unwrap_or_default(),
+            last: None,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::environment::Episode for GuessEpisode {
+    fn opening(&self) -> Vec<Message> {
+        vec![Message::user("Guess my number.")]
+    }
+    fn tools(&self) -> Vec<ToolSchema> {
+        vec![ToolSchema::function(
+            "guess",
+            "Guess the number",
+            serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}}),
+        )]
+    }
+    async fn act(&mut self, action: &Action) -> Result<Observation, EnvironmentError> {
+        let guess = match action {
+            Action::Answer { text } => {
+                self.last = Some(text.clone());
+                text.trim().parse().ok()
+            }
+            Action::ToolCall { call } => serde_json::from_str::<Value>(&call.function.arguments)
+                .ok()
+                .and_then(|a| a["n"].as_i64()),
+            _ => return Ok(Observation::text("answer with a number")),
+        };
+        Ok(match guess.unwrap_or(i64::MIN).cmp(&self.target) {
+            std::cmp::Ordering::Less => Observation::text("higher"),
+            std::cmp::Ordering::Greater => Observation::text("lower"),
+            std::cmp::Ordering::Equal => Observation {
+                done: true,
+                ..Observation::text("right")
+            },
+        })
+    }
+    async fn finish(&mut self) -> Result<Artifacts, EnvironmentError> {
+        Ok(Artifacts {
+            submission: self.last.clone(),
+            ..Artifacts::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::environment::{ActionSpace, Episode};
-
-    /// Guess the number in the task: "higher" or "lower" until it is right.
-    struct Guess;
-
-    struct GuessEpisode {
-        target: i64,
-        last: Option<String>,
-    }
-
-    #[async_trait::async_trait]
-    impl Environment for Guess {
-        fn action_space(&self) -> ActionSpace {
-            ActionSpace {
-                answer: true,
-                ..ActionSpace::default()
-            }
-        }
-        async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
-            Ok(vec![Task::new("n7", serde_json::json!({"target": 7}))])
-        }
-        async fn start(&self, task: &Task) -> Result<Box<dyn Episode>, EnvironmentError> {
-            Ok(Box::new(GuessEpisode {
-                target: task.data["target"].as_i64().unwrap_or_default(),
-                last: None,
-            }))
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Episode for GuessEpisode {
-        fn opening(&self) -> Vec<Message> {
-            vec![Message::user("Guess my number.")]
-        }
-        async fn act(&mut self, action: &Action) -> Result<Observation, EnvironmentError> {
-            let Action::Answer { text } = action else {
-                return Ok(Observation::text("answer with a number"));
-            };
-            self.last = Some(text.clone());
-            let n: i64 = text.trim().parse().unwrap_or(i64::MIN);
-            Ok(match n.cmp(&self.target) {
-                std::cmp::Ordering::Less => Observation::text("higher"),
-                std::cmp::Ordering::Greater => Observation::text("lower"),
-                std::cmp::Ordering::Equal => Observation {
-                    done: true,
-                    ..Observation::text("right")
-                },
-            })
-        }
-        async fn finish(&mut self) -> Result<Artifacts, EnvironmentError> {
-            Ok(Artifacts {
-                submission: self.last.clone(),
-                ..Artifacts::default()
-            })
-        }
-    }
 
     #[tokio::test]
     async fn play_stops_at_done_and_record_is_a_finished_rollout() {
-        let env: Arc<dyn Environment> = Arc::new(Guess);
+        let env: Arc<dyn Environment> = Arc::new(GuessNumber);
         let task = env.tasks().await.unwrap().remove(0);
         let answers = ["3", "9", "7", "8"].map(|a| Action::Answer { text: a.into() });
         let played = play(env.as_ref(), &task, &answers).await.unwrap();

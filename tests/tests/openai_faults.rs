@@ -1,5 +1,5 @@
 //! The `openai` backend against a real HTTP server on 127.0.0.1 that misbehaves on purpose
-//! (RELIABILITY.md items 9–11).
+//! (the README's reliability promises 9–11).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 

@@ -6,9 +6,12 @@
 //!   and no network unless a config opts in.
 //! - Every Docker call has a deadline. Streams get one too: bollard's own timeout covers only the
 //!   response headers, and an attach stream can stay open after its process has exited.
-//! - Each command runs under the image's `timeout -k`, so the whole process group it started is
-//!   killed in the container when its time is up; nothing is left orphaned.
-//! - Output is capped where it is read.
+//! - Every command of a sandbox goes to one `trawl-sandbox-runner` started in the container
+//!   (`sandboxes/runner`, through one exec session): it runs the command in a process group of
+//!   its own, kills the group when its time is up or it floods its output or fills the working
+//!   folder, kills what the command left behind, and reads the container's cgroup counters, so
+//!   a limit the program caught is still seen. Nothing is left orphaned.
+//! - Output is capped where the runner reads it.
 //! - Teardown (force-remove, each step with a deadline) never blocks the run. A sandbox dropped
 //!   without `close` is removed in the background; [`DockerFactory::shutdown`] removes whatever
 //!   this process still owns (Ctrl-C, SIGTERM, a panicking rollout), and

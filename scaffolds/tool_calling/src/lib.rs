@@ -181,3 +181,173 @@ impl AgentScaffold for ToolCallingScaffold {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trawl_core::message::Role;
+    use trawl_core::testing::{drive, GuessNumber, ScriptedModel};
+    use trawl_core::Environment;
+
+    fn scaffold(max_steps: u32, max_format_errors: u32) -> Arc<dyn AgentScaffold> {
+        ToolCallingConfig {
+            system_prompt: None,
+            max_steps,
+            max_format_errors,
+            max_total_tokens: None,
+        }
+        .build(&BuildContext::default())
+        .unwrap()
+    }
+
+    /// An assistant message calling `name` with `arguments` (an id only when given).
+    fn calling(id: &str, name: &str, arguments: &str) -> Message {
+        let mut m = Message::assistant("");
+        m.tool_calls = vec![ToolCall::function(id, name, arguments)];
+        m
+    }
+
+    async fn run(
+        replies: Vec<Message>,
+        max_steps: u32,
+        max_format_errors: u32,
+    ) -> (trawl_core::testing::Driven, ScriptedModel) {
+        let env = GuessNumber;
+        let task = env.tasks().await.unwrap().remove(0);
+        let model = ScriptedModel::replying(replies);
+        let driven = drive(
+            scaffold(max_steps, max_format_errors).as_ref(),
+            &env,
+            &task,
+            &model,
+        )
+        .await
+        .unwrap();
+        (driven, model)
+    }
+
+    #[tokio::test]
+    async fn tool_results_go_back_as_tool_messages_until_the_episode_is_done() {
+        let (driven, model) = run(
+            vec![
+                calling("a", "guess", r#"{"n": 3}"#),
+                calling("", "guess", r#"{"n": 7}"#),
+            ],
+            5,
+            3,
+        )
+        .await;
+        let outcome = driven.outcome.unwrap();
+        assert_eq!(outcome.exit_status, ExitStatus::Submitted);
+        let m = &driven.transcript.messages;
+        let tool_replies: Vec<(Option<&str>, &str)> = m
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .map(|m| (m.tool_call_id.as_deref(), m.text()))
+            .collect();
+        // A call without an id gets one, and its result answers that id.
+        assert_eq!(
+            tool_replies,
+            [(Some("a"), "higher"), (Some("call_1_0"), "right")]
+        );
+        let second_call = m
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .nth(1)
+            .unwrap();
+        assert_eq!(second_call.tool_calls[0].id, "call_1_0");
+        // The model was offered the episode's tools on every call.
+        assert!(model
+            .requests()
+            .iter()
+            .all(|r| r.tools.iter().any(|t| t.name() == "guess")));
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_calls_is_an_answer_and_a_wrong_one_gets_feedback() {
+        let (driven, _) = run(vec![Message::assistant("9"), Message::assistant("7")], 5, 3).await;
+        let outcome = driven.outcome.unwrap();
+        assert_eq!(outcome.exit_status, ExitStatus::Submitted);
+        assert_eq!(outcome.submission.as_deref(), Some("7"));
+        let feedback: Vec<&str> = driven
+            .transcript
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.text())
+            .collect();
+        assert_eq!(feedback, ["Guess my number.", "lower"]);
+    }
+
+    #[tokio::test]
+    async fn malformed_calls_get_feedback_and_too_many_in_a_row_end_the_episode() {
+        let (driven, model) = run(
+            vec![
+                calling("a", "shout", r#"{"n": 1}"#),
+                calling("b", "guess", "[1]"),
+                calling("c", "guess", "{not json"),
+            ],
+            10,
+            3,
+        )
+        .await;
+        assert_eq!(
+            driven.outcome.unwrap().exit_status,
+            ExitStatus::RepeatedFormatError
+        );
+        assert_eq!(model.requests().len(), 3);
+        let replies: Vec<&str> = driven
+            .transcript
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .map(|m| m.text())
+            .collect();
+        assert!(replies[0].contains("no tool named `shout`") && replies[0].contains("guess"));
+        assert!(
+            replies[1].contains("must be a JSON object"),
+            "{}",
+            replies[1]
+        );
+        assert!(replies[2].contains("not valid JSON"), "{}", replies[2]);
+        // Malformed calls never reach the environment.
+        assert!(driven.transcript.steps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_good_call_resets_the_count_and_the_step_limit_ends_the_episode() {
+        let (driven, model) = run(
+            vec![
+                calling("a", "shout", "{}"),
+                calling("b", "guess", r#"{"n": 1}"#),
+                calling("c", "shout", "{}"),
+                calling("d", "guess", r#"{"n": 2}"#),
+            ],
+            4,
+            2,
+        )
+        .await;
+        assert_eq!(
+            driven.outcome.unwrap().exit_status,
+            ExitStatus::LimitsExceeded
+        );
+        assert_eq!(model.requests().len(), 4);
+        assert_eq!(driven.transcript.steps.len(), 2);
+    }
+
+    #[test]
+    fn zero_steps_or_format_errors_are_refused_naming_the_field() {
+        for (steps, errors, field) in [(0, 3, "max_steps"), (5, 0, "max_format_errors")] {
+            let e = ToolCallingConfig {
+                system_prompt: None,
+                max_steps: steps,
+                max_format_errors: errors,
+                max_total_tokens: None,
+            }
+            .build(&BuildContext::default())
+            .err()
+            .unwrap();
+            assert_eq!(e.path, [field]);
+        }
+    }
+}
