@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use trawl_core::engine::{self, RunObserver, RunOptions, RunStatus, StopSignal};
 use trawl_core::export::{export_records, Selection};
@@ -119,9 +119,9 @@ enum Command {
             default_value = "environment,scaffold,model"
         )]
         by: String,
-        /// Output: text, markdown, csv or json.
-        #[arg(long, value_name = "FORMAT", default_value = "text")]
-        format: String,
+        /// Output: text, markdown (md), csv or json.
+        #[arg(long, value_name = "FORMAT", value_enum, default_value_t = StatsFormat::Text)]
+        format: StatsFormat,
         /// Print JSON for scripts (same as --format json).
         #[arg(long)]
         json: bool,
@@ -267,6 +267,25 @@ struct ShowArgs {
     skip_bad_lines: bool,
 }
 
+/// `trawl stats --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatsFormat {
+    Text,
+    #[value(alias = "md")]
+    Markdown,
+    Csv,
+    Json,
+}
+
+/// `trawl diff --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiffFormat {
+    Text,
+    #[value(alias = "md")]
+    Markdown,
+    Json,
+}
+
 #[derive(Args)]
 struct DiffArgs {
     /// Run A (a run directory or trajectories .jsonl file).
@@ -279,9 +298,9 @@ struct DiffArgs {
     /// Which of B's rollouts, as for --a.
     #[arg(long = "b", value_name = "SELECTOR")]
     select_b: Option<String>,
-    /// Output: text, markdown or json.
-    #[arg(long, default_value = "text")]
-    format: String,
+    /// Output: text, markdown (md) or json.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    format: DiffFormat,
     /// Leave out damaged lines of trajectories.jsonl (each is listed) instead of refusing.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -530,21 +549,14 @@ async fn dispatch(command: Command, plugins: &[PathBuf]) -> anyhow::Result<ExitC
         } => {
             let by = trawl_core::stats::GroupKey::parse_list(&by)
                 .map_err(|e| input(format!("--by: {e}")))?;
-            let format = if json {
-                trawl_core::stats::Format::Json
-            } else {
-                trawl_core::stats::Format::parse(&format)
-                    .map_err(|e| input(format!("--format: {e}")))?
-            };
+            let format = if json { StatsFormat::Json } else { format };
             let records = load_run_with(&run, skip_bad_lines)?;
             let stats = trawl_core::stats::compute_by(&records, &by);
             match format {
-                trawl_core::stats::Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&stats)?)
-                }
-                trawl_core::stats::Format::Text => print!("{}", stats.render()),
-                trawl_core::stats::Format::Markdown => print!("{}", stats.render_markdown()),
-                trawl_core::stats::Format::Csv => {
+                StatsFormat::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+                StatsFormat::Text => print!("{}", stats.render()),
+                StatsFormat::Markdown => print!("{}", stats.render_markdown()),
+                StatsFormat::Csv => {
                     let (header, rows) = stats.rows();
                     let mut w = csv::Writer::from_writer(std::io::stdout().lock());
                     w.write_record(&header)?;
@@ -1277,14 +1289,7 @@ fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         selector(&args.select_a, "--a")?,
         selector(&args.select_b, "--b")?,
     );
-    let markdown = match args.format.as_str() {
-        "text" => false,
-        "markdown" | "md" => true,
-        "json" => false,
-        other => bail!(input(format!(
-            "--format: unknown output format `{other}`; formats: text, markdown, json"
-        ))),
-    };
+    let markdown = args.format == DiffFormat::Markdown;
     let run_a = load_run_with(&args.a, args.skip_bad_lines)?;
     let run_b = match &args.b {
         Some(b) => Some(load_run_with(b, args.skip_bad_lines)?),
@@ -1335,7 +1340,7 @@ fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
             report.paired_by.join(" × ")
         );
     }
-    if args.format == "json" {
+    if args.format == DiffFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render(markdown));

@@ -309,6 +309,25 @@ fn check_exports(dir: &Path, records: &[Value]) {
     assert!(String::from_utf8_lossy(&out.stderr).contains(
         "formats: dpo, grpo, openai, preds, sharegpt, swe_smith, tokens, trajectory, turns, verl"
     ));
+    // A flag with a fixed set of values refuses the rest, listing them (exit 2, bad input);
+    // `md` is markdown.
+    for (args, values) in [
+        (
+            ["stats", "runs/cli", "--format", "yaml"],
+            "[possible values: text, markdown, csv, json]",
+        ),
+        (
+            ["diff", "runs/cli", "--format", "csv"],
+            "[possible values: text, markdown, json]",
+        ),
+    ] {
+        let out = trawl(&args, dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(values), "{args:?}: {err}");
+    }
+    let out = trawl_ok(&["stats", "runs/cli", "--format", "md"], dir);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("| environment |"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

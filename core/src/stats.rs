@@ -593,29 +593,6 @@ impl GroupStats {
     }
 }
 
-/// Output formats of `trawl stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Markdown,
-    Csv,
-    Json,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Format::Text),
-            "markdown" | "md" => Ok(Format::Markdown),
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            other => Err(format!(
-                "unknown output format `{other}`; formats: text, markdown, csv, json"
-            )),
-        }
-    }
-}
-
 /// The columns of the table formats: one row per group and evaluator (`label` is the record's
 /// own reward and success, as `[scoring]` decided them).
 const COLUMNS: [&str; 20] = [
