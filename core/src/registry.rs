@@ -367,41 +367,39 @@ pub type ExporterFactory = StaticFactory<dyn Exporter>;
 pub type ModelFactory = StaticFactory<dyn LanguageModel>;
 pub type SandboxFactory = StaticFactory<dyn SandboxBackend>;
 
-pub fn build_environment<C: EnvironmentConfig>(
-    v: &Value,
-    cx: &BuildContext,
-) -> Result<Arc<dyn Environment>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
+/// A config struct that builds a live `T` (one role's trait object): each role's `*Config`
+/// trait above is one, so that one generic function builds every kind.
+pub trait Builds<T: ?Sized>: DeserializeOwned {
+    fn build_live(self, cx: &BuildContext) -> Result<Arc<T>, ComponentError>;
 }
-pub fn build_scaffold<C: ScaffoldConfig>(
-    v: &Value,
-    cx: &BuildContext,
-) -> Result<Arc<dyn AgentScaffold>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
+
+/// Says that `$config` (each role's config trait) builds `$live`.
+macro_rules! builds {
+    ($($config:ident => $live:ty),* $(,)?) => {$(
+        impl<C: $config> Builds<$live> for C {
+            fn build_live(self, cx: &BuildContext) -> Result<Arc<$live>, ComponentError> {
+                self.build(cx)
+            }
+        }
+    )*};
 }
-pub fn build_evaluator<C: EvaluatorConfig>(
+
+builds!(
+    EnvironmentConfig => dyn Environment,
+    ScaffoldConfig => dyn AgentScaffold,
+    EvaluatorConfig => dyn Evaluator,
+    ExporterConfig => dyn Exporter,
+    ModelConfig => dyn LanguageModel,
+    SandboxConfig => dyn SandboxBackend,
+);
+
+/// Builds a kind from its settings table: what [`register!`](crate::register) registers for a
+/// config type of any role.
+pub fn build<T: ?Sized, C: Builds<T>>(
     v: &Value,
     cx: &BuildContext,
-) -> Result<Arc<dyn Evaluator>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
-}
-pub fn build_exporter<C: ExporterConfig>(
-    v: &Value,
-    cx: &BuildContext,
-) -> Result<Arc<dyn Exporter>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
-}
-pub fn build_model<C: ModelConfig>(
-    v: &Value,
-    cx: &BuildContext,
-) -> Result<Arc<dyn LanguageModel>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
-}
-pub fn build_sandbox<C: SandboxConfig>(
-    v: &Value,
-    cx: &BuildContext,
-) -> Result<Arc<dyn SandboxBackend>, ComponentError> {
-    parse_settings::<C>(v)?.build(cx)
+) -> Result<Arc<T>, ComponentError> {
+    parse_settings::<C>(v)?.build_live(cx)
 }
 
 /// How to build a compiled-in component, by role.
@@ -484,31 +482,31 @@ inventory::collect!(Registration);
 #[macro_export]
 macro_rules! register {
     (environment, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Environment, build_environment, $kind, $desc, $config);
+        $crate::register!(@ Environment, $kind, $desc, $config);
     };
     (scaffold, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Scaffold, build_scaffold, $kind, $desc, $config);
+        $crate::register!(@ Scaffold, $kind, $desc, $config);
     };
     (evaluator, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Evaluator, build_evaluator, $kind, $desc, $config);
+        $crate::register!(@ Evaluator, $kind, $desc, $config);
     };
     (exporter, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Exporter, build_exporter, $kind, $desc, $config);
+        $crate::register!(@ Exporter, $kind, $desc, $config);
     };
     (model, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Model, build_model, $kind, $desc, $config);
+        $crate::register!(@ Model, $kind, $desc, $config);
     };
     (sandbox, $kind:literal, $desc:literal, $config:ty) => {
-        $crate::register!(@ Sandbox, build_sandbox, $kind, $desc, $config);
+        $crate::register!(@ Sandbox, $kind, $desc, $config);
     };
-    (@ $variant:ident, $builder:ident, $kind:literal, $desc:literal, $config:ty) => {
+    (@ $variant:ident, $kind:literal, $desc:literal, $config:ty) => {
         $crate::inventory::submit! {
             $crate::registry::Registration {
                 kind: $kind,
                 description: $desc,
                 version: env!("CARGO_PKG_VERSION"),
                 crate_name: env!("CARGO_CRATE_NAME"),
-                builder: $crate::registry::StaticBuilder::$variant($crate::registry::$builder::<$config>),
+                builder: $crate::registry::StaticBuilder::$variant($crate::registry::build::<_, $config>),
             }
         }
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use trawl_core::registry::{build_model, BuildContext};
+use trawl_core::registry::{build, BuildContext};
 use trawl_core::{CompletionRequest, LanguageModel, Message, ModelError, Sampling};
 use trawl_openai::OpenAiConfig;
 use trawl_tests::{Reply, ScriptedServer};
@@ -23,7 +23,7 @@ fn model(server_url: &str, extra: serde_json::Value) -> Arc<dyn LanguageModel> {
     for (k, v) in extra.as_object().unwrap() {
         settings[k] = v.clone();
     }
-    build_model::<OpenAiConfig>(&settings, &BuildContext::default()).unwrap()
+    build::<dyn LanguageModel, OpenAiConfig>(&settings, &BuildContext::default()).unwrap()
 }
 
 fn request() -> CompletionRequest {
@@ -186,7 +186,7 @@ async fn sends_sampling_tools_and_the_api_key() {
 
 #[tokio::test]
 async fn a_missing_api_key_variable_is_a_config_error() {
-    let err = match build_model::<OpenAiConfig>(
+    let err = match build::<dyn LanguageModel, OpenAiConfig>(
         &json!({"base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key_env": "TRAWL_SURELY_UNSET_VAR"}),
         &BuildContext::default(),
     ) {
