@@ -517,9 +517,9 @@ async fn run(
     out: PathBuf,
     args: &RunArgs,
 ) -> anyhow::Result<(ExitCode, engine::RunSummary)> {
-    trawl_core::config::check_secs(args.grace_secs, true)
+    trawl_core::values::check_secs(args.grace_secs, true)
         .map_err(|m| input(format!("--grace-secs {m}")))?;
-    trawl_core::config::check_secs(args.progress_secs, false)
+    trawl_core::values::check_secs(args.progress_secs, false)
         .map_err(|m| input(format!("--progress-secs {m}")))?;
     let on_terminal = std::io::stderr().is_terminal();
     let bar = if args.quiet || !on_terminal {
@@ -538,7 +538,7 @@ async fn run(
     // No terminal to draw on (a log file, a cluster job): a plain line at an interval.
     let ticker = (!args.quiet && (!on_terminal || LOG_FILE.get().is_some())).then(|| {
         let progress = progress.clone();
-        let every = trawl_core::config::secs(args.progress_secs);
+        let every = trawl_core::values::secs(args.progress_secs);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -549,7 +549,7 @@ async fn run(
         })
     });
     let stop = StopSignal::default();
-    spawn_signal_handler(stop.clone(), trawl_core::config::secs(args.grace_secs));
+    spawn_signal_handler(stop.clone(), trawl_core::values::secs(args.grace_secs));
 
     eprintln!("trawl: running `{}` into {}", config.name, out.display());
     let summary = engine::run(

@@ -149,7 +149,7 @@ fn reports(
             ("model", &model),
             ("task", &r.key.task),
         ] {
-            trawl_core::store::check_path_part(part).map_err(|why| {
+            trawl_core::values::check_path_part(part).map_err(|why| {
                 crate::input(format!(
                     "{}: the rollout {}: `key.{field}` `{}` {why}; no report was written\n  hint: fix or drop that record (its task id comes from the task file)",
                     run.join(trawl_core::store::TRAJECTORIES).display(),

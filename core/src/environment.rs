@@ -112,6 +112,17 @@ pub enum EnvironmentError {
     Runtime(String),
 }
 
+impl From<crate::task::TaskError> for EnvironmentError {
+    fn from(e: crate::task::TaskError) -> Self {
+        match e {
+            crate::task::TaskError::Encode(message) => EnvironmentError::Tasks(message),
+            crate::task::TaskError::Decode { task, message } => {
+                EnvironmentError::Start { task, message }
+            }
+        }
+    }
+}
+
 /// A family of tasks. Built once per run from its config, shared by every episode.
 #[async_trait]
 pub trait Environment: Send + Sync {

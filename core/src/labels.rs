@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
+pub use crate::store::LABELS;
 use crate::trajectory::RolloutKey;
-
-/// The labels file of a run directory.
-pub const LABELS: &str = "labels.jsonl";
 
 /// A reviewer's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

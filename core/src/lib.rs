@@ -6,9 +6,11 @@
 
 pub mod actions;
 pub mod compare;
+pub mod component;
 pub mod config;
 pub mod engine;
 pub mod environment;
+pub mod evaluation;
 pub mod evaluator;
 pub mod export;
 pub mod fetch;
@@ -20,7 +22,6 @@ pub mod labels;
 pub mod matrix;
 pub mod message;
 pub mod model;
-pub mod overrides;
 pub mod registry;
 pub mod reward;
 pub mod sandbox;
@@ -34,6 +35,7 @@ pub mod task;
 pub mod testing;
 pub mod trajectory;
 pub mod usersim;
+pub mod values;
 
 // Re-exported so that `register!` works in crates that do not depend on inventory themselves.
 pub use async_trait::async_trait;

@@ -36,7 +36,7 @@ pub struct Sampling {
 impl Sampling {
     /// Checks the values; names the first field that is out of range.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let fraction = |v: Option<f64>| v.map_or(Ok(()), crate::config::check_fraction);
+        let fraction = |v: Option<f64>| v.map_or(Ok(()), crate::values::check_fraction);
         if let Some(t) = self.temperature {
             if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
                 return Err((
@@ -242,7 +242,7 @@ impl RetryPolicy {
             ("max_retry_after_secs", self.max_retry_after_secs, true),
             ("total_deadline_secs", self.total_deadline_secs, false),
         ] {
-            crate::config::check_secs(v, zero_ok).map_err(|m| (field, m))?;
+            crate::values::check_secs(v, zero_ok).map_err(|m| (field, m))?;
         }
         Ok(())
     }
@@ -250,12 +250,12 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempt counts from 1), given the server's hint.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(ra) = retry_after {
-            return ra.min(crate::config::secs(self.max_retry_after_secs));
+            return ra.min(crate::values::secs(self.max_retry_after_secs));
         }
         let exp = self.initial_backoff_secs * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
         let cap = exp.min(self.max_backoff_secs);
         // Full jitter: spread simultaneous retries of thousands of episodes apart.
-        crate::config::secs(rand::random::<f64>() * crate::config::secs(cap).as_secs_f64())
+        crate::values::secs(rand::random::<f64>() * crate::values::secs(cap).as_secs_f64())
     }
 }
 
@@ -285,7 +285,7 @@ impl<M: LanguageModel> LanguageModel for Retry<M> {
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
         let start = tokio::time::Instant::now();
-        let deadline = crate::config::secs(self.policy.total_deadline_secs);
+        let deadline = crate::values::secs(self.policy.total_deadline_secs);
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use crate::component::{parse_settings, ComponentError};
 use crate::environment::Environment;
 use crate::evaluator::Evaluator;
 use crate::export::Exporter;
@@ -127,7 +128,7 @@ impl ModelBuilder {
         ModelBuilder(Arc::new(move |table: &Value| {
             let (kind, settings) = kind_and_settings(
                 table,
-                crate::config::DEFAULT_MODEL_KIND,
+                DEFAULT_MODEL_KIND,
                 Role::Model,
                 "a model is a table with `type` and its settings, or the name of a [[models]] entry",
             )?;
@@ -218,6 +219,10 @@ impl SandboxBuilder {
     }
 }
 
+/// The model kind a config runs on when it names none: the embedded llama.cpp backend with its
+/// default model, so that trawl works with no server and no API key.
+pub const DEFAULT_MODEL_KIND: &str = "llama";
+
 /// What a factory knows about the run it builds for.
 #[derive(Debug, Clone, Default)]
 pub struct BuildContext {
@@ -274,59 +279,6 @@ impl BuildContext {
             self.base_dir.join(p)
         }
     }
-}
-
-/// A component config that could not be used. `path` is the field inside the component's table
-/// (`generator.count`), so the config loader can point at the exact line.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct ComponentError {
-    pub path: Vec<String>,
-    pub message: String,
-}
-
-impl ComponentError {
-    pub fn new(message: impl Into<String>) -> Self {
-        ComponentError {
-            path: Vec::new(),
-            message: message.into(),
-        }
-    }
-
-    /// An error about one field of the component's config.
-    pub fn at(field: &str, message: impl Into<String>) -> Self {
-        ComponentError {
-            path: field.split('.').map(str::to_string).collect(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Deserializes a component's settings, keeping the path of the offending field on error.
-pub fn parse_settings<C: DeserializeOwned>(settings: &Value) -> Result<C, ComponentError> {
-    serde_path_to_error::deserialize(settings).map_err(|e| {
-        let mut path: Vec<String> = e
-            .path()
-            .iter()
-            .filter_map(|seg| match seg {
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
-                serde_path_to_error::Segment::Unknown => None,
-            })
-            .collect();
-        let message = e.inner().to_string();
-        // serde reports an unknown field at its parent; point at the field itself.
-        if let Some(field) = message
-            .strip_prefix("unknown field `")
-            .and_then(|m| m.split('`').next())
-        {
-            if path.last().map(String::as_str) != Some(field) {
-                path.push(field.to_string());
-            }
-        }
-        ComponentError { path, message }
-    })
 }
 
 /// A config struct that builds a live environment (vector's `SourceConfig::build` shape).

@@ -46,12 +46,12 @@ impl Default for ExecLimits {
 
 impl ExecLimits {
     pub fn wall_time(&self) -> Duration {
-        crate::config::secs(self.wall_time_secs.max(0.001))
+        crate::values::secs(self.wall_time_secs.max(0.001))
     }
 
     /// Checks the values make sense; names the first field that does not.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        crate::config::check_secs(self.wall_time_secs, false).map_err(|m| ("wall_time_secs", m))?;
+        crate::values::check_secs(self.wall_time_secs, false).map_err(|m| ("wall_time_secs", m))?;
         for (field, v) in [
             ("cpu_secs", self.cpu_secs),
             ("memory_mb", self.memory_mb),

@@ -244,12 +244,12 @@ pub struct AgentLimits {
 
 impl AgentLimits {
     /// Checks the values; the error names the config field.
-    pub fn validate(&self) -> Result<(), crate::registry::ComponentError> {
-        use crate::registry::ComponentError;
+    pub fn validate(&self) -> Result<(), crate::component::ComponentError> {
+        use crate::component::ComponentError;
         if !(self.cost_limit.is_finite() && self.cost_limit >= 0.0) {
             return Err(ComponentError::at("cost_limit", "must be zero or more"));
         }
-        crate::config::check_secs(self.wall_time_limit_secs, true)
+        crate::values::check_secs(self.wall_time_limit_secs, true)
             .map_err(|m| ComponentError::at("wall_time_limit_secs", m))?;
         if self.max_output_chars < 100 {
             return Err(ComponentError::at(

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::evaluator::Evaluation;
+use crate::evaluation::Evaluation;
 
 /// The name that stands for an environment's own evaluator(s) in `[scoring]`.
 pub const ENVIRONMENT: &str = "environment";

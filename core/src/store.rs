@@ -7,6 +7,8 @@
 //! file, fsync and rename, so that it holds exactly one record per key after any number of
 //! resumes.
 
+// Moved to `values`; this name stays until every caller reads it from there.
+pub use crate::values::check_path_part;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -48,60 +50,16 @@ pub enum StoreError {
     },
 }
 
+/// The reviewers' labels of a run directory (`trawl view` appends to it; see `labels`).
+pub const LABELS: &str = "labels.jsonl";
+
 /// The files a run directory owns. No command but `trawl run` (and `trawl import` into a run)
 /// writes them, and `trawl view` appends to the reviewers' labels.
-pub const RUN_FILES: [&str; 6] = [
-    TRAJECTORIES,
-    ATTEMPTS,
-    CONFIG,
-    MANIFEST,
-    LOCK,
-    crate::labels::LABELS,
-];
+pub const RUN_FILES: [&str; 6] = [TRAJECTORIES, ATTEMPTS, CONFIG, MANIFEST, LOCK, LABELS];
 
 /// Whether `dir` is a run directory: it holds a run's data or manifest.
 pub fn is_run_dir(dir: &Path) -> bool {
     dir.join(TRAJECTORIES).is_file() || dir.join(MANIFEST).is_file()
-}
-
-/// Checks that `part` (a task id, a model's or a run's name) can be one file or folder name as
-/// it is: not empty, not `.` or `..`, without `/` and NUL. Commands that file things by these
-/// names (`trawl swe reports` writes `<model>/<instance id>/report.json`, a run goes to
-/// `runs/<name>`) check them with this, so that no name reaches outside the folder it is filed
-/// under. The error says what is wrong, for the caller to place (file, line, field).
-pub fn check_path_part(part: &str) -> Result<(), String> {
-    if part.contains('/') {
-        return Err("contains `/`: it becomes one file or folder name".into());
-    }
-    check_relative_path(part)
-}
-
-/// Checks that `path` (a task id such as `HumanEval/0`) stays inside any folder it is joined
-/// to: not empty, not absolute, no NUL, and no part that is empty, `.` or `..`.
-pub fn check_relative_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("is empty".into());
-    }
-    if path.contains('\0') {
-        return Err("contains a NUL character".into());
-    }
-    if path.starts_with('/') {
-        return Err("is an absolute path: it becomes part of file paths, which must stay inside their folder".into());
-    }
-    if let Some(p) = path
-        .split('/')
-        .find(|p| p.is_empty() || *p == "." || *p == "..")
-    {
-        let what = if p.is_empty() {
-            "an empty part (`//` or a trailing `/`)".to_string()
-        } else {
-            format!("a `{p}` part")
-        };
-        return Err(format!(
-            "has {what}: it becomes part of file paths, which must stay inside their folder"
-        ));
-    }
-    Ok(())
 }
 
 /// Checks that a command may write its output at `path`: never a run directory's own file (also
@@ -291,7 +249,7 @@ pub fn parse_record_noting(
         });
     }
     let mut rec = rec;
-    let note = crate::reward::repair(&mut rec, path, line_no);
+    let note = rec.repair_unsound_rewards(path, line_no);
     Ok((rec, note))
 }
 
@@ -595,37 +553,5 @@ impl RecordWriter {
     /// Flushes to stable storage (called periodically and at the end, not per record).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(io_err(&self.path))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_would_leave_their_folder_are_refused() {
-        for ok in ["a", "django__django-11099", "x..y", ".hidden", "Model 7B"] {
-            assert_eq!(check_path_part(ok), Ok(()), "{ok}");
-            assert_eq!(check_relative_path(ok), Ok(()), "{ok}");
-        }
-        for ok in ["HumanEval/0", "test/algebra/1.json"] {
-            assert_eq!(check_relative_path(ok), Ok(()), "{ok}");
-            assert!(check_path_part(ok).unwrap_err().contains("`/`"), "{ok}");
-        }
-        for (bad, why) in [
-            ("", "is empty"),
-            (".", "`.` part"),
-            ("..", "`..` part"),
-            ("../../escape", "`..` part"),
-            ("a/../../b", "`..` part"),
-            ("/etc/passwd", "absolute path"),
-            ("a//b", "empty part"),
-            ("a/", "empty part"),
-            ("a\0b", "NUL"),
-        ] {
-            let err = check_relative_path(bad).unwrap_err();
-            assert!(err.contains(why), "{bad:?}: {err}");
-            assert!(check_path_part(bad).is_err(), "{bad:?}");
-        }
     }
 }

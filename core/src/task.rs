@@ -14,7 +14,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::EnvironmentError;
+/// A task's payload that cannot be written or read back as an environment's task type. An
+/// environment reports it as its own error (`EnvironmentError` converts from it).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The payload could not be serialized into a task.
+    #[error("{0}")]
+    Encode(String),
+    /// The task's data is not the environment's task type: the episode cannot start.
+    #[error("could not start episode for task `{task}`: {message}")]
+    Decode { task: String, message: String },
+}
 
 /// One task of an environment. `id` is unique within its environment and stable across runs (it
 /// is part of every rollout's key); `data` is the environment's own payload (a question and its
@@ -37,16 +47,15 @@ impl Task {
     pub fn from_payload<T: Serialize>(
         id: impl Into<String>,
         payload: &T,
-    ) -> Result<Self, EnvironmentError> {
-        let data =
-            serde_json::to_value(payload).map_err(|e| EnvironmentError::Tasks(e.to_string()))?;
+    ) -> Result<Self, TaskError> {
+        let data = serde_json::to_value(payload).map_err(|e| TaskError::Encode(e.to_string()))?;
         Ok(Task::new(id, data))
     }
 
     /// `data` read back as the environment's task type (`kind` names it in the error), when an
     /// episode starts.
-    pub fn payload<T: DeserializeOwned>(&self, kind: &str) -> Result<T, EnvironmentError> {
-        serde_json::from_value(self.data.clone()).map_err(|e| EnvironmentError::Start {
+    pub fn payload<T: DeserializeOwned>(&self, kind: &str) -> Result<T, TaskError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| TaskError::Decode {
             task: self.id.clone(),
             message: format!("not a {kind} task: {e}"),
         })

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::evaluator::Evaluation;
+use crate::evaluation::Evaluation;
 use crate::message::{Message, ToolSchema};
 use crate::model::{Sampling, TokenDetail, Usage};
 use crate::task::Task;
@@ -209,6 +209,75 @@ pub struct TrajectoryRecord {
 }
 
 impl TrajectoryRecord {
+    /// Each reward of this record that breaks the rule, as `field: why` (the record's `reward`, each
+    /// evaluation's `reward` and sub-rewards, each step's reward).
+    pub fn unsound_rewards(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |field: String, v: f64| {
+            if let Some(why) = crate::reward::unsound(v) {
+                out.push(format!("`{field}` is {why}"));
+            }
+        };
+        check("reward".into(), self.reward);
+        for (i, e) in self.evaluations.iter().enumerate() {
+            check(format!("evaluations[{i}].reward"), e.reward);
+            for (name, v) in &e.components {
+                check(format!("evaluations[{i}].components.{name}"), *v);
+            }
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            if let Some(r) = s.reward {
+                check(format!("steps[{i}].reward"), r);
+            }
+        }
+        out
+    }
+
+    /// Turns this record, read from disk, whose rewards break the rule into an infrastructure error (it
+    /// was never a sound label: stats and exports leave it out, resume re-runs it): its reward 0,
+    /// no success, the evaluations and step rewards that broke the rule dropped, and the reason in
+    /// its error. Returns that reason, naming `path` and `line`, or `None` for a sound self.
+    pub(crate) fn repair_unsound_rewards(
+        &mut self,
+        path: &std::path::Path,
+        line: usize,
+    ) -> Option<String> {
+        let fields = self.unsound_rewards();
+        if fields.is_empty() {
+            return None;
+        }
+        let note = format!(
+            "{}:{line}: rollout {}: {}; read as an infrastructure error (left out of stats and exports, re-run by `trawl run` on resume)",
+            path.display(),
+            self.key,
+            fields.join(", ")
+        );
+        self.reward = 0.0;
+        self.success = false;
+        self.evaluations.retain(|e| {
+            crate::reward::unsound(e.reward).is_none()
+                && e.components
+                    .values()
+                    .all(|v| crate::reward::unsound(*v).is_none())
+        });
+        for s in &mut self.steps {
+            if s.reward
+                .is_some_and(|r| crate::reward::unsound(r).is_some())
+            {
+                s.reward = None;
+            }
+        }
+        self.outcome.exit_status = ExitStatus::InfraError;
+        self.outcome.error = Some(RecordedError {
+            kind: "evaluator".into(),
+            message: format!(
+                "the record as written had rewards trawl cannot use: {}",
+                fields.join(", ")
+            ),
+        });
+        Some(note)
+    }
+
     /// Whether this rollout is an infrastructure failure or was interrupted: such records are
     /// kept out of metrics and exports and re-run on resume.
     pub fn is_final(&self) -> bool {
@@ -274,5 +343,45 @@ mod tests {
         }
         assert!(!ExitStatus::InfraError.is_final() && !ExitStatus::Interrupted.is_final());
         assert!(ExitStatus::TimeExceeded.is_final());
+    }
+
+    /// The shape an older trawl wrote when a sum overflowed: `null` rewards. The line loads, as
+    /// an infrastructure error whose note names file, line and fields; a sound line is untouched.
+    #[test]
+    fn a_null_reward_on_disk_reads_as_an_infrastructure_error() {
+        let mut r = crate::strategies::example_record();
+        r.outcome.exit_status = crate::trajectory::ExitStatus::Submitted;
+        r.success = true;
+        r.evaluations = vec![crate::evaluator::Evaluation {
+            evaluator: "openenv_reward".into(),
+            reward: 1.0,
+            success: true,
+            components: [("reward".to_string(), 1.0)].into(),
+            details: serde_json::Value::Null,
+        }];
+        let path = std::path::Path::new("runs/x/trajectories.jsonl");
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            crate::store::parse_record_noting(path, 4, &line).unwrap(),
+            (r.clone(), None)
+        );
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["reward"] = serde_json::Value::Null;
+        v["evaluations"][0]["reward"] = serde_json::Value::Null;
+        v["evaluations"][0]["components"]["reward"] = serde_json::Value::Null;
+        let line = serde_json::to_string(&v).unwrap();
+        assert!(line.contains("\"reward\":null"));
+        let (back, note) = crate::store::parse_record_noting(path, 4, &line).unwrap();
+        let note = note.expect("a note");
+        assert!(
+            note.starts_with("runs/x/trajectories.jsonl:4: rollout ")
+                && note.contains("`reward` is not a finite number")
+                && note.contains("`evaluations[0].components.reward`"),
+            "{note}"
+        );
+        assert!(!back.is_final() && !back.success && back.reward == 0.0);
+        assert!(back.evaluations.is_empty());
+        assert!(back.unsound_rewards().is_empty());
+        assert_eq!(back.outcome.error.unwrap().kind, "evaluator");
     }
 }

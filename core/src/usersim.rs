@@ -270,7 +270,7 @@ impl UserConfig {
     pub fn build(
         &self,
         cx: &crate::registry::BuildContext,
-    ) -> Result<Arc<dyn UserSimulator>, crate::registry::ComponentError> {
+    ) -> Result<Arc<dyn UserSimulator>, crate::component::ComponentError> {
         self.build_with_prompt(cx, DEFAULT_USER_PROMPT)
     }
 
@@ -280,7 +280,7 @@ impl UserConfig {
         &self,
         cx: &crate::registry::BuildContext,
         default_prompt: &str,
-    ) -> Result<Arc<dyn UserSimulator>, crate::registry::ComponentError> {
+    ) -> Result<Arc<dyn UserSimulator>, crate::component::ComponentError> {
         match self {
             UserConfig::Scripted(s) => Ok(Arc::new(s.clone())),
             UserConfig::Llm(c) => {
@@ -363,7 +363,7 @@ mod tests {
         assert!(matches!(c, UserConfig::Scripted(ref s) if s.rules[0].1 == "50"));
         let c: UserConfig = serde_json::from_value(serde_json::json!({ "type": "llm" })).unwrap();
         assert_eq!(c, UserConfig::Llm(LlmUserConfig::default()));
-        let e = crate::registry::parse_settings::<UserConfig>(&serde_json::json!({
+        let e = crate::component::parse_settings::<UserConfig>(&serde_json::json!({
             "type": "scripted", "replys": []
         }))
         .unwrap_err();

@@ -218,7 +218,7 @@ impl CodeRunner {
         if let Err((field, msg)) = settings.limits.validate() {
             return Err(ComponentError::at(&format!("limits.{field}"), msg));
         }
-        trawl_core::config::check_secs(settings.per_test_timeout_secs, false)
+        trawl_core::values::check_secs(settings.per_test_timeout_secs, false)
             .map_err(|m| ComponentError::at("per_test_timeout_secs", m))?;
         let backend = cx.build_sandbox(&settings.sandbox, "local")?;
         Ok(CodeRunner { settings, backend })

@@ -121,7 +121,7 @@ fn task_id(obj: &Map<String, Value>) -> Result<String, FieldError> {
     match obj.get("task_id") {
         // Ids such as `HumanEval/0` are fine; one that could reach outside a folder is not
         // (ids become parts of file paths).
-        Some(Value::String(s)) => trawl_core::store::check_relative_path(s)
+        Some(Value::String(s)) => trawl_core::values::check_relative_path(s)
             .map(|()| s.clone())
             .map_err(|why| ("task_id", format!("`{}` {why}", s.escape_debug()))),
         Some(Value::Number(n)) => Ok(n.to_string()),

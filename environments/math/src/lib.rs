@@ -203,7 +203,7 @@ pub fn load_tasks_with(
             // Ids such as MATH's `test/algebra/1.json` are fine; one that could reach outside a
             // folder is not (ids become parts of file paths).
             Some(Value::String(s)) => {
-                trawl_core::store::check_relative_path(s)
+                trawl_core::values::check_relative_path(s)
                     .map_err(|why| at(id_field, format!("`{}` {why}", s.escape_debug())))?;
                 s.clone()
             }

@@ -358,7 +358,7 @@ impl Domain {
                 return Err(at("two tasks have this id".into()));
             }
             // Ids become parts of file paths: one that could reach outside a folder is refused.
-            trawl_core::store::check_relative_path(&task.id)
+            trawl_core::values::check_relative_path(&task.id)
                 .map_err(|why| at(format!("field `id` {why}")))?;
             domain.check_task(task).map_err(at)?;
         }

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use trawl_core::config::{check_secs, secs};
 use trawl_core::http::{error_chain, read_capped, BodyError};
 use trawl_core::model::{Retry, RetryPolicy, TokenDetail};
 use trawl_core::registry::{BuildContext, ComponentError, ModelConfig};
+use trawl_core::values::{check_secs, secs};
 use trawl_core::{
     async_trait, Completion, CompletionRequest, FinishReason, LanguageModel, Message,
     ModelDescription, ModelError, Usage,

@@ -6,7 +6,6 @@
 //! freed by id. Every entry point runs under `catch_unwind`, so a panic in plugin code becomes an
 //! error answer for that one call and never unwinds into the host.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -16,7 +15,7 @@ use trawl_core::registry::{Registration, StaticBuilder};
 use trawl_core::sandbox::{Sandbox, SandboxBackend};
 use trawl_core::{AgentScaffold, Environment, Episode, Evaluator, Exporter, Role};
 
-use crate::rollout::{self, Rollout};
+use crate::rollout::{self, panic_message, Rollout};
 use crate::wire::{
     decode, encode, Built, Context, ErrorKind, KindInfo, Reply, Request, Response, WireError,
 };
@@ -91,14 +90,6 @@ fn registrations() -> impl Iterator<Item = &'static Registration> {
     inventory::iter::<Registration>
         .into_iter()
         .filter(move |r| own.is_none_or(|c| c == r.crate_name))
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_string())
 }
 
 fn keep(bytes: Vec<u8>) -> RawBuffer {

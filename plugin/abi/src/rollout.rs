@@ -15,7 +15,6 @@ use trawl_core::{
     RolloutContext, ScaffoldError, ScaffoldOutcome, ToolSchema, Transcript, TranscriptState,
 };
 
-use crate::guest::panic_message;
 use crate::wire::{ErrorKind, HostAnswer, HostAsk, ScaffoldStep, WireError};
 
 enum Event {
@@ -211,4 +210,13 @@ impl Episode for HostEpisode {
                 .into(),
         ))
     }
+}
+
+/// The message a panic carried, for the error that reports it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_string())
 }

@@ -8,6 +8,9 @@
 use serde_json::{Map, Value};
 use toml::de::DeTable;
 
+use super::error::{ConfigError, Location};
+use super::source::{dotted, SourceMap};
+
 /// One parsed `--set` argument.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Override {
@@ -105,13 +108,39 @@ fn toml_value(raw: &str) -> Option<Value> {
     let (_, value) = table.iter().next()?;
     let mut spans = std::collections::HashMap::new();
     let mut non_finite = None;
-    let json = crate::config::to_json(value, &mut Vec::new(), &mut spans, &mut non_finite);
+    let json = crate::config::source::to_json(value, &mut Vec::new(), &mut spans, &mut non_finite);
     // `nan` and `inf` stay the words they are: no setting takes them as a number, so the
     // field's own type refuses them, naming the argument.
     match non_finite {
         Some(_) => Some(Value::String(raw.to_string())),
         None => Some(json),
     }
+}
+
+/// Parses `--set` arguments and applies them, in order, to the parsed config; the source map
+/// then locates the fields they set at their arguments. Errors name the argument and the field.
+pub(super) fn apply_overrides(
+    json: &mut Value,
+    map: &mut SourceMap,
+    overrides: &[String],
+) -> Result<(), ConfigError> {
+    for arg in overrides {
+        let at_arg = |path: &[String], message: String| ConfigError {
+            location: Some(Location {
+                file: map.file.clone(),
+                line: 0,
+                column: 0,
+                set_arg: Some(arg.as_str().into()),
+            }),
+            field: dotted(path),
+            message,
+            hint: None,
+        };
+        let o = Override::parse(arg).map_err(|m| at_arg(&[], m))?;
+        o.apply(json).map_err(|m| at_arg(&o.path, m))?;
+        map.overrides.push((o.path, o.arg));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
