@@ -31,7 +31,7 @@ impl Session {
     /// Copies the runner in and starts it in the sandbox's folder with `env`; waits (up to
     /// `api`) for its hello.
     pub async fn start(
-        sandbox: &crate::DockerSandbox,
+        sandbox: &crate::sandbox::DockerSandbox,
         env: Vec<String>,
         api: Duration,
     ) -> Result<Self, SandboxError> {
@@ -39,12 +39,12 @@ impl Session {
             .runner_inside
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            let tar = crate::tar_file(
+            let tar = crate::transfer::tar_file(
                 RUNNER_PATH.trim_start_matches('/'),
                 trawl_sandbox_runner_host::RUNNER,
                 0o755,
             )
-            .map_err(|e| crate::infra("packing the sandbox runner", e))?;
+            .map_err(|e| crate::engine::infra("packing the sandbox runner", e))?;
             sandbox.upload_tar("/", tar).await?;
         }
         let (_, started) = sandbox
@@ -63,7 +63,7 @@ impl Session {
             })
             .await?;
         let bollard::exec::StartExecResults::Attached { output, input } = started else {
-            return Err(crate::infra(
+            return Err(crate::engine::infra(
                 "starting the sandbox runner",
                 "the exec did not attach",
             ));
