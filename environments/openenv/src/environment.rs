@@ -22,7 +22,7 @@ impl EnvironmentConfig for OpenEnvConfig {
     fn build(self, cx: &BuildContext) -> Result<Arc<dyn Environment>, ComponentError> {
         let backend = match (&self.image, self.servers.is_empty()) {
             (Some(_), true) => {
-                trawl_core::config::check_secs(self.startup_timeout_secs, false)
+                trawl_core::values::check_secs(self.startup_timeout_secs, false)
                     .map_err(|m| ComponentError::at("startup_timeout_secs", m))?;
                 let backend = cx.build_sandbox(&self.sandbox, "docker")?;
                 if !backend.runs_images() {
@@ -59,7 +59,7 @@ impl EnvironmentConfig for OpenEnvConfig {
                 "must be at least 1",
             ));
         }
-        trawl_core::config::check_secs(self.timeout_secs, false)
+        trawl_core::values::check_secs(self.timeout_secs, false)
             .map_err(|m| ComponentError::at("timeout_secs", m))?;
         if !self.success_threshold.is_finite() {
             return Err(ComponentError::at("success_threshold", "must be a number"));
@@ -119,7 +119,7 @@ pub struct OpenEnv {
 
 impl OpenEnv {
     fn timeout(&self) -> Duration {
-        trawl_core::config::secs(self.config.timeout_secs)
+        trawl_core::values::secs(self.config.timeout_secs)
     }
 }
 

@@ -34,7 +34,7 @@ impl OpenEnv {
             ));
         };
         let base = format!("http://{address}");
-        let startup = trawl_core::config::secs(self.config.startup_timeout_secs);
+        let startup = trawl_core::values::secs(self.config.startup_timeout_secs);
         let deadline = tokio::time::Instant::now() + startup;
         loop {
             match health(&self.http, &base, Duration::from_secs(5)).await {

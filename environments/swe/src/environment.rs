@@ -64,7 +64,7 @@ impl EnvironmentConfig for SweConfig {
                 "no instances: give `files` or use `dataset = \"builtin\"`",
             ));
         }
-        trawl_core::config::check_secs(self.eval_timeout_secs, false)
+        trawl_core::values::check_secs(self.eval_timeout_secs, false)
             .map_err(|m| ComponentError::at("eval_timeout_secs", m))?;
         let workspace = Workspace::new(self, cx)?;
         Ok(Arc::new(SweEnvironment {

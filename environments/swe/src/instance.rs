@@ -108,7 +108,7 @@ pub fn parse_instance(value: Value) -> Result<SweInstance, (String, String)> {
     }
     // The harness files an instance's logs and report under a folder named by its id.
     if let Some(Value::String(id)) = obj.get("instance_id") {
-        trawl_core::store::check_path_part(id).map_err(|why| {
+        trawl_core::values::check_path_part(id).map_err(|why| {
             (
                 "instance_id".to_string(),
                 format!(

@@ -197,7 +197,7 @@ impl Environment for ToolsEnv {
         self.domain
             .tasks
             .iter()
-            .map(|t| Task::from_payload(&t.id, t))
+            .map(|t| Task::from_payload(&t.id, t).map_err(EnvironmentError::from))
             .collect()
     }
 

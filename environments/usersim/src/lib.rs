@@ -214,7 +214,7 @@ impl Environment for Usersim {
     async fn tasks(&self) -> Result<Vec<Task>, EnvironmentError> {
         self.tasks
             .iter()
-            .map(|t| Task::from_payload(&t.id, t))
+            .map(|t| Task::from_payload(&t.id, t).map_err(EnvironmentError::from))
             .collect()
     }
 

@@ -116,7 +116,7 @@ impl DockerSandboxConfig {
         if !(self.cpus.is_finite() && self.cpus > 0.0) {
             return Err(("cpus", "must be a positive number".into()));
         }
-        trawl_core::config::check_secs(self.api_timeout_secs, false)
+        trawl_core::values::check_secs(self.api_timeout_secs, false)
             .map_err(|m| ("api_timeout_secs", m))?;
         if !(1..=4096).contains(&self.engine_calls) {
             return Err((
@@ -124,7 +124,7 @@ impl DockerSandboxConfig {
                 "give between 1 and 4096 engine calls at once".into(),
             ));
         }
-        trawl_core::config::check_secs(self.kill_grace_secs, true)
+        trawl_core::values::check_secs(self.kill_grace_secs, true)
             .map_err(|m| ("kill_grace_secs", m))?;
         Ok(())
     }

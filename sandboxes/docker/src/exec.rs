@@ -44,7 +44,7 @@ impl Sandbox for DockerSandbox {
         // /sys/fs/cgroup, v1 in a folder per controller) around each command, so an OOM kill
         // or a refused fork is seen even when the command caught it.
         let policy = Policy {
-            grace: trawl_core::config::secs(c.kill_grace_secs),
+            grace: trawl_core::values::secs(c.kill_grace_secs),
             drain: Duration::from_secs(2),
             disk_cap: c.workdir_mb.map(|mb| mb.saturating_mul(1 << 20)),
             kill_all: false,
@@ -68,7 +68,7 @@ impl Sandbox for DockerSandbox {
         let started = Instant::now();
         let mut slot = self.session.lock().await;
         if slot.is_none() {
-            *slot = Some(session::Session::start(self, exec_env(), self.factory.api()).await?);
+            *slot = Some(self.start_session(exec_env(), self.factory.api()).await?);
         }
         // Dropped mid-call (a cancelled episode) or failed, the session is dropped: its exec's
         // stdin closes and the runner kills the command. The next command starts a new one.
@@ -181,5 +181,50 @@ impl Drop for InFlight<'_> {
         if !self.done {
             *self.slot = None;
         }
+    }
+}
+
+impl DockerSandbox {
+    /// Copies the runner in and starts it in the sandbox's folder with `env`; waits (up to
+    /// `api`) for its hello.
+    async fn start_session(
+        &self,
+        env: Vec<String>,
+        api: Duration,
+    ) -> Result<session::Session, SandboxError> {
+        if !self
+            .runner_inside
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let tar = crate::transfer::tar_file(
+                session::RUNNER_PATH.trim_start_matches('/'),
+                trawl_sandbox_runner_host::RUNNER,
+                0o755,
+            )
+            .map_err(|e| crate::engine::infra("packing the sandbox runner", e))?;
+            self.upload_tar("/", tar).await?;
+        }
+        let (_, started) = self
+            .start_exec(bollard::models::ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec![
+                    session::RUNNER_PATH.to_string(),
+                    "--workdir".into(),
+                    self.workdir().to_string(),
+                ]),
+                working_dir: Some(self.workdir().to_string()),
+                env: Some(env),
+                ..Default::default()
+            })
+            .await?;
+        let bollard::exec::StartExecResults::Attached { output, input } = started else {
+            return Err(crate::engine::infra(
+                "starting the sandbox runner",
+                "the exec did not attach",
+            ));
+        };
+        session::Session::open(output, input, api).await
     }
 }

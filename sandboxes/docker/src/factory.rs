@@ -36,7 +36,7 @@ impl DockerFactory {
     /// Connects, checks the engine answers, and removes containers that a killed trawl process
     /// left behind (its owner is gone, or it is older than `reap_after_secs`).
     pub async fn connect(config: DockerSandboxConfig) -> Result<Self, SandboxError> {
-        let api = trawl_core::config::secs(config.api_timeout_secs);
+        let api = trawl_core::values::secs(config.api_timeout_secs);
         let docker = match &config.host {
             Some(h) => Docker::connect_with_host(h),
             None => Docker::connect_with_defaults(),
@@ -105,7 +105,7 @@ impl DockerFactory {
     }
 
     pub(crate) fn api(&self) -> Duration {
-        trawl_core::config::secs(self.config.api_timeout_secs)
+        trawl_core::values::secs(self.config.api_timeout_secs)
     }
 
     /// Waits for a turn to send a call that makes or removes something; the call is sent, and

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::ExecConfig;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 use trawl_core::sandbox::SandboxError;
@@ -28,46 +27,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Copies the runner in and starts it in the sandbox's folder with `env`; waits (up to
-    /// `api`) for its hello.
-    pub async fn start(
-        sandbox: &crate::sandbox::DockerSandbox,
-        env: Vec<String>,
+    /// Opens a session on a started runner's exec: its `output` (stdout carries the replies,
+    /// stderr the runner's own complaints) and `input`; waits (up to `api`) for its hello.
+    pub async fn open(
+        output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+        input: Pin<Box<dyn AsyncWrite + Send>>,
         api: Duration,
     ) -> Result<Self, SandboxError> {
-        if !sandbox
-            .runner_inside
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            let tar = crate::transfer::tar_file(
-                RUNNER_PATH.trim_start_matches('/'),
-                trawl_sandbox_runner_host::RUNNER,
-                0o755,
-            )
-            .map_err(|e| crate::engine::infra("packing the sandbox runner", e))?;
-            sandbox.upload_tar("/", tar).await?;
-        }
-        let (_, started) = sandbox
-            .start_exec(ExecConfig {
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(vec![
-                    RUNNER_PATH.to_string(),
-                    "--workdir".into(),
-                    sandbox.workdir().to_string(),
-                ]),
-                working_dir: Some(sandbox.workdir().to_string()),
-                env: Some(env),
-                ..Default::default()
-            })
-            .await?;
-        let bollard::exec::StartExecResults::Attached { output, input } = started else {
-            return Err(crate::engine::infra(
-                "starting the sandbox runner",
-                "the exec did not attach",
-            ));
-        };
         // The exec's stdout carries the replies; its stderr, the runner's own complaints.
         let stderr = StderrTail::default();
         let tail = stderr.clone();

@@ -64,11 +64,11 @@ impl Detected {
             return Err("tmp_mb and workdir_mb must be at least 1".into());
         }
         if let Some(grace) = config.kill_grace_secs {
-            trawl_core::config::check_secs(grace, true)
+            trawl_core::values::check_secs(grace, true)
                 .map_err(|m| format!("kill_grace_secs {m}"))?;
         }
         if let Some(drain) = config.drain_secs {
-            trawl_core::config::check_secs(drain, true).map_err(|m| format!("drain_secs {m}"))?;
+            trawl_core::values::check_secs(drain, true).map_err(|m| format!("drain_secs {m}"))?;
         }
         let root = config.root.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root)

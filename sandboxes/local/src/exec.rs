@@ -87,8 +87,8 @@ impl LocalSandbox {
         let cgroups = self.cgroup.is_some();
         let tmp_cap = c.tmp_mb.saturating_mul(1 << 20);
         let policy = Policy {
-            grace: trawl_core::config::secs(c.kill_grace_secs.unwrap_or(1.0)),
-            drain: trawl_core::config::secs(c.drain_secs.unwrap_or(DRAIN_SECS)),
+            grace: trawl_core::values::secs(c.kill_grace_secs.unwrap_or(1.0)),
+            drain: trawl_core::values::secs(c.drain_secs.unwrap_or(DRAIN_SECS)),
             disk_cap: Some(c.workdir_mb.saturating_mul(1 << 20)),
             kill_all: self.namespaces(),
             processes: self.shared.isolation.process_limit && !cgroups,
