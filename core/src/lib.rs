@@ -22,6 +22,7 @@ pub mod labels;
 pub mod matrix;
 pub mod message;
 pub mod model;
+pub mod model_stack;
 pub mod registry;
 pub mod reward;
 pub mod sandbox;

@@ -197,6 +197,22 @@ pub trait LanguageModel: Send + Sync {
     }
 }
 
+/// A shared model is a model: the stack's layers hold their inner model as an `Arc`.
+#[async_trait]
+impl<M: LanguageModel + ?Sized> LanguageModel for std::sync::Arc<M> {
+    fn describe(&self) -> ModelDescription {
+        (**self).describe()
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        (**self).complete(request).await
+    }
+
+    async fn list_models(&self) -> Result<Option<Vec<String>>, ModelError> {
+        (**self).list_models().await
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelDescription {
     pub kind: String,

@@ -122,11 +122,13 @@ impl ModelBuilder {
     }
 
     /// A builder over the model kinds of `registry`; a table without `type` gets the default
-    /// (embedded) model kind.
-    pub fn from_registry(registry: &Registry) -> Self {
+    /// (embedded) model kind. Every model it builds runs in the one model stack
+    /// ([`crate::model_stack`]), at most `default_concurrency` requests in flight unless its
+    /// table says `max_concurrency`.
+    pub fn from_registry(registry: &Registry, default_concurrency: usize) -> Self {
         let registry = Arc::new(registry.clone());
         ModelBuilder(Arc::new(move |table: &Value| {
-            let (kind, settings) = kind_and_settings(
+            let (kind, mut settings) = kind_and_settings(
                 table,
                 DEFAULT_MODEL_KIND,
                 Role::Model,
@@ -143,8 +145,9 @@ impl ModelBuilder {
                     ),
                 ));
             };
+            let stack = crate::model_stack::StackSettings::take(&mut settings, default_concurrency)?;
             let model = build(&Value::Object(settings), &BuildContext::default())?;
-            Ok(Arc::new(crate::model::EpisodeDeadline::new(model)) as Arc<dyn LanguageModel>)
+            Ok(stack.wrap(model, &[]))
         }))
     }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use trawl_core::registry::{build, BuildContext};
-use trawl_core::{CompletionRequest, LanguageModel, Message, ModelError, Sampling};
+use trawl_core::registry::{build, BuildContext, ModelBuilder, Registry};
 use trawl_openai::OpenAiConfig;
+use trawl_core::{CompletionRequest, LanguageModel, Message, ModelError, Sampling};
 use trawl_tests::{Reply, ScriptedServer};
 
 fn model(server_url: &str, extra: serde_json::Value) -> Arc<dyn LanguageModel> {
@@ -23,7 +23,9 @@ fn model(server_url: &str, extra: serde_json::Value) -> Arc<dyn LanguageModel> {
     for (k, v) in extra.as_object().unwrap() {
         settings[k] = v.clone();
     }
-    build::<dyn LanguageModel, OpenAiConfig>(&settings, &BuildContext::default()).unwrap()
+    // Through the model stack every model runs in (its `retry` table), as a config builds it.
+    settings["type"] = json!("openai");
+    ModelBuilder::from_registry(&Registry::builtin().unwrap(), 4).0(&settings).unwrap()
 }
 
 fn request() -> CompletionRequest {

@@ -38,7 +38,7 @@ fn user_model(body: &Value) -> Reply {
 }
 
 fn llm_user(base_url: &str) -> LlmUser {
-    let builder = ModelBuilder::from_registry(&Registry::builtin().unwrap());
+    let builder = ModelBuilder::from_registry(&Registry::builtin().unwrap(), 4);
     let model = (builder.0)(&json!({
         "type": "openai",
         "base_url": base_url,
@@ -117,7 +117,7 @@ async fn a_failing_user_model_is_a_simulator_error() {
 
 #[test]
 fn a_model_table_with_an_unknown_kind_names_the_field() {
-    let builder = ModelBuilder::from_registry(&Registry::builtin().unwrap());
+    let builder = ModelBuilder::from_registry(&Registry::builtin().unwrap(), 4);
     let err = (builder.0)(&json!({ "type": "nope" })).err().unwrap();
     assert_eq!(err.path, ["type"]);
     assert!(

@@ -295,19 +295,16 @@ impl ExperimentConfig {
             .enumerate()
         {
             let at = |field: &str| vec!["models".to_string(), i.to_string(), field.to_string()];
-            let max_concurrency = match spec.settings.remove("max_concurrency") {
-                None => top.concurrency,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (1..=MAX_CONCURRENCY as u64).contains(n))
-                    .ok_or_else(|| {
-                        map.error(
-                            &at("max_concurrency"),
-                            format!("must be a whole number from 1 to {MAX_CONCURRENCY}"),
-                            None,
-                        )
-                    })? as usize,
-            };
+            // The stack's keys are checked here, at their lines. `max_concurrency` becomes the
+            // spec's own field; `retry` stays in the settings, where the engine's stack reads it
+            // (model_stack.rs).
+            let stack = crate::model_stack::StackSettings::take(
+                &mut spec.settings.clone(),
+                top.concurrency,
+            )
+            .map_err(|e| ExperimentConfig::component_error(&map, &spec, e))?;
+            spec.settings.remove("max_concurrency");
+            let max_concurrency = stack.max_concurrency;
             let sampling = match spec.settings.remove("sampling") {
                 None => Sampling::default(),
                 Some(v) => crate::component::parse_settings::<Sampling>(&v).map_err(|e| {

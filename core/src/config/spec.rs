@@ -172,7 +172,7 @@ impl ExperimentConfig {
 const OVERRIDE_COMMENT: &str = "# --set ";
 
 /// The most episodes (or requests to one model) in flight at once.
-pub const MAX_CONCURRENCY: usize = 1 << 20;
+pub use crate::model_stack::MAX_CONCURRENCY;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,8 @@ use crate::config::{ConfigError, ExperimentConfig, SourceMap};
 use crate::environment::{Environment, EnvironmentError};
 use crate::evaluator::Evaluator;
 use crate::matrix::Skipped;
-use crate::model::{ConcurrencyLimit, EpisodeDeadline, LanguageModel, Sampling};
+use crate::model::{LanguageModel, Sampling};
+use crate::model_stack::StackSettings;
 use crate::registry::{BuildContext, Factory, Registry, Role};
 use crate::scaffold::AgentScaffold;
 use crate::task::Task;
@@ -121,12 +122,12 @@ pub(super) async fn build(
         let Some(Factory::Model(f)) = factory(Role::Model, &c.kind) else {
             continue;
         };
-        let raw = f(&as_value(&c.settings), &cx)
+        let mut settings = c.settings.clone();
+        let stack = StackSettings::take(&mut settings, spec.max_concurrency)
             .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
-        // Waiting for a free slot counts as waiting on the server: the deadline is outermost.
-        let live: Arc<dyn LanguageModel> = Arc::new(EpisodeDeadline::new(Arc::new(
-            ConcurrencyLimit::new(raw, spec.max_concurrency),
-        )));
+        let raw = f(&serde_json::Value::Object(settings), &cx)
+            .map_err(|e| ExperimentConfig::component_error(map, c, e))?;
+        let live = stack.wrap(raw, &[]);
         models.push(ModelSlot {
             model: built(registry, &mut versions, Role::Model, c, live),
             sampling: spec.sampling.clone(),
@@ -143,7 +144,7 @@ pub(super) async fn build(
         own_models.extend(new.drain(..).map(|m| (owner.clone(), m)));
     };
     cx.models = Some(
-        crate::registry::ModelBuilder::from_registry(registry)
+        crate::registry::ModelBuilder::from_registry(registry, config.concurrency)
             .recording(inline.clone())
             .with_named(
                 models

@@ -1,7 +1,8 @@
 //! The `openai` model backend: chat completions over HTTP against any OpenAI-compatible server.
 //!
-//! Every attempt has a connect timeout and a request timeout; the core `Retry` decorator adds
-//! capped exponential backoff with jitter, honours Retry-After, and stops at a total deadline.
+//! Every attempt has a connect timeout and a request timeout; the model stack every model runs
+//! in (`trawl_core::model_stack`: its `retry` table) adds capped exponential backoff with jitter,
+//! honours Retry-After, and stops at a total deadline.
 //! Errors are classified here: connection failures, timeouts, 408/409/429/5xx and unreadable
 //! bodies are transient; a context-length overflow ends the episode as a truncation; other 4xx
 //! are rejections that no retry can fix.
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use trawl_core::http::{error_chain, read_capped, BodyError};
-use trawl_core::model::{Retry, RetryPolicy, TokenDetail};
+use trawl_core::model::TokenDetail;
 use trawl_core::registry::{BuildContext, ComponentError, ModelConfig};
 use trawl_core::values::{check_secs, secs};
 use trawl_core::{
@@ -45,8 +46,6 @@ pub struct OpenAiConfig {
     /// Limit on one attempt, response body included.
     #[serde(default = "default_request")]
     pub request_timeout_secs: f64,
-    #[serde(default)]
-    pub retry: RetryPolicy,
     /// The largest response body read, in bytes (default 16 MiB). A longer one is an
     /// infrastructure error, not retried: trawl's memory and the run's files stay bounded
     /// whatever a server sends.
@@ -135,10 +134,6 @@ impl ModelConfig for OpenAiConfig {
         ] {
             check_secs(v, false).map_err(|m| ComponentError::at(field, m))?;
         }
-        self.retry.validate().map_err(|(field, m)| ComponentError {
-            path: vec!["retry".into(), field.into()],
-            message: m,
-        })?;
         let client = reqwest::Client::builder()
             .connect_timeout(secs(self.connect_timeout_secs))
             .timeout(secs(self.request_timeout_secs))
@@ -151,7 +146,6 @@ impl ModelConfig for OpenAiConfig {
         } else {
             format!("{base}/chat/completions")
         };
-        let retry = self.retry.clone();
         let model = OpenAiModel {
             client,
             models_url: format!("{}/models", endpoint.trim_end_matches("/chat/completions")),
@@ -163,7 +157,9 @@ impl ModelConfig for OpenAiConfig {
             extra_body: self.extra_body,
             return_token_ids: self.return_token_ids,
         };
-        Ok(Arc::new(Retry::new(model, retry)))
+        // Retries, the concurrency limit and the episode's deadline come from the model stack
+        // every model runs in (trawl_core::model_stack), around this backend.
+        Ok(Arc::new(model))
     }
 }
 
@@ -174,7 +170,7 @@ trawl_core::register!(
     OpenAiConfig
 );
 
-/// One attempt at a time; wrap in `Retry` for the retry policy.
+/// One attempt at a time; the model stack retries it.
 pub struct OpenAiModel {
     client: reqwest::Client,
     endpoint: String,
