@@ -163,7 +163,8 @@ fn reports(
     }
     // Every file is checked before any is written: a refusal leaves everything as it was.
     for (dir, _) in &files {
-        trawl_core::store::check_output(&dir.join("report.json"), force).map_err(crate::exit::input)?;
+        trawl_core::store::check_output(&dir.join("report.json"), force)
+            .map_err(crate::exit::input)?;
     }
     let mut written = 0;
     for (dir, report) in files {
