@@ -1,11 +1,12 @@
 //! The command line as clap reads it: the commands, their arguments and the fixed sets of
-//! values some flags take. What each command does is in `main.rs`.
+//! values some flags take. What each command does is in its module of `commands/`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{input, swe};
+use crate::commands::swe;
+use crate::exit::input;
 
 #[derive(Parser)]
 #[command(

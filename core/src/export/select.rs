@@ -1,56 +1,12 @@
-//! Selection (rejection sampling) and the `Exporter` role. Every rollout is kept in the run with
-//! its scores; selection happens here, at export time, and can be re-run with other settings.
+//! Selection (rejection sampling): which rollouts of a run become training data, and why each
+//! of the others was left out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use super::role::ExportError;
 use crate::trajectory::TrajectoryRecord;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error("cannot write export: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("cannot export record {key}: {message}")]
-    Record { key: String, message: String },
-    #[error("--where `{filter}` on record {key}: {message}\n  hint: records are trawl.trajectory JSON; `trawl export RUN --format trajectory` shows them whole")]
-    Filter {
-        filter: String,
-        key: String,
-        message: String,
-    },
-}
-
-/// Turns one selected trajectory into training examples, written as lines to `out`.
-pub trait Exporter: Send + Sync {
-    /// The file extension of the output (`jsonl`).
-    fn extension(&self) -> &str {
-        "jsonl"
-    }
-
-    /// The file name a format is known by (`preds.json`), used when no output is given.
-    fn file_name(&self) -> Option<&str> {
-        None
-    }
-
-    /// Writes the examples of one trajectory and returns how many it wrote.
-    fn write(&self, record: &TrajectoryRecord, out: &mut dyn Write) -> Result<usize, ExportError>;
-
-    /// Called once after the last record: a format that is one document rather than lines
-    /// (`preds.json`, Parquet) or that is made of groups of records (preference pairs) writes it
-    /// here, and returns how many examples that added.
-    fn finish(&self, _out: &mut dyn Write) -> Result<usize, ExportError> {
-        Ok(0)
-    }
-
-    /// What the format counted beyond examples, read after `finish`: what it could not carry
-    /// (`tool_call_text_dropped`), groups it left out and why (`groups_zero_variance`), pairs it
-    /// made. Written into the export's stats under `counts`.
-    fn counts(&self) -> BTreeMap<String, usize> {
-        BTreeMap::new()
-    }
-}
 
 /// Which rollouts become training data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -103,6 +59,35 @@ pub struct Selection {
     /// rejected, or keep only what they accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<crate::labels::LabelFilter>,
+}
+
+impl Selection {
+    /// The first evaluator the selection names (`evaluator_success`, then
+    /// `evaluator_min_reward`) that scored no rollout of `records`, with the names of the
+    /// evaluators that did, sorted. `None` when every named evaluator scored some rollout.
+    pub fn unknown_evaluator<'a>(
+        &'a self,
+        records: &'a [TrajectoryRecord],
+    ) -> Option<(&'a str, Vec<&'a str>)> {
+        let named: Vec<&str> = self
+            .evaluator_success
+            .iter()
+            .map(String::as_str)
+            .chain(self.evaluator_min_reward.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        // Which evaluators the run has: read only when an evaluator is named.
+        if named.is_empty() {
+            return None;
+        }
+        let known: HashSet<&str> = records
+            .iter()
+            .flat_map(|r| r.evaluations.iter().map(|e| e.evaluator.as_str()))
+            .collect();
+        let missing = named.into_iter().find(|name| !known.contains(name))?;
+        let mut names: Vec<&str> = known.into_iter().collect();
+        names.sort_unstable();
+        Some((missing, names))
+    }
 }
 
 /// Why a rollout was left out.
@@ -312,62 +297,4 @@ pub fn select<'a>(
     }
     out.kept = candidates.into_iter().map(|c| c.1).collect();
     Ok(out)
-}
-
-/// Counts written beside an export as `<output>_stats.json`. The first five keys are the ones
-/// PettingLLMs' collector writes, so existing dashboards read ours too.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ExportStats {
-    /// Rollouts that became training data.
-    pub total_collected: usize,
-    /// Of those, successful ones.
-    pub total_successful: usize,
-    /// Finished rollouts considered (infrastructure errors excluded).
-    pub total_episodes: usize,
-    /// Of those, successful ones.
-    pub successful_episodes: usize,
-    /// Training examples written (a per-turn format writes several per rollout).
-    pub total_sft_examples: usize,
-    pub format: String,
-    pub records_read: usize,
-    /// Selected rollouts the format could not represent (for example a ShareGPT conversation
-    /// that does not alternate); they produced no example.
-    pub records_without_examples: usize,
-    pub dropped: BTreeMap<DropReason, usize>,
-    /// The format's own counts (see [`Exporter::counts`]).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub counts: BTreeMap<String, usize>,
-    pub selection: Selection,
-}
-
-/// Writes the selected records with `exporter`; returns the stats.
-pub fn export_records(
-    records: &[TrajectoryRecord],
-    selection: &Selection,
-    exporter: &dyn Exporter,
-    format: &str,
-    out: &mut dyn Write,
-) -> Result<ExportStats, ExportError> {
-    let selected = select(records, selection)?;
-    let mut stats = ExportStats {
-        format: format.to_string(),
-        records_read: records.len(),
-        selection: selection.clone(),
-        ..ExportStats::default()
-    };
-    for r in records.iter().filter(|r| r.is_final()) {
-        stats.total_episodes += 1;
-        stats.successful_episodes += usize::from(r.success);
-    }
-    for r in &selected.kept {
-        let n = exporter.write(r, out)?;
-        stats.total_sft_examples += n;
-        stats.records_without_examples += usize::from(n == 0);
-        stats.total_collected += 1;
-        stats.total_successful += usize::from(r.success);
-    }
-    stats.total_sft_examples += exporter.finish(out)?;
-    stats.counts = exporter.counts();
-    stats.dropped = selected.dropped;
-    Ok(stats)
 }

@@ -58,7 +58,7 @@ pub async fn dispatch(command: SweCommand) -> anyhow::Result<ExitCode> {
 async fn build_images(args: BuildImagesArgs) -> anyhow::Result<ExitCode> {
     let factory = DockerFactory::connect(DockerSandboxConfig::default())
         .await
-        .map_err(crate::input)?;
+        .map_err(crate::exit::input)?;
     let options = BuildOptions {
         rebuild: args.rebuild,
         suite: args.suite,
@@ -79,7 +79,7 @@ async fn build_images(args: BuildImagesArgs) -> anyhow::Result<ExitCode> {
     } else {
         let mut all = Vec::new();
         for f in &args.instances {
-            all.extend(instance::load_file(f).map_err(crate::input)?);
+            all.extend(instance::load_file(f).map_err(crate::exit::input)?);
         }
         all
     };
@@ -117,7 +117,7 @@ fn reports(
     out: Option<&std::path::Path>,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let records = crate::load_run(run)?;
+    let records = crate::runs::load_run(run)?;
     let name = run
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -150,7 +150,7 @@ fn reports(
             ("task", &r.key.task),
         ] {
             trawl_core::values::check_path_part(part).map_err(|why| {
-                crate::input(format!(
+                crate::exit::input(format!(
                     "{}: the rollout {}: `key.{field}` `{}` {why}; no report was written\n  hint: fix or drop that record (its task id comes from the task file)",
                     run.join(trawl_core::store::TRAJECTORIES).display(),
                     r.key,
@@ -163,7 +163,8 @@ fn reports(
     }
     // Every file is checked before any is written: a refusal leaves everything as it was.
     for (dir, _) in &files {
-        trawl_core::store::check_output(&dir.join("report.json"), force).map_err(crate::input)?;
+        trawl_core::store::check_output(&dir.join("report.json"), force)
+            .map_err(crate::exit::input)?;
     }
     let mut written = 0;
     for (dir, report) in files {
@@ -175,7 +176,7 @@ fn reports(
         written += 1;
     }
     if written == 0 {
-        return Err(crate::input(format!(
+        return Err(crate::exit::input(format!(
             "{} holds no rollout scored by `swe_tests`",
             run.display()
         )));
@@ -223,7 +224,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .map(|i| (i.instance_id.clone(), i))
         .collect();
     for f in &args.instances {
-        for i in instance::load_file(f).map_err(crate::input)? {
+        for i in instance::load_file(f).map_err(crate::exit::input)? {
             known.insert(i.instance_id.clone(), i);
         }
     }
@@ -234,16 +235,16 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => args.paths.iter().filter(|p| p.is_dir()).collect(),
     };
     for dir in report_dirs {
-        reports.extend(import::find_reports(dir).map_err(crate::input)?);
+        reports.extend(import::find_reports(dir).map_err(crate::exit::input)?);
     }
     let mut files = Vec::new();
     for p in &args.paths {
-        files.extend(import::find_trajectories(p).map_err(crate::input)?);
+        files.extend(import::find_trajectories(p).map_err(crate::exit::input)?);
     }
     if files.is_empty() {
-        return Err(crate::input("no *.traj.json or *.traj files found"));
+        return Err(crate::exit::input("no *.traj.json or *.traj files found"));
     }
-    let dir = RunDir::open(&args.into).map_err(crate::input)?;
+    let dir = RunDir::open(&args.into).map_err(crate::exit::input)?;
     let existing = match store::read_records(&dir.file(store::TRAJECTORIES)) {
         Ok((records, _)) => records,
         Err(_) => Vec::new(),
@@ -261,7 +262,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let evaluator = if args.score {
         let config: trawl_swe::SweConfig =
             serde_json::from_value(serde_json::json!({"sandbox": {"type": args.sandbox}}))
-                .map_err(crate::input)?;
+                .map_err(crate::exit::input)?;
         Some(
             trawl_swe::SweTestsEvaluator::new(
                 config,
@@ -270,7 +271,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             )
-            .map_err(crate::input)?,
+            .map_err(crate::exit::input)?,
         )
     } else {
         None
@@ -285,7 +286,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         // The instance id is the trajectory's own (SWE-agent's replay config, mini-swe-agent's
         // `instance_id`), not its file name: read it first, then import with what is known of it.
         let id = import::import_file(f, &Extra::default())
-            .map_err(crate::input)?
+            .map_err(crate::exit::input)?
             .key
             .task;
         let mut record = import::import_file(
@@ -296,7 +297,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 model: args.model.clone(),
             },
         )
-        .map_err(crate::input)?;
+        .map_err(crate::exit::input)?;
         if record.evaluations.is_empty() {
             if let (Some(ev), Some(inst)) = (&evaluator, known.get(&record.key.task)) {
                 record.task = inst.to_task();
