@@ -73,11 +73,7 @@ impl StackSettings {
 
     /// `backend` in the stack: deadline, `hooks` (the first outermost), concurrency limit,
     /// retry.
-    pub fn wrap(
-        &self,
-        backend: Arc<dyn LanguageModel>,
-        hooks: &[Hook],
-    ) -> Arc<dyn LanguageModel> {
+    pub fn wrap(&self, backend: Arc<dyn LanguageModel>, hooks: &[Hook]) -> Arc<dyn LanguageModel> {
         let retried: Arc<dyn LanguageModel> = Arc::new(Retry::new(backend, self.retry.clone()));
         let limited: Arc<dyn LanguageModel> =
             Arc::new(ConcurrencyLimit::new(retried, self.max_concurrency));
@@ -168,8 +164,16 @@ mod tests {
         let s = StackSettings::take(&mut m, 8).unwrap();
         assert_eq!(s.max_concurrency, 2);
         assert_eq!(s.retry.max_attempts, 3);
-        assert_eq!(Value::Object(m), json!({"model": "x"}), "the backend's own settings");
-        assert_eq!(settings(json!({})).unwrap().max_concurrency, 3, "the default");
+        assert_eq!(
+            Value::Object(m),
+            json!({"model": "x"}),
+            "the backend's own settings"
+        );
+        assert_eq!(
+            settings(json!({})).unwrap().max_concurrency,
+            3,
+            "the default"
+        );
         for (bad, path) in [
             (json!({"max_concurrency": 0}), vec!["max_concurrency"]),
             (json!({"max_concurrency": "4"}), vec!["max_concurrency"]),
@@ -177,7 +181,10 @@ mod tests {
                 json!({"retry": {"total_deadline_secs": -1.0}}),
                 vec!["retry", "total_deadline_secs"],
             ),
-            (json!({"retry": {"max_attempts": 0}}), vec!["retry", "max_attempts"]),
+            (
+                json!({"retry": {"max_attempts": 0}}),
+                vec!["retry", "max_attempts"],
+            ),
             (json!({"retry": {"attempts": 2}}), vec!["retry", "attempts"]),
         ] {
             let e = settings(bad.clone()).unwrap_err();
@@ -192,7 +199,11 @@ mod tests {
         let m = s.wrap(b.clone(), &[]);
         let c = m.complete(&request()).await.unwrap();
         assert_eq!(c.message.text(), "ok");
-        assert_eq!(b.calls.load(Ordering::SeqCst), 3, "two transient failures retried");
+        assert_eq!(
+            b.calls.load(Ordering::SeqCst),
+            3,
+            "two transient failures retried"
+        );
 
         let b = backend(0);
         let m = s.wrap(b.clone(), &[]);
@@ -207,7 +218,11 @@ mod tests {
         for r in set.join_all().await {
             r.unwrap();
         }
-        assert_eq!(b.most.load(Ordering::SeqCst), 2, "at most max_concurrency in flight");
+        assert_eq!(
+            b.most.load(Ordering::SeqCst),
+            2,
+            "at most max_concurrency in flight"
+        );
     }
 
     #[tokio::test]
@@ -222,6 +237,10 @@ mod tests {
         };
         let s = settings(json!({})).unwrap();
         let _ = s.wrap(backend(0), &[hook("outer"), hook("inner")]);
-        assert_eq!(*order.lock().unwrap(), vec!["inner", "outer"], "inner wraps first");
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["inner", "outer"],
+            "inner wraps first"
+        );
     }
 }

@@ -145,7 +145,8 @@ impl ModelBuilder {
                     ),
                 ));
             };
-            let stack = crate::model_stack::StackSettings::take(&mut settings, default_concurrency)?;
+            let stack =
+                crate::model_stack::StackSettings::take(&mut settings, default_concurrency)?;
             let model = build(&Value::Object(settings), &BuildContext::default())?;
             Ok(stack.wrap(model, &[]))
         }))

@@ -140,11 +140,37 @@ fn references(code: &str, me: &Module) -> Vec<Module> {
     out
 }
 
-/// The file module that `path` lands in: its longest prefix that is a module of the crate.
+/// The file module that `path` lands in: its longest prefix that is a module of the crate (the
+/// root for a name the root defines or re-exports).
 fn resolve<'a>(path: &Module, known: &'a BTreeMap<Module, PathBuf>) -> Option<&'a Module> {
-    (1..=path.len())
+    (0..=path.len())
         .rev()
         .find_map(|n| known.get_key_value(&path[..n].to_vec()).map(|(k, _)| k))
+}
+
+/// `code` without its `pub use …;` items: a face that hands names on imports nothing.
+fn without_reexports(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(at) = rest
+        .find("pub use ")
+        .or_else(|| rest.find("pub(crate) use "))
+    {
+        let starts_item = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace);
+        out.push_str(&rest[..at]);
+        let Some(end) = rest[at..].find(';') else {
+            return out;
+        };
+        if !starts_item {
+            out.push_str(&rest[at..at + end + 1]);
+        }
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Strongly connected components of more than one module (Tarjan).
@@ -227,11 +253,28 @@ fn graph(src: &Path) -> BTreeMap<Module, BTreeSet<Module>> {
             // In `a/mod.rs` (module `a`), `super` is `a`'s parent: make `a` look one deeper.
             me_for_super.push(String::new());
         }
+        let code = code_of(&text);
+        let mut paths = references(&code, &me_for_super);
+        // A crate root or a folder's mod.rs names its own children without `crate::`: each use
+        // of one outside a re-export (`pub use`, which only hands names on) is an import.
+        let children: Vec<&String> = known
+            .keys()
+            .filter(|k| k.len() == m.len() + 1 && k.starts_with(m))
+            .map(|k| &k[m.len()])
+            .collect();
+        let own = without_reexports(&code);
+        for child in children {
+            for (at, _) in own.match_indices(&format!("{child}::")) {
+                let before = own[..at].chars().next_back();
+                if !before.is_some_and(|c| is_ident(c) || c == ':') {
+                    paths_at(&own, at, m.clone(), &mut paths);
+                }
+            }
+        }
         let targets = edges.entry(m.clone()).or_default();
-        for path in references(&code_of(&text), &me_for_super) {
+        for path in paths {
             if let Some(t) = resolve(&path, &known) {
-                // The crate root only re-exports; a path through it is not an import.
-                if t != m && !t.is_empty() {
+                if t != m {
                     targets.insert(t.clone());
                 }
             }
@@ -337,5 +380,27 @@ fn the_reader_sees_grouped_nested_and_super_paths() {
     );
     let found = circles(&edges);
     assert_eq!(found, vec![vec![m("a"), m("b::c"), m("b::d")]], "{edges:?}");
+
+    // A root that calls into a child which imports from the root is a circle; a root that only
+    // re-exports is not.
+    std::fs::write(
+        dir.join("lib.rs"),
+        "mod a; mod b;\npub use a::X;\nfn go() { b::d::f(); }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("a.rs"), "pub struct X;\n").unwrap();
+    std::fs::write(dir.join("b/c.rs"), "").unwrap();
+    std::fs::write(dir.join("b/d.rs"), "use crate::Y;\n").unwrap();
+    let edges = graph(&dir);
+    assert_eq!(
+        edges[&Vec::new()],
+        BTreeSet::from([m("b::d")]),
+        "the root's own call"
+    );
+    assert_eq!(
+        circles(&edges),
+        vec![vec![Vec::new(), m("b::d")]],
+        "{edges:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use trawl_core::registry::{build, BuildContext, ModelBuilder, Registry};
-use trawl_openai::OpenAiConfig;
 use trawl_core::{CompletionRequest, LanguageModel, Message, ModelError, Sampling};
+use trawl_openai::OpenAiConfig;
 use trawl_tests::{Reply, ScriptedServer};
 
 fn model(server_url: &str, extra: serde_json::Value) -> Arc<dyn LanguageModel> {

@@ -21,7 +21,7 @@ use trawl_plugin_abi::wire::{
     Built, ErrorKind, HostAnswer, HostAsk, Reply, Request, ScaffoldStep, WireError,
 };
 
-use crate::Plugin;
+use crate::plugin::Plugin;
 
 /// Runs a blocking plugin call without stalling an async worker: in place on a multi-threaded
 /// runtime (other tasks move to other workers), directly outside one.
