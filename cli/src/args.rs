@@ -293,8 +293,8 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) agent: Option<String>,
     /// For `--format swe_smith`: xml, ticks or tool.
-    #[arg(long, value_name = "STYLE")]
-    pub(crate) style: Option<String>,
+    #[arg(long, value_enum)]
+    pub(crate) style: Option<SweStyleArg>,
     /// A setting of the format, KEY=VALUE (repeatable): `--set tools=json`,
     /// `--set min_margin=0.5`, `--set split=test`. VALUE is read as TOML (a number, a boolean,
     /// a string in quotes) and else taken as a string.
@@ -324,12 +324,12 @@ pub(crate) struct ExportArgs {
     pub(crate) max_tokens: Option<u64>,
     /// Keep only rollouts with this exit status (repeatable or comma-separated: Submitted,
     /// LimitsExceeded, ...).
-    #[arg(long, value_name = "STATUS", value_delimiter = ',')]
-    pub(crate) exit_status: Vec<String>,
+    #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = exit_status_parser())]
+    pub(crate) exit_status: Vec<trawl_core::ExitStatus>,
     /// Leave out rollouts that repeat an earlier kept one of the same task: `exact` (the same
     /// words) or `near` (word 5-gram Jaccard similarity at or above --near-dup-threshold).
-    #[arg(long, value_name = "exact|near")]
-    pub(crate) dedup: Option<String>,
+    #[arg(long, value_enum)]
+    pub(crate) dedup: Option<DedupArg>,
     /// The similarity at which `--dedup near` calls two rollouts duplicates.
     #[arg(long, value_name = "J", default_value_t = 0.9)]
     pub(crate) near_dup_threshold: f64,
@@ -360,4 +360,38 @@ pub(crate) struct ExportArgs {
     /// replaced.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+/// `--dedup`: which repeats of a task's rollouts are left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DedupArg {
+    /// The same words.
+    Exact,
+    /// Word 5-gram Jaccard similarity at or above --near-dup-threshold.
+    Near,
+}
+
+/// `--style` of the `swe_smith` format: how the agent's actions are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SweStyleArg {
+    Xml,
+    Ticks,
+    Tool,
+}
+
+impl SweStyleArg {
+    /// The exporter's own name for it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SweStyleArg::Xml => "xml",
+            SweStyleArg::Ticks => "ticks",
+            SweStyleArg::Tool => "tool",
+        }
+    }
+}
+
+/// `--exit-status`: one of the record's exit statuses, by its name; clap lists them on a typo.
+fn exit_status_parser() -> impl clap::builder::TypedValueParser<Value = trawl_core::ExitStatus> {
+    clap::builder::PossibleValuesParser::new(trawl_core::ExitStatus::ALL.map(|x| x.as_str()))
+        .try_map(|s| trawl_core::ExitStatus::parse(&s).ok_or("not an exit status"))
 }

@@ -140,7 +140,7 @@ async fn tool_choice_is_configurable() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("tool_choice") && err.contains("auto, required, none, omit"),
+        err.contains("tool_choice") && err.contains("`auto`, `required`, `none`, `omit`"),
         "{err}"
     );
 }

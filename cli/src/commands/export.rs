@@ -11,7 +11,7 @@ use trawl_core::export::{dataset_card, export_records, Destination, ExportPaths,
 use trawl_core::registry::{BuildContext, Factory, Registry, Role};
 use trawl_core::{store, ExitStatus, TrajectoryRecord};
 
-use crate::args::ExportArgs;
+use crate::args::{DedupArg, ExportArgs};
 use crate::exit::input;
 use crate::runs::{load_run_with, review_labels};
 
@@ -48,21 +48,7 @@ pub fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode>
             ))),
         }
     }
-    let mut exit_statuses = Vec::new();
-    for s in args
-        .exit_status
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        match ExitStatus::parse(s) {
-            Some(x) => exit_statuses.push(x),
-            None => bail!(input(format!(
-                "--exit-status `{s}` is not an exit status; statuses: {}",
-                ExitStatus::ALL.map(|x| x.as_str()).join(", ")
-            ))),
-        }
-    }
+    let exit_statuses = args.exit_status.clone();
     for (flag, v) in [
         ("--min-pass-rate", args.min_pass_rate),
         ("--max-pass-rate", args.max_pass_rate),
@@ -71,10 +57,10 @@ pub fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode>
             bail!(input(format!("{flag} must be a rate from 0 to 1")));
         }
     }
-    let dedup = match args.dedup.as_deref() {
+    let dedup = match args.dedup {
         None => None,
-        Some("exact") => Some(trawl_core::hygiene::Dedup::Exact),
-        Some("near") => {
+        Some(DedupArg::Exact) => Some(trawl_core::hygiene::Dedup::Exact),
+        Some(DedupArg::Near) => {
             let t = args.near_dup_threshold;
             if !(t > 0.0 && t <= 1.0) {
                 bail!(input(format!(
@@ -83,7 +69,6 @@ pub fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode>
             }
             Some(trawl_core::hygiene::Dedup::Near { threshold: t })
         }
-        Some(other) => bail!(input(format!("--dedup `{other}`: give `exact` or `near`"))),
     };
     let decontaminate = if args.decontaminate.is_empty() {
         None
@@ -132,8 +117,8 @@ pub fn export(registry: &Registry, args: ExportArgs) -> anyhow::Result<ExitCode>
     if let Some(a) = &args.agent {
         settings.insert("agent".into(), serde_json::json!(a));
     }
-    if let Some(s) = &args.style {
-        settings.insert("style".into(), serde_json::json!(s));
+    if let Some(s) = args.style {
+        settings.insert("style".into(), serde_json::json!(s.as_str()));
     }
     for item in &args.set {
         let (key, value) = format_setting(item).map_err(input)?;

@@ -39,8 +39,8 @@ pub struct OpenAiConfig {
     pub api_key_env: Option<String>,
     /// `tool_choice` sent when tools are offered: `auto` (the default; llama.cpp's server calls
     /// no tool without it), `required`, `none`, or `omit` to send none.
-    #[serde(default = "default_tool_choice")]
-    pub tool_choice: String,
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: f64,
     /// Limit on one attempt, response body included.
@@ -66,11 +66,32 @@ fn default_max_response_bytes() -> u64 {
     16 << 20
 }
 
-fn default_tool_choice() -> String {
-    "auto".into()
+/// The `tool_choice` a request carries when tools are offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides (llama.cpp's server calls no tool without it).
+    #[default]
+    Auto,
+    /// The model must call a tool.
+    Required,
+    /// The model must not call a tool.
+    None,
+    /// Send no `tool_choice` at all (servers that refuse the field).
+    Omit,
 }
 
-const TOOL_CHOICES: [&str; 4] = ["auto", "required", "none", "omit"];
+impl ToolChoice {
+    /// The value sent, or `None` for [`ToolChoice::Omit`].
+    fn sent(self) -> Option<&'static str> {
+        match self {
+            ToolChoice::Auto => Some("auto"),
+            ToolChoice::Required => Some("required"),
+            ToolChoice::None => Some("none"),
+            ToolChoice::Omit => None,
+        }
+    }
+}
 
 fn default_connect() -> f64 {
     10.0
@@ -97,16 +118,6 @@ impl ModelConfig for OpenAiConfig {
             return Err(ComponentError::at(
                 "max_response_bytes",
                 "must be at least 1024 bytes",
-            ));
-        }
-        if !TOOL_CHOICES.contains(&self.tool_choice.as_str()) {
-            return Err(ComponentError::at(
-                "tool_choice",
-                format!(
-                    "`{}` is not one of {}",
-                    self.tool_choice,
-                    TOOL_CHOICES.join(", ")
-                ),
             ));
         }
         if !matches!(url.scheme(), "http" | "https") {
@@ -152,7 +163,7 @@ impl ModelConfig for OpenAiConfig {
             endpoint,
             api_key,
             model: self.model,
-            tool_choice: (self.tool_choice != "omit").then_some(self.tool_choice),
+            tool_choice: self.tool_choice.sent(),
             max_response_bytes: self.max_response_bytes,
             extra_body: self.extra_body,
             return_token_ids: self.return_token_ids,
@@ -178,7 +189,7 @@ pub struct OpenAiModel {
     models_url: String,
     api_key: Option<String>,
     model: String,
-    tool_choice: Option<String>,
+    tool_choice: Option<&'static str>,
     max_response_bytes: u64,
     extra_body: Map<String, Value>,
     return_token_ids: bool,
@@ -527,7 +538,7 @@ mod tests {
             models_url: String::new(),
             api_key: None,
             model: "m".into(),
-            tool_choice: Some("auto".into()),
+            tool_choice: Some("auto"),
             max_response_bytes: 1 << 20,
             extra_body: [("repetition_penalty".to_string(), json!(1.1))]
                 .into_iter()
