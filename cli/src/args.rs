@@ -392,6 +392,7 @@ impl SweStyleArg {
 
 /// `--exit-status`: one of the record's exit statuses, by its name; clap lists them on a typo.
 fn exit_status_parser() -> impl clap::builder::TypedValueParser<Value = trawl_core::ExitStatus> {
+    use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(trawl_core::ExitStatus::ALL.map(|x| x.as_str()))
-        .try_map(|s| trawl_core::ExitStatus::parse(&s).ok_or("not an exit status"))
+        .try_map(|s: String| trawl_core::ExitStatus::parse(&s).ok_or("not an exit status"))
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use trawl_core::export::{dataset_card, export_records, Destination, ExportPaths, Selection};
 use trawl_core::registry::{BuildContext, Factory, Registry, Role};
-use trawl_core::{store, ExitStatus, TrajectoryRecord};
+use trawl_core::{store, TrajectoryRecord};
 
 use crate::args::{DedupArg, ExportArgs};
 use crate::exit::input;
