@@ -2,6 +2,10 @@
 //! HTTP/1.1 over a real socket, with scripted replies, tool calls and faults (429 with
 //! Retry-After, 500, a garbage body, a hang, a dropped connection). Tests and benchmarks start
 //! it in-process or as the `trawl-mock-server` binary.
+//!
+//! Over 800 lines, and test code only: the server plus the helpers the cross-crate tests share
+//! (policies, run and export helpers, SWE fixes, plugin libraries, trainer venvs, the OpenEnv
+//! server). The next split is by those groups, one file each.
 
 /// What a test needs from the machine (a missing tool fails or is counted as a skip).
 pub use trawl_test_needs as needs;
